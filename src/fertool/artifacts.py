@@ -1,0 +1,204 @@
+"""Artifacts: the files that pass between fertool's commands.
+
+Every artifact says what it is. Tensors go to safetensors with the metadata as JSON strings in
+its header; results go to npz with the metadata as a JSON string in an `__meta__` entry. Nothing
+is ever pickled, so a file from a stranger is safe to open.
+
+    save_tensors("branch.safetensors", model.state_dict(), kind="branch", meta={...})
+    art = load_artifact("branch.safetensors", expect=MODEL_KINDS)
+    art.kind, art.meta["arch"], art.tensors["backbone.conv1.weight"]
+
+Writes are atomic: the file is written beside its target and renamed over it only when complete,
+so an interrupted command leaves either the old file or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fertool import __version__
+from fertool.errors import BadInputError, WrongKindError
+
+SCHEMA_VERSION = 1
+KINDS = ("dataset", "branch", "ensemble", "predictions", "checkpoint")
+MODEL_KINDS = ("branch", "ensemble")
+
+# What to pass instead, by the kind a command expected; used in wrong-kind messages.
+_MAKES = {
+    "dataset": "a dataset made by `fertool prepare`",
+    "branch": "a model made by `fertool train-branch`",
+    "ensemble": "a model made by `fertool ensemble`",
+    "predictions": "predictions made by `fertool eval ... -o preds.npz`",
+    "checkpoint": "a checkpoint written by `fertool train-branch` (OUT.ckpt)",
+}
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: its kind, its metadata and its arrays (torch tensors or numpy arrays)."""
+
+    path: Path
+    kind: str
+    meta: dict[str, Any]
+    tensors: dict[str, Any] = field(default_factory=dict)
+
+
+def base_meta(kind: str) -> dict[str, Any]:
+    """The metadata every artifact starts with."""
+    return {"kind": kind, "schema": SCHEMA_VERSION, "fertool_version": __version__}
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    check_output_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def check_output_path(path: Path | str) -> None:
+    """Fail early (before hours of training) when `path` cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a directory; give a file name for the output, e.g. {path}/out.safetensors")
+    if not parent.is_dir():
+        raise BadInputError(f"{path}: directory {parent} does not exist; create it first (mkdir -p {parent})")
+    if not os.access(parent, os.W_OK):
+        raise BadInputError(f"{path}: directory {parent} is not writable; choose another output path")
+
+
+def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> None:
+    """Write tensors and metadata to a safetensors file, atomically."""
+    header = {**base_meta(kind), **meta}
+    # safetensors metadata is str -> str: each value is stored as JSON.
+    encoded = {key: json.dumps(value) for key, value in header.items()}
+    contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=encoded)
+
+
+def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: dict[str, Any]) -> None:
+    """Write numpy arrays and metadata to an npz file, atomically."""
+    header = {**base_meta(kind), **meta}
+    for name, array in arrays.items():
+        if np.asarray(array).dtype == object:
+            raise ValueError(f"{name}: object arrays would need pickle; convert to a numeric dtype")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz"
+            np.savez(handle, __meta__=np.array(json.dumps(header)), **arrays)
+
+
+def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None) -> Artifact:
+    """Load an artifact of any kind; if `expect` is given, refuse other kinds with a hint."""
+    path = Path(path)
+    _check_input_file(path)
+    if _is_zip(path):
+        artifact = _load_npz(path)
+    else:
+        artifact = _load_safetensors(path)
+    if expect is not None:
+        check_kind(artifact, expect)
+    return artifact
+
+
+def check_kind(artifact: Artifact, expect: str | tuple[str, ...]) -> None:
+    expected = (expect,) if isinstance(expect, str) else tuple(expect)
+    if artifact.kind in expected:
+        return
+    wanted = " or ".join(_MAKES[kind] for kind in expected)
+    raise WrongKindError(f"{artifact.path}: is a {artifact.kind} artifact, but this needs {wanted}; pass that instead")
+
+
+def _check_input_file(path: Path) -> None:
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a directory; pass a file written by fertool")
+    if path.stat().st_size == 0:
+        raise BadInputError(f"{path}: is empty; it was not written completely, make it again")
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
+
+
+def _load_safetensors(path: Path) -> Artifact:
+    not_ours = f"{path}: not a fertool artifact (safetensors or npz written by fertool); pass a file fertool wrote"
+    try:
+        with open(path, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+        # A header longer than the file is corrupt; refuse it before anything allocates for it.
+        if header_len <= 0 or header_len > path.stat().st_size - 8:
+            raise BadInputError(not_ours)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            raw_meta = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise BadInputError(f"{not_ours} ({_first_line(err)})") from err
+    meta = _decode_meta(path, raw_meta)
+    return Artifact(path=path, kind=meta["kind"], meta=meta, tensors=tensors)
+
+
+def _load_npz(path: Path) -> Artifact:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        # ValueError is what numpy raises for object arrays under allow_pickle=False.
+        raise BadInputError(f"{path}: not a readable fertool npz ({_first_line(err)}); pass a file fertool wrote") from err
+    raw = arrays.pop("__meta__", None)
+    if raw is None or raw.dtype.kind != "U" or raw.shape != ():
+        raise BadInputError(f"{path}: npz without fertool metadata; pass a file written by fertool")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"{path}: damaged metadata ({err}); make the file again") from err
+    _check_meta(path, meta)
+    return Artifact(path=path, kind=meta["kind"], meta=meta, tensors=arrays)
+
+
+def _decode_meta(path: Path, raw_meta: dict[str, str]) -> dict[str, Any]:
+    try:
+        meta = {key: json.loads(value) for key, value in raw_meta.items()}
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"{path}: damaged metadata ({err}); make the file again") from err
+    _check_meta(path, meta)
+    return meta
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
+        raise BadInputError(f"{path}: not a fertool artifact (no known kind in its metadata); pass a file fertool wrote")
+    schema = meta.get("schema")
+    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        raise BadInputError(
+            f"{path}: written with artifact schema {schema}, this fertool reads up to {SCHEMA_VERSION}; upgrade fertool"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

@@ -1,0 +1,356 @@
+"""fertool's command line: thin commands over the library.
+
+Each command parses options, builds a config, calls one library function, writes one artifact
+and prints a summary. Results go to stdout (`--json`: one JSON object); progress and logs go to
+stderr and stay quiet when stderr is not a terminal. A user's mistake ends in one line naming
+the file and the fix, with a non-zero exit code; `fertool --debug ...` shows the traceback.
+
+    fertool prepare --synthetic 3000 -o data.safetensors
+    fertool train-branch data.safetensors -o branch1.safetensors --seed 1 --epochs 5
+    fertool eval data.safetensors branch1.safetensors --split val -o preds.npz
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fertool import __version__
+from fertool.errors import ExitCode, FertoolError
+
+app = typer.Typer(
+    name="fertool",
+    help="Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like it).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(soft_wrap=True)  # results
+err = Console(stderr=True)  # progress, logs and error lines
+_debug = {"on": bool(os.environ.get("FERTOOL_DEBUG"))}
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn FertoolError into one line on stderr and its exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FertoolError as error:
+            if _debug["on"]:
+                raise
+            err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(int(error.exit_code)) from None
+        except KeyboardInterrupt:
+            if _debug["on"]:
+                raise
+            err.print("[bold red]interrupted[/]", highlight=False)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+    return wrapper
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=None) + "\n")
+    sys.stdout.flush()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"fertool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like it)."""
+    if debug:
+        _debug["on"] = True
+
+
+# Options shared by several commands, declared once.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16; auto picks the fastest correct one here.")]
+InputFile = Annotated[Path, typer.Argument(show_default=False)]
+
+
+
+
+# ---------------------------------------------------------------- prepare
+
+
+@app.command()
+@user_errors
+def prepare(
+    source: Annotated[Optional[Path], typer.Argument(help="fer2013.csv, or a folder of images (ROOT/<split>/<class>/* or ROOT/<class>/* with --split).", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Dataset artifact to write.")] = Path("data.safetensors"),
+    synthetic: Annotated[int, typer.Option("--synthetic", help="Instead of SOURCE, draw N synthetic faces (runs anywhere, no download).", show_default=False)] = 0,
+    split: Annotated[Optional[str], typer.Option("--split", help="train | val | test: the split of a ROOT/<class>/* folder.", show_default=False)] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images (and report how many) instead of stopping.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic faces.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read FER2013 (Kaggle CSV or image folders) or draw synthetic faces into one dataset file.
+
+    Example: fertool prepare fer2013/ -o fer.safetensors --json
+    """
+    from fertool import data
+    from fertool.artifacts import check_output_path, save_tensors
+    from fertool.prepare import dataset_artifact
+
+    check_output_path(output)
+    started = time.perf_counter()
+    if synthetic and source is not None:
+        raise FertoolError(f"{source}: give either SOURCE or --synthetic N, not both")
+    if synthetic:
+        raw = data.synthetic_faces(synthetic, seed=seed)
+    elif source is None:
+        raise FertoolError("no SOURCE: pass fer2013.csv, an image folder, or --synthetic N")
+    elif source.is_dir():
+        with err.status(f"reading images under {source}", spinner="dots") if err.is_terminal else contextlib.nullcontext():
+            raw = data.load_folders(source, split=split, skip_bad=skip_bad)
+    else:
+        if split is not None:
+            raise FertoolError(f"{source}: --split applies to a folder of class folders, not a CSV (its Usage column gives the split)")
+        raw = data.load_csv(source)
+    tensors, meta = dataset_artifact(raw)
+    save_tensors(output, tensors, kind="dataset", meta=meta)
+    summary = {"output": str(output), "source": meta["source"], "images": int(len(raw.labels)),
+               "counts": {name: c["total"] for name, c in meta["counts"].items()},
+               "per_class": meta["counts"], "train_mean": meta["train_mean"], "train_std": meta["train_std"],
+               "skipped": len(raw.skipped), "seconds": round(time.perf_counter() - started, 2)}
+    for line in raw.skipped:
+        err.print(f"skipped {line}", highlight=False, soft_wrap=True)
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"{output}  ({meta['source']})")
+    table.add_column("split")
+    for name in meta["classes"]:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for name, c in meta["counts"].items():
+        table.add_row(name, *[str(c[k]) for k in meta["classes"]], str(c["total"]))
+    out.print(table)
+    note = f", skipped {len(raw.skipped)} unreadable" if raw.skipped else ""
+    out.print(f"{summary['images']} images in {summary['seconds']} s{note}; train mean {meta['train_mean']:.4f}, std {meta['train_std']:.4f}")
+
+
+# ---------------------------------------------------------------- train-branch
+
+
+class ProgressReporter:
+    """Draws the training loop's progress on stderr and appends each epoch to a JSONL log."""
+
+    def __init__(self, log_path: Path | None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
+            console=err, transient=True, disable=not err.is_terminal,
+        )
+        self.task: Any = None
+        self.log_path = log_path
+        self.seen = 0
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "ProgressReporter":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def epoch_start(self, epoch: int, epochs: int, images: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=images, epoch=f"{epoch}/{epochs}", speed="")
+        self.seen, self.started = 0, time.perf_counter()
+
+    def batch_done(self, images: int) -> None:
+        self.seen += images
+        speed = self.seen / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, advance=images, speed=f"{speed:,.0f} img/s")
+
+    def epoch_end(self, record: dict[str, Any]) -> None:
+        if err.is_terminal:
+            err.print(
+                f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  train {record['train_accuracy']:.2%}  "
+                f"val {record['val_accuracy']:.2%}  {record['images_per_second']:,.0f} img/s  {record['seconds']:.1f} s",
+                highlight=False,
+            )
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where train-branch keeps its per-epoch checkpoint: beside the output, named after it."""
+    return output.with_name(output.name + ".ckpt")
+
+
+@app.command("train-branch")
+@user_errors
+def train_branch_command(
+    data: InputFile,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Branch artifact to write [default: branch<SEED>.safetensors].", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
+    arch: Annotated[str, typer.Option("--arch", help="Architecture: dexpression (the paper's branch) or tiny (tests).")] = "dexpression",
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 30,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 100,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random flip, rotation ±5°, shift ±10 %, zoom ±10 %.")] = True,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Zero mean, unit std from the training split.")] = True,
+    val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test.")] = "val",
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train one DeXpression branch; keep the weights of its best epoch on the validation split.
+
+    Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --epochs 30
+    """
+    from fertool.artifacts import check_output_path, load_artifact, save_tensors
+    from fertool.train import TrainConfig, train_branch
+
+    output = output or Path(f"branch{seed}.safetensors")
+    check_output_path(output)
+    if log is not None:
+        check_output_path(log)
+    dataset = load_artifact(data, expect="dataset")
+    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment,
+                         normalize=normalize, val_split=val_split, seed=seed, device=device, precision=precision)
+    checkpoint = checkpoint_path(output)
+    try:
+        with ProgressReporter(log) as reporter:
+            result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
+    except KeyboardInterrupt:
+        if checkpoint.exists():
+            err.print(f"interrupted; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue", highlight=False)
+        raise
+    metrics = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+               "val_split": val_split, "images_per_second": result.images_per_second, "seconds": result.seconds}
+    meta = {**result.meta, "input_size": [1, dataset.meta["image_size"], dataset.meta["image_size"]],
+            "train_config": asdict(config), "seed": seed, "metrics": metrics, "history": result.history,
+            "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],
+            "device": result.device, "precision": result.precision,
+            "command": "fertool " + " ".join(sys.argv[1:])}
+    save_tensors(output, result.model.state_dict(), kind="branch", meta=meta)
+    checkpoint.unlink(missing_ok=True)
+    summary = {"output": str(output), "epochs": len(result.history), **metrics,
+               "final_val_accuracy": result.history[-1]["val_accuracy"], "device": result.device, "precision": result.precision}
+    if as_json:
+        print_json(summary)
+        return
+    out.print(
+        f"{output}: best {val_split} accuracy {result.best_val_accuracy:.2%} at epoch {result.best_epoch}/{len(result.history)}; "
+        f"{result.images_per_second:,.0f} train images/s, {result.seconds:.0f} s on {result.device} ({result.precision})",
+        highlight=False,
+    )
+
+
+# ---------------------------------------------------------------- eval
+
+
+def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
+    """A model artifact (branch or ensemble) -> (model in eval mode, its metadata)."""
+    from fertool.artifacts import MODEL_KINDS, load_artifact
+    from fertool.models import model_from_artifact
+
+    artifact = load_artifact(path, expect=MODEL_KINDS)
+    return model_from_artifact(artifact), artifact.meta
+
+
+def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Any) -> None:
+    from fertool.errors import WrongKindError
+
+    if list(model_meta["classes"]) != list(dataset.meta["classes"]):
+        raise WrongKindError(f"{model_path}: predicts classes {model_meta['classes']}, but {dataset.path} has {dataset.meta['classes']}; use a model trained on such data")
+    size = model_meta.get("input_size", [1, 48, 48])[-1]
+    if size != dataset.meta["image_size"]:
+        raise WrongKindError(f"{model_path}: takes {size}x{size} images, but {dataset.path} holds {dataset.meta['image_size']}x{dataset.meta['image_size']}; prepare the data at the model's size")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    data: InputFile,
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="A branch or ensemble artifact.", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 500,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score a model on one split: accuracy and per-class precision, recall and F1.
+
+    Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz
+    """
+    import torch
+
+    from fertool.artifacts import check_output_path, load_artifact, save_npz
+    from fertool.evaluate import classification_report, predict_logits, select_split
+    from fertool.runtime import precision_name, resolve_device, resolve_precision
+
+    if output is not None:
+        check_output_path(output)
+    dataset = load_artifact(data, expect="dataset")
+    model, meta = load_model(model_path)
+    check_model_fits(meta, model_path, dataset)
+    images, labels, indices = select_split(dataset, split)
+    run_device = resolve_device(device)
+    dtype = resolve_precision(precision, run_device)
+    started = time.perf_counter()
+    logits = predict_logits(model.to(run_device).to(memory_format=torch.channels_last), images, run_device, dtype, batch_size)
+    seconds = time.perf_counter() - started
+    report = classification_report(logits.numpy(), labels.numpy(), meta["classes"])
+    if output is not None:
+        save_npz(output, {"logits": logits.numpy(), "labels": labels.numpy(), "indices": indices.numpy()},
+                 kind="predictions",
+                 meta={"model": str(model_path), "model_kind": meta["kind"], "dataset": str(data),
+                       "dataset_sha256": dataset.meta["sha256"], "split": split, "classes": meta["classes"]})
+    summary = {"model": str(model_path), "data": str(data), "split": split, **report,
+               "images_per_second": len(images) / seconds, "seconds": seconds,
+               "device": str(run_device), "precision": precision_name(dtype)}
+    if output is not None:
+        summary["output"] = str(output)
+    if as_json:
+        print_json(summary)
+        return
+    out.print(report_table(report, f"{model_path} on {data} [{split}]"))
+    out.print(f"accuracy {report['accuracy']:.2%} ({report['count']} images), macro F1 {report['macro_f1']:.3f}; "
+              f"{summary['images_per_second']:,.0f} images/s on {run_device}", highlight=False)
+
+
+def report_table(report: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in report["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    return table
+
+
+def main() -> None:
+    """Console-script entry point (`fertool`, `python -m fertool`)."""
+    app()

@@ -1,0 +1,100 @@
+"""Predictions and metrics: run a model over a split, score it, build the confusion matrix.
+
+    images, labels, indices = select_split(dataset, "val")
+    logits = predict_logits(model, images, device=torch.device("cpu"))
+    report = classification_report(logits, labels, CLASSES)   # accuracy, per-class P/R/F1
+
+Everything here works on tensors and numpy arrays; files are the CLI's business.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from fertool.artifacts import Artifact
+from fertool.errors import BadInputError
+from fertool.runtime import autocast
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def select_split(dataset: Artifact, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images (uint8 N x 48 x 48), labels and dataset indices of one split."""
+    if split not in SPLIT_CODES:
+        raise BadInputError(f"split {split!r}: choose one of {', '.join(SPLIT_CODES)}")
+    indices = torch.nonzero(dataset.tensors["split"] == SPLIT_CODES[split]).flatten()
+    if len(indices) == 0:
+        counts = dataset.meta.get("counts", {})
+        raise BadInputError(
+            f"{dataset.path}: has no {split} images (counts: {counts}); choose another split with --split/--val-split"
+        )
+    return dataset.tensors["images"][indices], dataset.tensors["labels"][indices], indices
+
+
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 N x H x W (or N x 1 x H x W) -> float N x 1 x H x W in [0, 1], channels-last, on device."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Logits (float32, on CPU) for uint8 images, in batches, with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = to_input(images[start : start + batch_size], device)
+        with autocast(device, dtype):
+            outputs.append(model(batch).float())
+        if on_batch is not None:
+            on_batch(len(batch))
+    model.train(was_training)
+    return torch.cat(outputs).cpu() if outputs else torch.empty(0, 0)
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    flat = labels.astype(np.int64) * num_classes + predicted.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def classification_report(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro F1 and per-class precision/recall/F1/support, as plain Python numbers."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    predicted = logits.argmax(axis=1)
+    matrix = confusion_matrix(predicted, labels, len(classes))
+    true_positive = np.diag(matrix).astype(float)
+    support = matrix.sum(axis=1)
+    predicted_count = matrix.sum(axis=0)
+    # A class never predicted (or absent) has precision (recall) 0, not NaN: JSON-friendly and honest.
+    precision = np.divide(true_positive, predicted_count, out=np.zeros(len(classes)), where=predicted_count > 0)
+    recall = np.divide(true_positive, support, out=np.zeros(len(classes)), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(len(classes)), where=denom > 0)
+    per_class = {
+        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+        for i, name in enumerate(classes)
+    }
+    present = support > 0
+    return {
+        "accuracy": float(true_positive.sum() / max(len(labels), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "count": int(len(labels)),
+        "per_class": per_class,
+        "confusion": matrix.tolist(),
+    }

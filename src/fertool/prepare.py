@@ -1,0 +1,70 @@
+"""Turn a source (Kaggle CSV, image folders, synthetic faces) into a dataset artifact.
+
+    tensors, meta = dataset_artifact(load_csv(Path("fer2013.csv")))
+    save_tensors("data.safetensors", tensors, kind="dataset", meta=meta)
+
+The metadata records per-split counts, the training split's mean and std (what `--normalize`
+uses, computed on train only so validation never leaks into preprocessing) and a sha256 of the
+content, which every model trained on it copies, so a model says exactly what it saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from fertool.data import CLASSES, SPLITS, RawDataset
+
+DATASET_SCHEMA = 1
+
+
+def content_sha256(images: np.ndarray, labels: np.ndarray, split: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in (images, labels, split):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def split_counts(labels: np.ndarray, split: np.ndarray) -> dict[str, dict[str, int]]:
+    """{"train": {"total": n, "angry": n, ...}, ...} for the splits that have images."""
+    counts: dict[str, dict[str, int]] = {}
+    for code, name in enumerate(SPLITS):
+        in_split = labels[split == code]
+        if len(in_split) == 0:
+            continue
+        per_class = np.bincount(in_split, minlength=len(CLASSES))
+        counts[name] = {"total": int(len(in_split)), **{c: int(per_class[i]) for i, c in enumerate(CLASSES)}}
+    return counts
+
+
+def train_statistics(images: np.ndarray, split: np.ndarray) -> tuple[float, float]:
+    """Mean and std of the training pixels, in [0, 1] units (all pixels if there is no train split)."""
+    train = images[split == 0] if (split == 0).any() else images
+    pixels = torch.from_numpy(train).float().div_(255.0)  # float64 sums would double the memory for nothing
+    return float(pixels.mean()), float(pixels.std())
+
+
+def dataset_artifact(raw: RawDataset) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and metadata of a dataset artifact built from `raw`."""
+    images = np.ascontiguousarray(raw.images, dtype=np.uint8)
+    labels = np.ascontiguousarray(raw.labels, dtype=np.int64)
+    split = np.ascontiguousarray(raw.split, dtype=np.uint8)
+    mean, std = train_statistics(images, split)
+    tensors = {"images": torch.from_numpy(images), "labels": torch.from_numpy(labels), "split": torch.from_numpy(split)}
+    if raw.masks is not None:
+        tensors["masks"] = torch.from_numpy(np.ascontiguousarray(raw.masks, dtype=np.uint8))
+    meta = {
+        "classes": list(CLASSES),
+        "source": raw.source,
+        "counts": split_counts(labels, split),
+        "train_mean": mean,
+        "train_std": std,
+        "image_size": int(images.shape[-1]),
+        "skipped": len(raw.skipped),
+        "sha256": content_sha256(images, labels, split),
+        "dataset_schema": DATASET_SCHEMA,
+    }
+    return tensors, meta
