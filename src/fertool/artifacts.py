@@ -70,6 +70,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp (and safetensors' own writer) make the file private (0600); give it the
+        # mode any other new file gets, so artifacts can be shared on a cluster.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -89,7 +94,7 @@ def check_output_path(path: Path | str) -> None:
 
 def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> None:
     """Write tensors and metadata to a safetensors file, atomically."""
-    header = {**base_meta(kind), **meta}
+    header = {**meta, **base_meta(kind)}  # the kind argument wins over a copied "kind"
     # safetensors metadata is str -> str: each value is stored as JSON.
     encoded = {key: json.dumps(value) for key, value in header.items()}
     contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
@@ -99,7 +104,7 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], kind: str, 
 
 def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: dict[str, Any]) -> None:
     """Write numpy arrays and metadata to an npz file, atomically."""
-    header = {**base_meta(kind), **meta}
+    header = {**meta, **base_meta(kind)}
     for name, array in arrays.items():
         if np.asarray(array).dtype == object:
             raise ValueError(f"{name}: object arrays would need pickle; convert to a numeric dtype")
@@ -184,7 +189,8 @@ def _decode_meta(path: Path, raw_meta: dict[str, str]) -> dict[str, Any]:
     try:
         meta = {key: json.loads(value) for key, value in raw_meta.items()}
     except json.JSONDecodeError as err:
-        raise BadInputError(f"{path}: damaged metadata ({err}); make the file again") from err
+        # Other tools' safetensors (e.g. {"format": "pt"}) keep plain strings here.
+        raise BadInputError(f"{path}: not a fertool artifact (its metadata is not fertool's); pass a file fertool wrote") from err
     _check_meta(path, meta)
     return meta
 

@@ -24,10 +24,11 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fertool import __version__
-from fertool.errors import ExitCode, FertoolError
+from fertool.errors import BadInputError, ExitCode, FertoolError
 
 app = typer.Typer(
     name="fertool",
@@ -51,7 +52,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except FertoolError as error:
             if _debug["on"]:
                 raise
-            err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(int(error.exit_code)) from None
         except KeyboardInterrupt:
             if _debug["on"]:
@@ -79,15 +80,14 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like it)."""
-    if debug:
-        _debug["on"] = True
+    _debug["on"] = debug or bool(os.environ.get("FERTOOL_DEBUG"))
 
 
 # Options shared by several commands, declared once.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16; auto picks the fastest correct one here.")]
-InputFile = Annotated[Path, typer.Argument(show_default=False)]
+DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A dataset artifact made by `fertool prepare`.", show_default=False)]
 
 
 
@@ -116,6 +116,8 @@ def prepare(
 
     check_output_path(output)
     started = time.perf_counter()
+    if synthetic < 0:
+        raise BadInputError(f"--synthetic {synthetic}: give a positive number of faces")
     if synthetic and source is not None:
         raise FertoolError(f"{source}: give either SOURCE or --synthetic N, not both")
     if synthetic:
@@ -209,7 +211,7 @@ def checkpoint_path(output: Path) -> Path:
 @app.command("train-branch")
 @user_errors
 def train_branch_command(
-    data: InputFile,
+    data: DataArg,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Branch artifact to write [default: branch<SEED>.safetensors].", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
     arch: Annotated[str, typer.Option("--arch", help="Architecture: dexpression (the paper's branch) or tiny (tests).")] = "dexpression",
@@ -245,7 +247,8 @@ def train_branch_command(
             result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
     except KeyboardInterrupt:
         if checkpoint.exists():
-            err.print(f"interrupted; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue", highlight=False)
+            err.print(f"interrupted; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue",
+                      highlight=False, markup=False, soft_wrap=True)
         raise
     metrics = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
                "val_split": val_split, "images_per_second": result.images_per_second, "seconds": result.seconds}
@@ -271,15 +274,6 @@ def train_branch_command(
 # ---------------------------------------------------------------- eval
 
 
-def load_model(path: Path) -> tuple[Any, dict[str, Any]]:
-    """A model artifact (branch or ensemble) -> (model in eval mode, its metadata)."""
-    from fertool.artifacts import MODEL_KINDS, load_artifact
-    from fertool.models import model_from_artifact
-
-    artifact = load_artifact(path, expect=MODEL_KINDS)
-    return model_from_artifact(artifact), artifact.meta
-
-
 def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Any) -> None:
     from fertool.errors import WrongKindError
 
@@ -293,7 +287,7 @@ def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Any)
 @app.command("eval")
 @user_errors
 def eval_command(
-    data: InputFile,
+    data: DataArg,
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="A branch or ensemble artifact.", show_default=False)],
     split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
@@ -314,7 +308,11 @@ def eval_command(
 
     if output is not None:
         check_output_path(output)
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
     dataset = load_artifact(data, expect="dataset")
+    from fertool.models import load_model
+
     model, meta = load_model(model_path)
     check_model_fits(meta, model_path, dataset)
     images, labels, indices = select_split(dataset, split)
@@ -349,6 +347,73 @@ def report_table(report: dict[str, Any], title: str) -> Table:
     for name, row in report["per_class"].items():
         table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
     return table
+
+
+# ---------------------------------------------------------------- ensemble
+
+
+@app.command("ensemble")
+@user_errors
+def ensemble_command(
+    data: DataArg,
+    branch_paths: Annotated[list[Path], typer.Argument(metavar="BRANCH...", help="Two or more branch artifacts.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Ensemble artifact to write.")] = Path("ensemble.safetensors"),
+    features: Annotated[str, typer.Option("--features", help="What the head reads: penultimate (last FeatEx features) | logits.")] = "penultimate",
+    average: Annotated[bool, typer.Option("--average", help="No head: average the branches' probabilities (the baseline).")] = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes of the head over the training split.")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 100,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of the head.")] = 1e-3,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
+    val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch.")] = "val",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the head's weights and shuffling.")] = 0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Join frozen branches with three dense layers (or average them), selected on validation.
+
+    Example: fertool ensemble fer.safetensors branch1.safetensors branch2.safetensors branch3.safetensors -o ensemble.safetensors
+    """
+    from fertool.artifacts import check_output_path, load_artifact, save_tensors
+    from fertool.ensemble import EnsembleConfig, average_ensemble, ensemble_meta, train_ensemble
+    from fertool.evaluate import predict_logits, select_split
+    from fertool.runtime import resolve_device
+
+    check_output_path(output)
+    dataset = load_artifact(data, expect="dataset")
+    branches = [load_artifact(p, expect="branch") for p in branch_paths]
+    for branch in branches:
+        check_model_fits(branch.meta, branch.path, dataset)
+    config = EnsembleConfig(features=features, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment,
+                            val_split=val_split, seed=seed, device=device, precision=precision)
+    if average:
+        model = average_ensemble(branches)
+        images, labels, _ = select_split(dataset, val_split)
+        logits = predict_logits(model, images, resolve_device(device))
+        accuracy = (logits.argmax(1) == labels).float().mean().item()
+        meta = {**ensemble_meta(branches, model, config), "metrics": {"best_val_accuracy": accuracy, "val_split": val_split}, "history": []}
+        history: list[dict[str, Any]] = []
+    else:
+        with ProgressReporter(log) as reporter:
+            result = train_ensemble(dataset, branches, config, reporter=reporter)
+        model, accuracy, history = result.model, result.best_val_accuracy, result.history
+        meta = {**result.meta, "train_config": {**asdict(config), "hidden": list(config.hidden)},
+                "metrics": {"best_val_accuracy": accuracy, "best_epoch": result.best_epoch, "val_split": val_split,
+                            "images_per_second": result.images_per_second, "seconds": result.seconds},
+                "history": history}
+    meta.update({"seed": seed, "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],
+                 "normalization": None, "command": "fertool " + " ".join(sys.argv[1:])})
+    save_tensors(output, model.state_dict(), kind="ensemble", meta=meta)
+    branch_accuracy = {str(b.path): b.meta.get("metrics", {}).get("best_val_accuracy") for b in branches}
+    summary = {"output": str(output), "mode": "average" if average else features, "best_val_accuracy": accuracy,
+               "epochs": len(history), "branches": branch_accuracy, "val_split": val_split}
+    if as_json:
+        print_json(summary)
+        return
+    for path, acc in branch_accuracy.items():
+        out.print(f"  branch {path}: {val_split} accuracy {acc:.2%}" if acc is not None else f"  branch {path}", highlight=False)
+    out.print(f"{output}: {summary['mode']} ensemble of {len(branches)} branches, {val_split} accuracy {accuracy:.2%}", highlight=False)
 
 
 def main() -> None:

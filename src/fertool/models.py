@@ -12,6 +12,7 @@ split's mean/std as buffers, so a caller always feeds plain [0, 1] pixels.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -171,20 +172,88 @@ class FERClassifier(nn.Module):
         return self.backbone(self.normalize(x))
 
 
+class EnsembleClassifier(nn.Module):
+    """Frozen branches whose outputs a small head combines: the report's ensemble.
+
+    `features="penultimate"` concatenates each branch's flattened last FeatEx output,
+    `features="logits"` their logits; `features="average"` has no head and averages the
+    branches' probabilities (the untrained baseline; its "logits" are log mean probabilities).
+    Each branch keeps its own normalisation, so branches trained differently still combine.
+    """
+
+    FEATURES = ("penultimate", "logits", "average")
+
+    def __init__(self, branches: list[FERClassifier], features: str = "penultimate",
+                 hidden: tuple[int, ...] = (512, 256), dropout: float = 0.5, num_classes: int = 7):
+        super().__init__()
+        if features not in self.FEATURES:
+            raise BadInputError(f"--features {features}: choose one of {', '.join(self.FEATURES)}")
+        self.branches = nn.ModuleList(branches)
+        self.mode = features
+        self.head = self._head(branches, features, hidden, dropout, num_classes) if features != "average" else None
+
+    @staticmethod
+    def _head(branches: list[FERClassifier], features: str, hidden: tuple[int, ...], dropout: float,
+              num_classes: int) -> nn.Sequential:
+        width = sum(b.backbone.feature_dim if features == "penultimate" else num_classes for b in branches)
+        layers: list[nn.Module] = []
+        for size in hidden:  # hidden + the output layer: three dense layers by default
+            layers += [nn.Dropout(dropout), nn.Linear(width, size), nn.ReLU(inplace=True)]
+            width = size
+        layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
+        return nn.Sequential(*layers)
+
+    def branch_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the branches' features or logits, concatenated."""
+        if self.mode == "penultimate":
+            return torch.cat([b.features(x) for b in self.branches], dim=1)
+        return torch.cat([b(x) for b in self.branches], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            probabilities = torch.stack([b(x).float().softmax(dim=1) for b in self.branches]).mean(dim=0)
+            return probabilities.clamp_min(1e-12).log()
+        return self.head(self.branch_outputs(x))
+
+    def train(self, mode: bool = True) -> "EnsembleClassifier":
+        # Branches stay in eval mode (no dropout) even while the head trains: they are frozen.
+        super().train(mode)
+        self.branches.eval()
+        return self
+
+
 def build_classifier(arch: str, arch_args: dict[str, Any], normalization: dict[str, float] | None) -> FERClassifier:
     norm = normalization or {"mean": 0.0, "std": 1.0}
     return FERClassifier(create_model(arch, **arch_args), mean=norm["mean"], std=norm["std"])
 
 
-def model_from_artifact(artifact: Artifact) -> FERClassifier:
-    """Rebuild a branch from its artifact alone: architecture, arguments and weights."""
-    meta = artifact.meta
+def build_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """An untrained model of the shape `meta` describes: a branch or an ensemble of branches."""
+    if meta.get("kind") == "ensemble":
+        branches = [build_from_meta({**b, "kind": "branch"}) for b in meta["branches"]]
+        args = meta.get("arch_args", {})
+        return EnsembleClassifier(branches, features=args.get("features", "penultimate"),
+                                  hidden=tuple(args.get("hidden", (512, 256))), dropout=args.get("dropout", 0.5),
+                                  num_classes=len(meta["classes"]))
+    return build_classifier(meta["arch"], meta.get("arch_args", {}), meta.get("normalization"))
+
+
+def model_from_artifact(artifact: Artifact) -> nn.Module:
+    """Rebuild a branch or an ensemble from its artifact alone: architecture, arguments, weights."""
     try:
-        model = build_classifier(meta["arch"], meta.get("arch_args", {}), meta.get("normalization"))
+        model = build_from_meta(artifact.meta)
         model.load_state_dict(artifact.tensors, strict=True)
-    except (KeyError, RuntimeError, TypeError) as err:
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise BadInputError(
             f"{artifact.path}: model weights do not match its architecture ({str(err).splitlines()[0]}); "
             "the file is damaged or from another fertool, train it again"
         ) from err
     return model.eval()
+
+
+def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+    """A model artifact (branch or ensemble) -> (model in eval mode on the CPU, its metadata)."""
+    from fertool.artifacts import MODEL_KINDS, load_artifact
+
+    artifact = load_artifact(path, expect=MODEL_KINDS)
+    return model_from_artifact(artifact), artifact.meta

@@ -16,6 +16,7 @@ after each epoch, so a resumed run ends with the same weights as an uninterrupte
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,8 +55,8 @@ class TrainConfig:
             raise BadInputError(f"--epochs {self.epochs}: must be at least 1")
         if self.batch_size < 1:
             raise BadInputError(f"--batch-size {self.batch_size}: must be at least 1")
-        if not self.lr > 0:
-            raise BadInputError(f"--lr {self.lr}: must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInputError(f"--lr {self.lr}: must be a positive number")
 
 
 class Reporter(Protocol):
@@ -170,10 +171,16 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         loss_sum += loss.detach() * len(y)
         hits += (logits.detach().argmax(1) == y).sum()
         reporter.batch_done(len(y))
-    loss_value = loss_sum.item() / len(images)  # the one host sync of the epoch
-    if not torch.isfinite(torch.tensor(loss_value)):
-        raise FertoolError(f"training diverged in epoch {state.epoch + 1} (loss {loss_value}); lower --lr")
-    return loss_value, hits.item() / len(images)
+    return loss_sum.item() / len(images), hits.item() / len(images)  # the one host sync of the epoch
+
+
+def check_finite(model: FERClassifier, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
+    """Stop a diverged run before its NaN weights reach any file."""
+    weights_ok = all(torch.isfinite(p).all() for p in model.parameters())
+    if weights_ok and math.isfinite(val_loss):
+        return
+    last_good = f"; the last good epoch is in {checkpoint}" if checkpoint is not None and checkpoint.exists() else ""
+    raise FertoolError(f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; lower --lr and run again")
 
 
 def evaluate_split(model: FERClassifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
@@ -203,7 +210,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     model = model.to(device).to(memory_format=torch.channels_last)
     state = TrainingState(model, config)
     if resume:
-        _resume(state, checkpoint, config)
+        _resume(state, checkpoint, config, dataset)
     augment = Augment(AugmentConfig(), state.augment_rng) if config.augment else None
 
     while state.epoch < config.epochs:
@@ -212,6 +219,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter)
         train_seconds = time.perf_counter() - started
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
+        check_finite(model, val_loss, state.epoch + 1, checkpoint)
         state.epoch += 1
         record = {"epoch": state.epoch, "loss": loss, "train_accuracy": train_acc, "val_loss": val_loss,
                   "val_accuracy": val_acc, "images_per_second": len(train_images) / train_seconds,
@@ -222,7 +230,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
             state.best_state = copy.deepcopy(model.state_dict())
         if checkpoint is not None:
             save_tensors(checkpoint, state.tensors(), kind="checkpoint",
-                         meta={"train_config": asdict(config), **state.meta()})
+                         meta={"train_config": asdict(config), "dataset_sha256": dataset.meta["sha256"], **state.meta()})
         reporter.epoch_end(record)
 
     model.load_state_dict(state.best_state)
@@ -244,10 +252,12 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     )
 
 
-def _resume(state: TrainingState, checkpoint: Path | None, config: TrainConfig) -> None:
+def _resume(state: TrainingState, checkpoint: Path | None, config: TrainConfig, dataset: Artifact) -> None:
     if checkpoint is None or not checkpoint.exists():
         raise BadInputError(f"{checkpoint}: no checkpoint to resume from; run again without --resume")
     saved = load_artifact(checkpoint, expect="checkpoint")
+    if saved.meta.get("dataset_sha256") != dataset.meta["sha256"]:
+        raise BadInputError(f"{checkpoint}: was made on other data than {dataset.path}; pass the same DATA or drop --resume")
     ignore = {"epochs", "device", "precision"}  # may change between runs without changing the model
     old = {k: v for k, v in saved.meta["train_config"].items() if k not in ignore}
     new = {k: v for k, v in asdict(config).items() if k not in ignore}

@@ -1,0 +1,160 @@
+"""The report's ensemble: frozen branches, their outputs concatenated, three dense layers on top.
+
+    branches = [load_artifact(p, expect="branch") for p in paths]
+    result = train_ensemble(dataset, branches, EnsembleConfig(features="penultimate"))
+    average = average_ensemble(branches)        # the untrained baseline: mean probabilities
+
+The branches never change: their parameters are frozen and they stay in eval mode. Without
+augmentation the branch outputs of every image are computed once and the head trains on that
+cache (seconds per epoch); with `augment=True` each batch is augmented and sent through the
+branches, which costs about as much as training one branch.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fertool.artifacts import Artifact
+from fertool.augment import Augment, AugmentConfig
+from fertool.errors import BadInputError, WrongKindError
+from fertool.evaluate import select_split, to_input
+from fertool.models import EnsembleClassifier, model_from_artifact
+from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
+from fertool.train import Reporter, SilentReporter, TrainResult
+
+
+@dataclass
+class EnsembleConfig:
+    features: str = "penultimate"  # or "logits"
+    hidden: tuple[int, ...] = (512, 256)  # two hidden layers + the output layer: three dense layers
+    dropout: float = 0.5
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: bool = False
+    val_split: str = "val"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def check_compatible(branches: list[Artifact]) -> None:
+    """Refuse branches that predict different classes or take different inputs."""
+    if len(branches) < 2:
+        raise BadInputError("an ensemble needs at least two branches; pass two or more files made by train-branch")
+    first = branches[0]
+    for other in branches[1:]:
+        for key in ("classes", "input_size"):
+            if other.meta.get(key) != first.meta.get(key):
+                raise WrongKindError(
+                    f"{other.path}: its {key} {other.meta.get(key)} differ from {first.path}'s {first.meta.get(key)}; "
+                    "ensemble branches trained on the same kind of data"
+                )
+
+
+def build_ensemble(branches: list[Artifact], config: EnsembleConfig, average: bool = False) -> EnsembleClassifier:
+    check_compatible(branches)
+    torch.manual_seed(config.seed)
+    models = [model_from_artifact(b) for b in branches]
+    for model in models:
+        model.requires_grad_(False)
+    features = "average" if average else config.features
+    return EnsembleClassifier(models, features=features, hidden=config.hidden, dropout=config.dropout,
+                              num_classes=len(branches[0].meta["classes"]))
+
+
+def ensemble_meta(branches: list[Artifact], model: EnsembleClassifier, config: EnsembleConfig) -> dict[str, Any]:
+    """What an ensemble artifact records: its own shape plus every branch's metadata."""
+    branch_meta = [{k: v for k, v in b.meta.items() if k not in ("kind", "schema", "fertool_version")} for b in branches]
+    return {"arch": "ensemble",
+            "arch_args": {"features": model.mode, "hidden": list(config.hidden), "dropout": config.dropout},
+            "classes": branches[0].meta["classes"], "input_size": branches[0].meta["input_size"],
+            "branches": branch_meta, "branch_files": [str(b.path) for b in branches]}
+
+
+@torch.inference_mode()
+def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torch.device,
+                   dtype: torch.dtype | None, batch_size: int = 500) -> torch.Tensor:
+    """The head's inputs for uint8 images, computed once (the branches are frozen)."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        with autocast(device, dtype):
+            chunks.append(model.branch_outputs(to_input(images[start : start + batch_size], device)).float())
+    return torch.cat(chunks)
+
+
+def train_ensemble(dataset: Artifact, branches: list[Artifact], config: EnsembleConfig,
+                   reporter: Reporter | None = None) -> TrainResult:
+    """Train the head on the train split; keep the epoch that is best on `config.val_split`."""
+    reporter = reporter or SilentReporter()
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    model = build_ensemble(branches, config).to(device)
+    train_images, train_labels, _ = select_split(dataset, "train")
+    val_images, val_labels, _ = select_split(dataset, config.val_split)
+    train_labels, val_labels = train_labels.to(device), val_labels.to(device)
+    val_inputs = branch_outputs(model, val_images, device, dtype)
+    cached = None if config.augment else branch_outputs(model, train_images, device, dtype)
+    augment = Augment(AugmentConfig(), torch.Generator().manual_seed(config.seed + 1)) if config.augment else None
+    shuffle = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    history: list[dict[str, Any]] = []
+    best = (-1.0, 0, copy.deepcopy(model.head.state_dict()))
+    for epoch in range(1, config.epochs + 1):
+        reporter.epoch_start(epoch, config.epochs, len(train_images))
+        started = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        hits = torch.zeros((), device=device, dtype=torch.long)
+        order = torch.randperm(len(train_images), generator=shuffle)
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            inputs = cached[index.to(device)] if cached is not None else _augmented_outputs(model, train_images[index], augment, device, dtype)
+            y = train_labels[index.to(device)]
+            logits = model.head(inputs)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            hits += (logits.detach().argmax(1) == y).sum()
+            reporter.batch_done(len(y))
+        schedule.step()
+        train_seconds = time.perf_counter() - started
+        model.eval()
+        with torch.inference_mode():
+            val_logits = model.head(val_inputs)
+        record = {"epoch": epoch, "loss": loss_sum.item() / len(train_images), "train_accuracy": hits.item() / len(train_images),
+                  "val_loss": F.cross_entropy(val_logits, val_labels).item(),
+                  "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
+                  "images_per_second": len(train_images) / train_seconds, "seconds": time.perf_counter() - started}
+        history.append(record)
+        if record["val_accuracy"] > best[0]:
+            best = (record["val_accuracy"], epoch, copy.deepcopy(model.head.state_dict()))
+        reporter.epoch_end(record)
+    model.head.load_state_dict(best[2])
+    seconds = sum(r["seconds"] for r in history)
+    return TrainResult(model=model.cpu().eval(), history=history, best_epoch=best[1], best_val_accuracy=best[0],
+                       seconds=seconds, images_per_second=len(train_images) * len(history) / max(seconds, 1e-9),
+                       device=str(device), precision=precision_name(dtype),
+                       meta=ensemble_meta(branches, model, config))
+
+
+def _augmented_outputs(model: EnsembleClassifier, images: torch.Tensor, augment: Augment, device: torch.device,
+                       dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.no_grad(), autocast(device, dtype):
+        x = augment(to_input(images, device)).contiguous(memory_format=torch.channels_last)
+        return model.branch_outputs(x).float()
+
+
+def average_ensemble(branches: list[Artifact]) -> EnsembleClassifier:
+    """The untrained baseline: the mean of the branches' probabilities."""
+    return build_ensemble(branches, EnsembleConfig(), average=True)

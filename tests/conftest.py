@@ -1,0 +1,70 @@
+"""Shared fixtures: real FER2013 (skipped where absent), synthetic data sets, tiny trained models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Two cores: keep the tests from fighting over threads, and make CPU runs reproducible.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def find_fer2013() -> Path | None:
+    """The image-folder FER2013 beside the repository (../shared/fer2013) or $FERTOOL_FER2013."""
+    candidates = [os.environ.get("FERTOOL_FER2013"), Path(__file__).resolve().parents[2] / "shared" / "fer2013"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "train").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def fer2013_root() -> Path:
+    root = find_fer2013()
+    if root is None:
+        pytest.skip("real FER2013 not found: put the image folders at ../shared/fer2013 or set FERTOOL_FER2013")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared synthetic dataset artifact (1200 faces) shared by the whole session."""
+    from fertool.artifacts import save_tensors
+    from fertool.data import synthetic_faces
+    from fertool.prepare import dataset_artifact
+
+    path = tmp_path_factory.mktemp("data") / "synthetic.safetensors"
+    tensors, meta = dataset_artifact(synthetic_faces(1200, seed=0))
+    save_tensors(path, tensors, kind="dataset", meta=meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_branch(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `tiny` branch trained for 2 epochs on the synthetic faces, through the CLI."""
+    from typer.testing import CliRunner
+
+    from fertool.cli import app
+
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    result = CliRunner().invoke(
+        app, ["train-branch", str(synthetic_data), "-o", str(path), "--arch", "tiny", "--epochs", "2", "--lr", "3e-3", "--seed", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    return path

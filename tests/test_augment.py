@@ -1,0 +1,55 @@
+"""Batched augmentation: identity at zero strength, flips, reproducibility, bounds."""
+
+from __future__ import annotations
+
+import torch
+
+from fertool.augment import Augment, AugmentConfig
+
+
+def faces(n: int = 8) -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.rand(n, 1, 48, 48)
+
+
+def test_zero_strength_is_the_identity():
+    x = faces()
+    aug = Augment(AugmentConfig(flip=False, rotate_degrees=0, shift=0, zoom=0), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(aug(x), x, atol=1e-5, rtol=0)
+
+
+def test_flip_only_mirrors_about_half_the_batch():
+    x = faces(64)
+    aug = Augment(AugmentConfig(flip=True, rotate_degrees=0, shift=0, zoom=0), torch.Generator().manual_seed(0))
+    y = aug(x)
+    mirrored = [torch.allclose(y[i], x[i].flip(-1), atol=1e-5) for i in range(len(x))]
+    unchanged = [torch.allclose(y[i], x[i], atol=1e-5) for i in range(len(x))]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_same_generator_seed_gives_the_same_batch():
+    x = faces()
+    a = Augment(AugmentConfig(), torch.Generator().manual_seed(3))(x)
+    b = Augment(AugmentConfig(), torch.Generator().manual_seed(3))(x)
+    c = Augment(AugmentConfig(), torch.Generator().manual_seed(4))(x)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_matrices_stay_within_the_configured_ranges():
+    cfg = AugmentConfig(flip=False, rotate_degrees=5, shift=0.1, zoom=0.1)
+    theta = Augment(cfg, torch.Generator().manual_seed(0)).matrices(10_000, torch.device("cpu"))
+    scale = 1 / theta[:, 0, :2].norm(dim=1)  # rows of a rotation divided by the zoom
+    angle = torch.rad2deg(torch.atan2(theta[:, 1, 0], theta[:, 1, 1]))
+    assert scale.min() >= 0.9 - 1e-4 and scale.max() <= 1.1 + 1e-4
+    assert angle.abs().max() <= 5 + 1e-3
+    assert theta[:, :, 2].abs().max() <= 0.2 + 1e-6  # 10 % of a 2-unit side
+    assert angle.abs().max() > 4.5  # and the range is used, not just bounded
+
+
+def test_output_stays_in_pixel_range_and_shape():
+    x = faces()
+    y = Augment(AugmentConfig(), torch.Generator().manual_seed(0))(x)
+    assert y.shape == x.shape
+    assert y.min() >= 0 and y.max() <= 1

@@ -1,0 +1,75 @@
+"""The model registry, DeXpression's shape and its LRN, and rebuilding a model from its artifact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fertool.artifacts import load_artifact, save_tensors
+from fertool.errors import BadInputError
+from fertool.models import ChannelLRN, DeXpression, FERClassifier, build_classifier, create_model, list_models, model_from_artifact
+
+
+def test_registry_lists_and_builds_models():
+    assert {"dexpression", "tiny"} <= set(list_models())
+    assert isinstance(create_model("dexpression"), DeXpression)
+    with pytest.raises(BadInputError, match="dexpression"):
+        create_model("resnet9000")
+
+
+def test_dexpression_follows_the_paper_at_48px():
+    model = create_model("dexpression", num_classes=7).eval()
+    x = torch.rand(2, 1, 48, 48)
+    stem = model.stem(x)
+    assert stem.shape == (2, 64, 12, 12)  # conv 7x7/2 -> 24, maxpool 3x3/2 -> 12
+    block1 = model.featex1(stem)
+    assert block1.shape == (2, 272, 12, 12)  # 208 + 64 channels
+    assert model.features(x).shape == (2, 272 * 3 * 3)
+    assert model(x).shape == (2, 7)
+    # Parameter count of the paper's layers at 48x48: two FeatEx blocks dominate.
+    params = sum(p.numel() for p in model.parameters())
+    assert 400_000 < params < 500_000
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 12, 12), (1, 64, 5, 7)])
+def test_channel_lrn_equals_pytorch_lrn(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 20  # large enough that the normaliser matters
+    ours, theirs = ChannelLRN(64, 5, 1e-4, 0.75, 2.0), nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    ours(x1).square().sum().backward()
+    theirs(x2).square().sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_channel_lrn_adds_no_weights_to_the_state_dict():
+    assert ChannelLRN(64).state_dict() == {}
+
+
+def test_classifier_normalises_its_input():
+    backbone = create_model("tiny")
+    clf = FERClassifier(backbone, mean=0.5, std=0.25)
+    x = torch.rand(4, 1, 48, 48)
+    torch.testing.assert_close(clf(x), backbone((x - 0.5) / 0.25))
+
+
+def test_model_rebuilds_from_its_file_alone(tmp_path):
+    torch.manual_seed(0)
+    clf = build_classifier("tiny", {"num_classes": 7}, {"mean": 0.4, "std": 0.2}).eval()
+    path = tmp_path / "m.safetensors"
+    save_tensors(path, clf.state_dict(), kind="branch",
+                 meta={"arch": "tiny", "arch_args": {"num_classes": 7}, "normalization": {"mean": 0.4, "std": 0.2}})
+    rebuilt = model_from_artifact(load_artifact(path))
+    x = torch.rand(3, 1, 48, 48)
+    torch.testing.assert_close(rebuilt(x), clf(x))
+    assert float(rebuilt.mean) == pytest.approx(0.4)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_tensors(path, build_classifier("tiny", {}, None).state_dict(), kind="branch", meta={"arch": "dexpression", "arch_args": {}})
+    with pytest.raises(BadInputError, match="m.safetensors"):
+        model_from_artifact(load_artifact(path))
