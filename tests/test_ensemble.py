@@ -1,0 +1,108 @@
+"""The ensemble: frozen branches, a trained head, the averaging baseline, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fertool.artifacts import load_artifact, save_tensors
+from fertool.cli import app
+from fertool.ensemble import EnsembleConfig, average_ensemble, build_ensemble, train_ensemble
+from fertool.errors import BadInputError, WrongKindError
+from fertool.evaluate import predict_logits, select_split
+from fertool.models import load_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def branches(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three tiny branches with different seeds."""
+    folder = tmp_path_factory.mktemp("branches")
+    paths = []
+    for seed in (1, 2, 3):
+        path = folder / f"b{seed}.safetensors"
+        result = runner.invoke(app, ["train-branch", str(synthetic_data), "-o", str(path), "--arch", "tiny",
+                                     "--epochs", "2", "--lr", "3e-3", "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        paths.append(path)
+    return paths
+
+
+def test_training_the_head_leaves_branch_weights_unchanged(synthetic_data, branches):
+    dataset = load_artifact(synthetic_data)
+    arts = [load_artifact(p) for p in branches]
+    before = [{k: v.clone() for k, v in a.tensors.items()} for a in arts]
+    result = train_ensemble(dataset, arts, EnsembleConfig(epochs=3, seed=0))
+    for i, weights in enumerate(before):
+        trained = result.model.branches[i].state_dict()
+        assert all(torch.equal(weights[k], trained[k]) for k in weights), f"branch {i} changed"
+    assert len(result.history) == 3
+    assert result.best_val_accuracy == max(r["val_accuracy"] for r in result.history)
+
+
+@pytest.mark.parametrize("features", ["penultimate", "logits"])
+def test_ensemble_file_is_self_contained_and_scores_as_trained(synthetic_data, branches, tmp_path, features):
+    out = tmp_path / "ens.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
+                                 "--features", features, "--epochs", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    model, meta = load_model(out)  # no branch file needed any more
+    assert meta["kind"] == "ensemble" and len(meta["branches"]) == 3
+    assert meta["arch_args"]["features"] == features
+    dataset = load_artifact(synthetic_data)
+    images, labels, _ = select_split(dataset, "val")
+    accuracy = (predict_logits(model, images, torch.device("cpu")).argmax(1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
+    evaluated = runner.invoke(app, ["eval", str(synthetic_data), str(out), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_head_has_three_dense_layers(branches):
+    model = build_ensemble([load_artifact(p) for p in branches], EnsembleConfig())
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    assert linears[0].in_features == 3 * model.branches[0].backbone.feature_dim
+    assert linears[-1].out_features == 7
+
+
+def test_average_baseline_is_the_mean_probability(branches):
+    arts = [load_artifact(p) for p in branches]
+    model = average_ensemble(arts)
+    x = torch.rand(5, 1, 48, 48)
+    models = [load_model(p)[0] for p in branches]
+    expected = torch.stack([m(x).softmax(1) for m in models]).mean(0)
+    torch.testing.assert_close(model(x).exp(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_average_cli_writes_a_model_eval_accepts(synthetic_data, branches, tmp_path):
+    out = tmp_path / "avg.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "--average", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    evaluated = json.loads(runner.invoke(app, ["eval", str(synthetic_data), str(out), "--json"]).stdout)
+    assert evaluated["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
+
+
+def test_branches_of_other_classes_are_refused(branches, tmp_path):
+    odd = load_artifact(branches[0])
+    path = tmp_path / "odd.safetensors"
+    meta = {k: v for k, v in odd.meta.items() if k not in ("kind", "schema", "fertool_version")}
+    save_tensors(path, odd.tensors, kind="branch", meta={**meta, "classes": list(reversed(meta["classes"]))})
+    with pytest.raises(WrongKindError, match="odd.safetensors"):
+        build_ensemble([load_artifact(branches[1]), load_artifact(path)], EnsembleConfig())
+    with pytest.raises(BadInputError, match="at least two"):
+        build_ensemble([load_artifact(branches[1])], EnsembleConfig())
+
+
+def test_a_dataset_is_refused_where_a_branch_goes(synthetic_data, branches, tmp_path):
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), str(branches[0]), str(synthetic_data), "-o", str(tmp_path / "e.safetensors")])
+    assert result.exit_code != 0
+    assert "is a dataset artifact" in result.output + (result.stderr or "")
+    assert not (tmp_path / "e.safetensors").exists()
