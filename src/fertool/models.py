@@ -61,24 +61,30 @@ class ChannelLRN(nn.Module):
         return x * scale
 
 
+def conv_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, batch_norm: bool = False) -> list[nn.Module]:
+    """conv -> ReLU, or conv -> batch norm -> ReLU (the conv's bias is then redundant)."""
+    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm)
+    if batch_norm:
+        return [conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return [conv, nn.ReLU(inplace=True)]
+
+
 class FeatEx(nn.Module):
     """DeXpression's Feature Extractor block: two parallel paths, concatenated.
 
-    [conv 1x1 -> conv 3x3] || [maxpool 3x3/1 -> conv 1x1], each conv followed by ReLU.
+    [conv 1x1 -> conv 3x3] || [maxpool 3x3/1 -> conv 1x1], each conv followed by ReLU
+    (and, in the batch-norm variant, by batch norm before the ReLU).
     """
 
-    def __init__(self, in_channels: int, reduce: int = 96, wide: int = 208, pool_proj: int = 64):
+    def __init__(self, in_channels: int, reduce: int = 96, wide: int = 208, pool_proj: int = 64, batch_norm: bool = False):
         super().__init__()
         self.conv_path = nn.Sequential(
-            nn.Conv2d(in_channels, reduce, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(reduce, wide, 3, padding=1),
-            nn.ReLU(inplace=True),
+            *conv_relu(in_channels, reduce, 1, batch_norm=batch_norm),
+            *conv_relu(reduce, wide, 3, batch_norm=batch_norm),
         )
         self.pool_path = nn.Sequential(
             nn.MaxPool2d(3, stride=1, padding=1),
-            nn.Conv2d(in_channels, pool_proj, 1),
-            nn.ReLU(inplace=True),
+            *conv_relu(in_channels, pool_proj, 1, batch_norm=batch_norm),
         )
         self.out_channels = wide + pool_proj
 
@@ -91,20 +97,23 @@ class DeXpression(nn.Module):
 
     conv 7x7/2 64 -> maxpool 3x3/2 -> LRN -> FeatEx -> maxpool 3x3/2 -> FeatEx -> maxpool 3x3/2
     -> dropout -> linear. At 48x48 the maps are 24, 12, 6 and 3 pixels wide.
+
+    `batch_norm=True` puts batch norm after every conv and drops the LRN: without it the
+    network sits at chance for a few hundred Adam steps before it starts to learn (measured on
+    the synthetic faces: 16 % after 45 steps, 56 % after 470), with it it learns at once.
     """
 
-    def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48, dropout: float = 0.5):
+    def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48, dropout: float = 0.5,
+                 batch_norm: bool = False):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 7, stride=2, padding=3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
+        stem = [*conv_relu(in_channels, 64, 7, stride=2, batch_norm=batch_norm), nn.MaxPool2d(3, stride=2, padding=1)]
+        if not batch_norm:
             # The paper's LRN; size 5 and the AlexNet constants it inherits.
-            ChannelLRN(64, size=5, alpha=1e-4, beta=0.75, k=2.0),
-        )
-        self.featex1 = FeatEx(64)
+            stem.append(ChannelLRN(64, size=5, alpha=1e-4, beta=0.75, k=2.0))
+        self.stem = nn.Sequential(*stem)
+        self.featex1 = FeatEx(64, batch_norm=batch_norm)
         self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)
-        self.featex2 = FeatEx(self.featex1.out_channels)
+        self.featex2 = FeatEx(self.featex1.out_channels, batch_norm=batch_norm)
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
         side = image_size // 16
         self.feature_dim = self.featex2.out_channels * side * side
@@ -146,6 +155,12 @@ class TinyNet(nn.Module):
 @register_model
 def dexpression(**kwargs: Any) -> nn.Module:
     return DeXpression(**kwargs)
+
+
+@register_model
+def dexpression_bn(**kwargs: Any) -> nn.Module:
+    """DeXpression with batch norm after every conv instead of the LRN."""
+    return DeXpression(batch_norm=True, **kwargs)
 
 
 @register_model
