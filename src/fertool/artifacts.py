@@ -32,7 +32,7 @@ from fertool import __version__
 from fertool.errors import BadInputError, WrongKindError
 
 SCHEMA_VERSION = 1
-KINDS = ("dataset", "branch", "ensemble", "predictions", "checkpoint")
+KINDS = ("dataset", "branch", "ensemble", "predictions", "checkpoint", "saliency")
 MODEL_KINDS = ("branch", "ensemble")
 
 # What to pass instead, by the kind a command expected; used in wrong-kind messages.
@@ -41,6 +41,7 @@ _MAKES = {
     "branch": "a model made by `fertool train-branch`",
     "ensemble": "a model made by `fertool ensemble`",
     "predictions": "predictions made by `fertool eval ... -o preds.npz`",
+    "saliency": "saliency maps written by `fertool saliency --npz`",
     "checkpoint": "a checkpoint written by `fertool train-branch` (OUT.ckpt)",
 }
 

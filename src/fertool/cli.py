@@ -419,3 +419,7 @@ def ensemble_command(
 def main() -> None:
     """Console-script entry point (`fertool`, `python -m fertool`)."""
     app()
+
+
+# The analysis commands live in their own module; importing it registers them on `app`.
+from fertool import cli_analysis  # noqa: E402,F401
