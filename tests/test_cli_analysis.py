@@ -1,0 +1,162 @@
+"""confusion, saliency, filters and curves through the CLI: real PNGs, decoded and checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fertool.artifacts import load_artifact
+from fertool.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str) -> object:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return result
+
+
+def assert_real_png(path: Path, min_side: int = 200) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    assert min(pixels.shape[:2]) >= min_side
+    assert pixels.std() > 10, "the figure is blank"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the figure has almost no content"
+    return pixels
+
+
+@pytest.fixture(scope="module")
+def predictions(synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("preds") / "preds.npz"
+    run("eval", synthetic_data, tiny_branch, "--split", "val", "-o", path)
+    return path
+
+
+def test_confusion_writes_figure_csv_and_names_the_worst(predictions, tmp_path):
+    png, table = tmp_path / "c.png", tmp_path / "c.csv"
+    result = run("confusion", predictions, "-o", png, "--csv", table, "--json")
+    summary = json.loads(result.stdout)
+    assert_real_png(png)
+    preds = load_artifact(predictions)
+    labels, predicted = preds.tensors["labels"], preds.tensors["logits"].argmax(1)
+    with open(table, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == summary["classes"]
+    matrix = np.array([[int(v) for v in row[1:]] for row in rows[1:]])
+    assert matrix.sum() == len(labels)
+    assert np.trace(matrix) == (labels == predicted).sum()
+    assert summary["accuracy"] == pytest.approx((labels == predicted).mean())
+    recalls = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+    assert summary["worst_class"]["recall"] == pytest.approx(recalls[matrix.sum(1) > 0].min())
+    top = summary["most_confused"][0]
+    i, j = summary["classes"].index(top["true"]), summary["classes"].index(top["predicted"])
+    assert top["count"] == matrix[i, j] and i != j
+
+
+def test_confusion_counts_mode_and_table_output(predictions, tmp_path):
+    result = run("confusion", predictions, "-o", tmp_path / "c.png", "--counts")
+    assert "worst class" in result.stdout
+    assert_real_png(tmp_path / "c.png")
+
+
+def test_confusion_refuses_a_model(tiny_branch, tmp_path):
+    result = runner.invoke(app, ["confusion", str(tiny_branch), "-o", str(tmp_path / "c.png")])
+    assert result.exit_code != 0
+    assert "predictions" in result.output + result.stderr
+    assert not (tmp_path / "c.png").exists()
+
+
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "gradcam"])
+def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, method):
+    png, raw = tmp_path / "s.png", tmp_path / "s.npz"
+    result = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0,5,9", "--method", method,
+                 "--target", "true", "--npz", raw, "-o", png, "--json")
+    summary = json.loads(result.stdout)
+    assert [row["image"] for row in summary["images"]] == ["#0", "#5", "#9"]
+    labels = load_artifact(synthetic_data).tensors["labels"][[0, 5, 9]].tolist()
+    classes = load_artifact(tiny_branch).meta["classes"]
+    assert [row["target"] for row in summary["images"]] == [classes[i] for i in labels]
+    maps = load_artifact(raw, expect="saliency").tensors["maps"]
+    assert maps.shape == (3, 48, 48) and maps.max() > 0
+    assert_real_png(png)
+
+
+def test_saliency_on_image_files_of_any_size_and_colour(tiny_branch, tmp_path):
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big colour.jpg"
+    Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(big)
+    small = tmp_path / "face.png"
+    Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(small)
+    result = run("saliency", tiny_branch, big, small, "-o", tmp_path / "s.png", "--target", "happy", "--json")
+    rows = json.loads(result.stdout)["images"]
+    assert [r["image"] for r in rows] == ["big colour.jpg", "face.png"]
+    assert all(r["target"] == "happy" for r in rows)
+    assert_real_png(tmp_path / "s.png")
+
+
+def test_saliency_errors_name_the_problem(tiny_branch, synthetic_data, tmp_path):
+    cases = [
+        ([str(tiny_branch), str(tmp_path / "missing.png")], "missing.png"),
+        ([str(tiny_branch), "--data", str(synthetic_data), "--index", "999999"], "out of range"),
+        ([str(tiny_branch), "--data", str(synthetic_data), "--index", "x"], "--index"),
+        ([str(tiny_branch), "--data", str(synthetic_data), "--target", "bored"], "bored"),
+    ]
+    for args, needle in cases:
+        result = runner.invoke(app, ["saliency", *args, "-o", str(tmp_path / "s.png")])
+        text = result.output + result.stderr
+        assert result.exit_code != 0 and needle in text and "Traceback" not in text, text
+        assert not (tmp_path / "s.png").exists()
+
+
+def test_saliency_without_a_model_says_to_pass_one(tmp_path):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((48, 48), 128, np.uint8)).save(face)
+    result = runner.invoke(app, ["saliency", str(face), "-o", str(tmp_path / "s.png")])
+    assert result.exit_code != 0
+    assert "pass a model file" in result.stderr
+
+
+def test_filters_list_layers_one_per_line_name_first(tiny_branch):
+    result = run("filters", tiny_branch, "--list-layers")
+    names = [line.split()[0] for line in result.stdout.strip().splitlines()]
+    assert "body.0" in names and "body.2" in names
+
+
+def test_filters_gradient_ascent_figure(tiny_branch, tmp_path):
+    png = tmp_path / "f.png"
+    result = run("filters", tiny_branch, "--layer", "body.2", "--filters", "0-7", "--steps", "12", "-o", png, "--json")
+    summary = json.loads(result.stdout)
+    assert summary["filters"] == list(range(8))
+    gains = np.array(summary["objective_end"]) - np.array(summary["objective_start"])
+    assert (gains > 0).mean() >= 0.75
+    assert_real_png(png)
+
+
+def test_filters_activation_maps_for_an_image(tiny_branch, tmp_path):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save(face)
+    result = run("filters", tiny_branch, "--layer", "body.0", "--image", face, "-o", tmp_path / "a.png", "--json")
+    assert json.loads(result.stdout)["maps"] == [16, 24, 24]
+    assert_real_png(tmp_path / "a.png")
+
+
+def test_filters_unknown_layer_lists_the_names(tiny_branch, tmp_path):
+    result = runner.invoke(app, ["filters", str(tiny_branch), "--layer", "nope", "-o", str(tmp_path / "f.png")])
+    assert result.exit_code != 0
+    assert "body.0" in result.stderr and "--list-layers" in result.stderr
+
+
+def test_curves_one_line_per_model(tiny_branch, tmp_path):
+    png = tmp_path / "curves.png"
+    run("curves", tiny_branch, tiny_branch, "--labels", "first,second", "-o", png)
+    assert_real_png(png)
+    result = runner.invoke(app, ["curves", str(tiny_branch), "--labels", "a,b", "-o", str(tmp_path / "x.png")])
+    assert result.exit_code != 0 and "--labels" in result.stderr
