@@ -1,0 +1,311 @@
+"""Saliency maps: which pixels of a face decide the model's answer.
+
+    from pathlib import Path
+    import torch
+    from fertool.data import CLASSES, read_image
+    from fertool.models import load_model
+    from fertool.saliency import GradCAM, explain
+
+    model, meta = load_model("branch.safetensors")
+    images01 = torch.from_numpy(read_image(Path("face.png"))).float().div(255)[None, None]
+    result = explain(model, images01, method="gradcam", target="predicted")
+    result.maps[0]            # 48 x 48 float32 in [0, 1]: where the model looked
+    CLASSES[result.predicted[0]], result.probabilities[0].max()
+
+    with GradCAM(model, layer="featex1") as cam:   # a method by hand; its hooks go on exit
+        raw = cam(images01, torch.tensor([3]))       # unnormalised, N x 48 x 48
+
+Three methods, after pytorch-grad-cam's shape: a base class that owns the hooks and is a context
+manager that removes them (even when the block raises), and one short subclass per method.
+
+- `gradient`: |d score / d pixel|, the seed report's map.
+- `smoothgrad`: the mean |gradient| over noisy copies of the image (Smilkov et al. 2017); less
+  speckle, seeded so the same call gives the same map.
+- `gradcam`: ReLU of the last conv block's activations weighted by their mean gradient
+  (Selvaraju et al. 2017), upsampled to 48 x 48; for an ensemble, the mean over its branches.
+
+The score is the target class's logit. Gradients are taken with `torch.autograd.grad` with
+respect to the input or the hooked activations only, so nothing accumulates in the parameters'
+`.grad`, and frozen models (requires_grad False) work too. A Grad-CAM map can be all zero: no
+location raised the score (the ReLU removes negative evidence); `gradient` or an earlier
+`layer` still shows something there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fertool.data import CLASSES
+from fertool.errors import BadInputError
+from fertool.filters import resolve_layer
+
+
+class SaliencyMethod:
+    """Base class: holds the model in eval mode and owns its hooks while used as a context manager.
+
+        with GradCAM(model) as method:
+            raw = method(images01, targets)   # N x 48 x 48, >= 0, unnormalised
+    """
+
+    name = "base"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._was_training = model.training
+        self._entered = False
+
+    def __enter__(self) -> "SaliencyMethod":
+        self._was_training = self.model.training
+        self.model.eval()  # dropout would make the map random
+        self._entered = True
+        try:
+            self.register_hooks()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.model.train(self._was_training)
+        self._entered = False
+
+    def register_hooks(self) -> None:
+        """Subclasses that need activations register their hooks here, with `add_forward_hook`."""
+
+    def add_forward_hook(self, module: nn.Module, hook: Any) -> None:
+        self._handles.append(module.register_forward_hook(hook))
+
+    def __call__(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Raw maps (float32, CPU, N x H x W, >= 0) for N x 1 x H x W images in [0, 1]."""
+        if not self._entered:
+            name = type(self).__name__
+            raise RuntimeError(f"use {name} as a context manager: `with {name}(model) as m:`")
+        maps = []
+        # Callers may sit inside no_grad or inference_mode; a clone made outside inference mode
+        # is an ordinary tensor that autograd accepts.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = images01.detach().to(*_placement(self.model)).clone()
+            targets = targets.to(x.device).clone()
+            for start in range(0, len(x), batch_size):  # batches bound the memory the graph takes
+                batch = slice(start, start + batch_size)
+                maps.append(self.attribute(x[batch], targets[batch]).detach().float().cpu())
+        return torch.cat(maps) if maps else torch.zeros(0, *x.shape[2:])
+
+    def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def input_gradient(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """d (target logit) / d input, per image: images are independent in eval mode."""
+        x = x.clone().requires_grad_(True)
+        score = self.model(x).float().gather(1, targets[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, x)
+        return grad
+
+
+class Gradient(SaliencyMethod):
+    """|d score / d pixel| (Simonyan et al. 2014), the seed report's saliency."""
+
+    name = "gradient"
+
+    def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.input_gradient(x, targets).abs()[:, 0]
+
+
+class SmoothGrad(SaliencyMethod):
+    """Mean |gradient| over `samples` copies of each image with Gaussian noise of std `noise`.
+
+    `noise` is in pixel units; the pixel range is [0, 1], so 0.15 is the paper's 10-20 % of range.
+    """
+
+    name = "smoothgrad"
+
+    def __init__(self, model: nn.Module, samples: int = 25, noise: float = 0.15, seed: int = 0):
+        super().__init__(model)
+        if samples < 1:
+            raise BadInputError(f"--samples {samples}: must be at least 1")
+        self.samples, self.noise, self.seed = samples, noise, seed
+
+    def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # A CPU generator of our own: reproducible, and the global RNG is left alone.
+        generator = torch.Generator().manual_seed(self.seed)
+        total = torch.zeros_like(x[:, 0])
+        for _ in range(self.samples):  # one batch of N per sample bounds memory for big N
+            noisy = x + self.noise * torch.randn(x.shape, generator=generator).to(x.device)
+            total += self.input_gradient(noisy, targets).abs()[:, 0]
+        return total / self.samples
+
+
+class GradCAM(SaliencyMethod):
+    """Grad-CAM at the last conv block of each branch (`layer` overrides), upsampled to the input.
+
+    The default block is `backbone.featex2` for DeXpression and the last Conv2d otherwise; an
+    ensemble gets one CAM per branch, averaged. `layer` takes any name `list_layers` shows,
+    short names included ("featex1" for "backbone.featex1").
+    """
+
+    name = "gradcam"
+
+    def __init__(self, model: nn.Module, layer: str | None = None):
+        super().__init__(model)
+        self.layers = [resolve_layer(model, layer)] if layer else default_cam_layers(model)
+        self._activations: dict[str, torch.Tensor] = {}
+
+    def register_hooks(self) -> None:
+        modules = dict(self.model.named_modules())
+        for name in self.layers:
+            self.add_forward_hook(modules[name], self._keeper(name))
+
+    def _keeper(self, name: str) -> Any:
+        def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            self._activations[name] = output
+            # Downstream in-place ReLUs would overwrite the kept tensor; they get a copy instead.
+            return output.clone()
+
+        return keep
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._activations.clear()  # drop the graph they hold
+        super().__exit__(*exc_info)
+
+    def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self._activations.clear()
+        x = x.clone().requires_grad_(True)  # so activations need grad even in a frozen model
+        score = self.model(x).float().gather(1, targets[:, None]).sum()
+        missing = [name for name in self.layers if name not in self._activations]
+        if missing:
+            raise BadInputError(f"layer {missing[0]} is not used by the model's forward pass; choose another --layer")
+        acts = [self._activations[name] for name in self.layers]
+        grads = torch.autograd.grad(score, acts)
+        cams = [self._cam(a, g, x.shape[-2:]) for a, g in zip(acts, grads)]
+        return torch.stack(cams).mean(dim=0)
+
+    @staticmethod
+    def _cam(activation: torch.Tensor, grad: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if activation.dim() != 4:
+            raise BadInputError(f"Grad-CAM needs a layer with N x C x H x W output, got shape "
+                                f"{tuple(activation.shape)}; choose another --layer")
+        weights = grad.float().mean(dim=(2, 3), keepdim=True)  # alpha_k: global-average gradient
+        cam = F.relu((weights * activation.float()).sum(dim=1, keepdim=True))
+        return F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)
+
+METHODS: dict[str, type[SaliencyMethod]] = {"gradient": Gradient, "smoothgrad": SmoothGrad, "gradcam": GradCAM}
+
+
+@dataclass
+class SaliencyResult:
+    """Maps and the predictions they explain, one row per input image."""
+
+    maps: np.ndarray  # float32 N x H x W in [0, 1], each divided by its own max
+    raw: np.ndarray  # float32 N x H x W, the method's unnormalised output
+    predicted: np.ndarray  # int64 N, argmax class
+    probabilities: np.ndarray  # float32 N x K, softmax of the logits
+    targets: np.ndarray  # int64 N, the class each map explains
+    method: str
+
+
+def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", target: str | int = "predicted",
+            labels: torch.Tensor | None = None, *, layer: str | None = None, samples: int = 25,
+            noise: float = 0.15, seed: int = 0, classes: Sequence[str] = CLASSES) -> SaliencyResult:
+    """Saliency maps of `images01` (N x 1 x H x W in [0, 1]) for the target class of each image.
+
+    `target`: "predicted", "true" (needs `labels`, N class indices), a class name from
+    `classes`, or a class index. `layer` is for gradcam only (default: the last conv block);
+    `samples`, `noise` (pixel units) and `seed` are for smoothgrad only.
+    """
+    if method not in METHODS:
+        raise BadInputError(f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}")
+    if images01.dim() != 4 or images01.shape[1] != 1:
+        raise BadInputError(f"images must be N x 1 x H x W grayscale, got shape {tuple(images01.shape)}")
+    if layer is not None and method != "gradcam":
+        raise BadInputError(f"--layer applies to the gradcam method only, not {method}; drop --layer")
+    probabilities = predict_probabilities(model, images01)
+    predicted = probabilities.argmax(dim=1)
+    targets = resolve_targets(target, predicted, labels, classes)
+    options = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "noise": noise, "seed": seed}}
+    with METHODS[method](model, **options.get(method, {})) as saliency:
+        raw = saliency(images01, targets).numpy().astype(np.float32)
+    return SaliencyResult(maps=normalize_maps(raw), raw=raw, predicted=predicted.numpy(),
+                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method)
+
+
+def predict_probabilities(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
+    """Softmax class probabilities (float32, CPU) with the model in eval mode, mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(images01.to(*_placement(model))).float()
+    finally:
+        model.train(was_training)
+    return logits.softmax(dim=1).cpu()
+
+
+def resolve_targets(target: str | int, predicted: torch.Tensor, labels: torch.Tensor | None,
+                    classes: Sequence[str]) -> torch.Tensor:
+    """The class index each map explains, one per image (int64, CPU)."""
+    n = len(predicted)
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)  # "3" from a command line means class 3
+    if isinstance(target, int):
+        if not 0 <= target < len(classes):
+            raise BadInputError(f"target class {target}: must be 0..{len(classes) - 1} ({', '.join(classes)})")
+        return torch.full((n,), target, dtype=torch.int64)
+    if target == "predicted":
+        return predicted.to(torch.int64).cpu()
+    if target == "true":
+        if labels is None:
+            raise BadInputError("target 'true' needs the images' labels: pass --data and --index, "
+                                "or name a class with --target (e.g. --target happy)")
+        labels = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
+        if len(labels) != n or labels.min() < 0 or labels.max() >= len(classes):
+            given = labels.tolist()[:8]
+            raise BadInputError(f"need {n} labels in 0..{len(classes) - 1} for target 'true', got {given}")
+        return labels
+    if target not in classes:
+        raise BadInputError(f"unknown target {target!r}; use predicted, true, a class index, "
+                            f"or one of: {', '.join(classes)}")
+    return torch.full((n,), list(classes).index(target), dtype=torch.int64)
+
+
+def normalize_maps(raw: np.ndarray) -> np.ndarray:
+    """Divide each map by its own max (an all-zero map stays zero), clipped to [0, 1]."""
+    peak = raw.reshape(len(raw), -1).max(axis=1).reshape(-1, *([1] * (raw.ndim - 1)))
+    return np.clip(raw / np.where(peak > 0, peak, 1.0), 0.0, 1.0).astype(np.float32)
+
+
+def default_cam_layers(model: nn.Module) -> list[str]:
+    """Full module names of the last conv block of each branch of `model`."""
+    branches = getattr(model, "branches", None)
+    if isinstance(branches, nn.ModuleList):
+        return [f"branches.{i}.{name}" for i, branch in enumerate(branches) for name in default_cam_layers(branch)]
+    prefix, backbone = ("backbone.", model.backbone) if hasattr(model, "backbone") else ("", model)
+    if hasattr(backbone, "featex2"):
+        return [prefix + "featex2"]
+    modules = list(backbone.named_modules())
+    convs = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
+    if not convs:
+        raise BadInputError(f"{type(backbone).__name__} has no Conv2d layer for Grad-CAM; pass --layer")
+    last = convs[-1]
+    # Grad-CAM weighs rectified maps: take the activation that follows the conv when there is one.
+    if last + 1 < len(modules) and isinstance(modules[last + 1][1], _ACTIVATIONS):
+        last += 1
+    return [prefix + modules[last][0]]
+
+
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's weights: where and how to feed it."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return (weight.device, weight.dtype) if weight is not None else (torch.device("cpu"), torch.float32)
