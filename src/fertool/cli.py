@@ -214,7 +214,7 @@ def train_branch_command(
     data: DataArg,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Branch artifact to write [default: branch<SEED>.safetensors].", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
-    arch: Annotated[str, typer.Option("--arch", help="Architecture: dexpression (the paper's branch) or tiny (tests).")] = "dexpression",
+    arch: Annotated[str, typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | tiny (for tests).")] = "dexpression",
     epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 30,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 100,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
