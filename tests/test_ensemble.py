@@ -33,11 +33,12 @@ def branches(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return paths
 
 
-def test_training_the_head_leaves_branch_weights_unchanged(synthetic_data, branches):
+@pytest.mark.parametrize("augment", [False, True])
+def test_training_the_head_leaves_branch_weights_unchanged(synthetic_data, branches, augment):
     dataset = load_artifact(synthetic_data)
     arts = [load_artifact(p) for p in branches]
     before = [{k: v.clone() for k, v in a.tensors.items()} for a in arts]
-    result = train_ensemble(dataset, arts, EnsembleConfig(epochs=3, seed=0))
+    result = train_ensemble(dataset, arts, EnsembleConfig(epochs=3, seed=0, augment=augment))
     for i, weights in enumerate(before):
         trained = result.model.branches[i].state_dict()
         assert all(torch.equal(weights[k], trained[k]) for k in weights), f"branch {i} changed"

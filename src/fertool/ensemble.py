@@ -26,7 +26,7 @@ from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import select_split, to_input
 from fertool.models import EnsembleClassifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
-from fertool.train import Reporter, SilentReporter, TrainResult
+from fertool.train import Reporter, SilentReporter, TrainResult, optimize_epoch
 
 
 @dataclass
@@ -108,31 +108,25 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     history: list[dict[str, Any]] = []
     best = (-1.0, 0, copy.deepcopy(model.head.state_dict()))
+
+    def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if cached is not None:
+            return cached[index], train_labels[index]
+        return _augmented_outputs(model, train_images[index.cpu()], augment, device, dtype), train_labels[index]
+
     for epoch in range(1, config.epochs + 1):
         reporter.epoch_start(epoch, config.epochs, len(train_images))
         started = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        hits = torch.zeros((), device=device, dtype=torch.long)
-        order = torch.randperm(len(train_images), generator=shuffle)
-        for start in range(0, len(order), config.batch_size):
-            index = order[start : start + config.batch_size]
-            inputs = cached[index.to(device)] if cached is not None else _augmented_outputs(model, train_images[index], augment, device, dtype)
-            y = train_labels[index.to(device)]
-            logits = model.head(inputs)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            hits += (logits.detach().argmax(1) == y).sum()
-            reporter.batch_done(len(y))
+
+        loss, train_accuracy = optimize_epoch(model.head, batch_at, len(train_images), config.batch_size, optimizer,
+                                              shuffle, device, reporter)
         schedule.step()
         train_seconds = time.perf_counter() - started
         model.eval()
         with torch.inference_mode():
             val_logits = model.head(val_inputs)
-        record = {"epoch": epoch, "loss": loss_sum.item() / len(train_images), "train_accuracy": hits.item() / len(train_images),
+        record = {"epoch": epoch, "loss": loss, "train_accuracy": train_accuracy,
                   "val_loss": F.cross_entropy(val_logits, val_labels).item(),
                   "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
                   "images_per_second": len(train_images) / train_seconds, "seconds": time.perf_counter() - started}

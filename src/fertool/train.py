@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -147,23 +147,20 @@ def normalization_of(dataset: Artifact, enabled: bool) -> dict[str, float] | Non
     return {"mean": float(dataset.meta["train_mean"]), "std": float(dataset.meta["train_std"])}
 
 
-def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-                    augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
-                    reporter: Reporter) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, accuracy)."""
-    model, optimizer = state.model, state.optimizer
-    model.train()
-    order = torch.randperm(len(images), generator=state.shuffle_rng)
+def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
+                   batch_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], count: int, batch_size: int,
+                   optimizer: torch.optim.Optimizer, shuffle_rng: torch.Generator, device: torch.device,
+                   reporter: Reporter) -> tuple[float, float]:
+    """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels), `forward` logits.
+
+    Returns (mean loss, accuracy). Sums stay on the device; they are read once, at the end.
+    """
+    order = torch.randperm(count, generator=shuffle_rng)
     loss_sum = torch.zeros((), device=device)
     hits = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(order), config.batch_size):
-        index = order[start : start + config.batch_size].to(device)
-        x = to_input(images[index], device)
-        y = labels[index]
-        if augment is not None:
-            x = augment(x).contiguous(memory_format=torch.channels_last)
-        with autocast(device, dtype):
-            logits = model(x)
+    for start in range(0, count, batch_size):
+        x, y = batch_at(order[start : start + batch_size].to(device))
+        logits = forward(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,7 +168,28 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         loss_sum += loss.detach() * len(y)
         hits += (logits.detach().argmax(1) == y).sum()
         reporter.batch_done(len(y))
-    return loss_sum.item() / len(images), hits.item() / len(images)  # the one host sync of the epoch
+    return loss_sum.item() / count, hits.item() / count
+
+
+def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+                    augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
+                    reporter: Reporter) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, accuracy)."""
+    model = state.model
+    model.train()
+
+    def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_input(images[index], device)
+        if augment is not None:
+            x = augment(x).contiguous(memory_format=torch.channels_last)
+        return x, labels[index]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device, dtype):
+            return model(x)
+
+    return optimize_epoch(forward, batch_at, len(images), config.batch_size, state.optimizer, state.shuffle_rng,
+                          device, reporter)
 
 
 def check_finite(model: FERClassifier, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
