@@ -194,7 +194,7 @@ def saliency(
     for i, name in enumerate(names):
         p = result.probabilities[i, result.predicted[i]]
         truth = f", true {classes[labels[i]]}" if labels is not None else ""
-        titles.append(f"{name}: {classes[result.predicted[i]]} {p:.0%}{truth}")
+        titles.append(f"{name}\n{classes[result.predicted[i]]} {p:.0%}{truth}")  # two lines fit a row
     save_figure(saliency_figure(images / 255.0, result.maps, titles, method), output)
     if npz is not None:
         save_npz(npz, {"maps": result.raw, "predicted": result.predicted, "probabilities": result.probabilities,
