@@ -84,7 +84,7 @@ def confusion(
         return
     out.print(f"{output}: accuracy {report['accuracy']:.2%} on {int(matrix.sum())} images", highlight=False)
     for pair in pairs:
-        out.print(f"  {pair['true']:>8} taken for {pair['predicted']:<8} {pair['rate']:6.1%}  ({pair['count']} images)", highlight=False)
+        out.print(f"  {pair['true']:>8} taken for {pair['predicted']:<8} {pair['rate']:6.1%}  ({pair['count']} image{'s' if pair['count'] != 1 else ''})", highlight=False)
     out.print(f"  worst class: {worst} (recall {recalls[worst]:.1%})", highlight=False)
 
 

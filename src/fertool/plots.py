@@ -268,7 +268,7 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     runs = [Line2D([], [], color=_COLOURS[i % len(_COLOURS)], lw=2, label=label) for i, label in enumerate(labels)]
-    ax_loss.legend(handles=runs + _style_handles(train="-", val="--"), fontsize=8)
+    ax_loss.legend(handles=runs + _style_handles(train="--", val="-"), fontsize=8)
     best = Line2D([], [], ls="", marker="*", ms=11, color="black", label="best val epoch")
     ax_acc.legend(handles=runs + _style_handles(train="--", val="-") + [best], fontsize=8)
     fig.suptitle("Training curves", fontsize=12)
@@ -277,9 +277,10 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
 
 def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str) -> None:
     epochs = [record.get("epoch", i + 1) for i, record in enumerate(history)]
-    ax_loss.plot(epochs, [r["loss"] for r in history], color=colour, ls="-", marker=".")
+    # One convention in both panels: train dashed, validation solid (validation is what counts).
+    ax_loss.plot(epochs, [r["loss"] for r in history], color=colour, ls="--", marker=".")
     if all("val_loss" in r for r in history):
-        ax_loss.plot(epochs, [r["val_loss"] for r in history], color=colour, ls="--", marker=".")
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], color=colour, ls="-", marker=".")
     if all("train_accuracy" in r for r in history):
         ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in history], color=colour, ls="--", marker=".")
     if history and all("val_accuracy" in r for r in history):
