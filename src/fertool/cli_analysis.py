@@ -68,7 +68,7 @@ def confusion(
     classes = preds.meta["classes"]
     report = classification_report(preds.tensors["logits"], preds.tensors["labels"], classes)
     matrix = np.array(report["confusion"])
-    heading = title or f"{Path(preds.meta['model']).name} on {preds.meta['split']}: accuracy {report['accuracy']:.1%}"
+    heading = title or f"{Path(preds.meta['model']).name} on {preds.meta['split']}"  # the figure adds the accuracy
     save_figure(confusion_figure(matrix, classes, normalize=not counts, title=heading), output)
     if csv_path is not None:
         write_matrix_csv(csv_path, matrix, classes)
