@@ -150,9 +150,12 @@ def gather_images(images: list[Path], data: Path | None, index: str | None) -> t
 
 
 def to_unit_tensor(images: np.ndarray) -> Any:
+    """uint8 N x 48 x 48 -> float N x 1 x 48 x 48 in [0, 1], as every model takes it."""
     import torch
 
-    return torch.from_numpy(images).float().div(255.0).unsqueeze(1)
+    from fertool.evaluate import to_input
+
+    return to_input(torch.from_numpy(images), torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- saliency

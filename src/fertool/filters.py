@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fertool.errors import BadInputError
+from fertool.runtime import model_placement
 from fertool.models import FeatEx
 
 IMAGE_SIZE = 48
@@ -146,7 +147,7 @@ def list_layers(model: nn.Module, image_size: int = IMAGE_SIZE) -> list[LayerInf
                 handles.append(module.register_forward_hook(record))
         model.eval()
         with torch.no_grad():
-            device, dtype = _placement(model)
+            device, dtype = model_placement(model)
             model(torch.zeros(1, 1, image_size, image_size, device=device, dtype=dtype))
     finally:
         for handle in handles:
@@ -183,7 +184,7 @@ def activation_maps(model: nn.Module, layer: str, image01: torch.Tensor) -> np.n
     if image01.shape[0] != 1 or image01.dim() != 4:
         raise BadInputError(f"activation maps take one image, 1 x 1 x H x W; got shape {tuple(image01.shape)}")
     with LayerCapture(model, layer) as capture, torch.no_grad():
-        output = capture.run(image01.to(*_placement(model)))
+        output = capture.run(image01.to(*model_placement(model)))
     return output[0].float().cpu().numpy()
 
 
@@ -290,7 +291,7 @@ def visualize_filters(model: nn.Module, layer: str, filters: Sequence[int] | Non
         raise BadInputError(f"--steps {steps}: must be 0 or more")
     with torch.inference_mode(False), LayerCapture(model, layer, stop="input") as capture:  # a caller's mode
         chosen = _check_filters(capture, filters)
-        device, dtype = _placement(model)
+        device, dtype = model_placement(model)
         generator = torch.Generator().manual_seed(seed)
         image = FourierImage(len(chosen), start_sd, decay_power=decay_power, generator=generator).to(device, dtype)
         objective = _filter_objective(capture, torch.tensor(chosen, device=device))
@@ -398,8 +399,3 @@ def _check_filters(capture: LayerCapture, filters: Sequence[int] | None) -> list
                             f"it has {channels} filters, 0..{channels - 1}")
     return chosen
 
-
-def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's weights: where and how to feed it."""
-    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return (weight.device, weight.dtype) if weight is not None else (torch.device("cpu"), torch.float32)

@@ -70,6 +70,12 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def model_placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's weights: where and how to feed it."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return (weight.device, weight.dtype) if weight is not None else (torch.device("cpu"), torch.float32)
+
+
 def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 

@@ -43,6 +43,7 @@ from torch import nn
 
 from fertool.data import CLASSES
 from fertool.errors import BadInputError
+from fertool.runtime import model_placement
 from fertool.filters import resolve_layer
 
 
@@ -94,7 +95,7 @@ class SaliencyMethod:
         # Callers may sit inside no_grad or inference_mode; a clone made outside inference mode
         # is an ordinary tensor that autograd accepts.
         with torch.inference_mode(False), torch.enable_grad():
-            x = images01.detach().to(*_placement(self.model)).clone()
+            x = images01.detach().to(*model_placement(self.model)).clone()
             targets = targets.to(x.device).clone()
             for start in range(0, len(x), batch_size):  # batches bound the memory the graph takes
                 batch = slice(start, start + batch_size)
@@ -247,7 +248,7 @@ def predict_probabilities(model: nn.Module, images01: torch.Tensor) -> torch.Ten
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(images01.to(*_placement(model))).float()
+            logits = model(images01.to(*model_placement(model))).float()
     finally:
         model.train(was_training)
     return logits.softmax(dim=1).cpu()
@@ -304,8 +305,3 @@ def default_cam_layers(model: nn.Module) -> list[str]:
         last += 1
     return [prefix + modules[last][0]]
 
-
-def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's weights: where and how to feed it."""
-    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return (weight.device, weight.dtype) if weight is not None else (torch.device("cpu"), torch.float32)
