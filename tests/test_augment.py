@@ -53,3 +53,29 @@ def test_output_stays_in_pixel_range_and_shape():
     y = Augment(AugmentConfig(), torch.Generator().manual_seed(0))(x)
     assert y.shape == x.shape
     assert y.min() >= 0 and y.max() <= 1
+
+
+def test_erasing_fills_one_rectangle_in_about_the_chosen_share_of_images():
+    x = torch.full((400, 1, 48, 48), 0.5)
+    cfg = AugmentConfig(flip=False, rotate_degrees=0, shift=0, zoom=0, erase=0.5)
+    aug = Augment(cfg, torch.Generator().manual_seed(0))
+    masks = aug.erase_masks(400, 48, 48, torch.device("cpu"))
+    erased = masks.flatten(1).any(1)
+    assert 150 < erased.sum() < 250
+    for mask in masks[erased][:50, 0]:
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        # A solid rectangle: its bounding box is all True, and its area within the configured bounds.
+        box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.all()
+        assert 0.005 * 48 * 48 <= box.numel() <= 0.3 * 48 * 48
+    y = Augment(cfg, torch.Generator().manual_seed(1))(x)
+    assert y.min() >= 0 and y.max() <= 1
+    changed = (y != 0.5).flatten(1).any(1)
+    assert 150 < changed.sum() < 250
+
+
+def test_presets_name_the_report_recipe_and_a_stronger_one():
+    from fertool.augment import PRESETS
+
+    assert PRESETS["report"] == AugmentConfig()
+    assert PRESETS["strong"].erase > 0 and PRESETS["strong"].rotate_degrees > PRESETS["report"].rotate_degrees

@@ -69,3 +69,55 @@ def test_bad_settings_are_refused_before_training(dataset):
 def test_divergence_stops_with_the_epoch_named(dataset):
     with pytest.raises(FertoolError, match="epoch 1"):
         train_branch(dataset, TrainConfig(arch="tiny", epochs=2, lr=1e30, seed=0))
+
+
+def test_onecycle_warms_up_peaks_at_thirty_percent_and_anneals_to_almost_zero():
+    from fertool.train import learning_rate
+
+    config = TrainConfig(lr=0.05, schedule="onecycle")
+    rates = [learning_rate(config, step, 1000) for step in range(1001)]
+    assert rates[0] == pytest.approx(0.05 / 25)
+    assert max(rates) == pytest.approx(0.05) and rates.index(max(rates)) == 300
+    assert rates[-1] == pytest.approx(0.05 / 25e4)
+    assert all(a <= b for a, b in zip(rates[:300], rates[1:301]))
+    assert all(a >= b for a, b in zip(rates[300:], rates[301:]))
+    cosine = TrainConfig(lr=0.1, schedule="cosine")
+    assert learning_rate(cosine, 0, 10) == pytest.approx(0.1) and learning_rate(cosine, 10, 10) == pytest.approx(0)
+    assert learning_rate(TrainConfig(lr=0.3), 7, 10) == 0.3
+
+
+def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tmp_path):
+    # The schedule is a function of the global step, the momentum buffers travel in the
+    # checkpoint: stopping after epoch 2 of 3 and resuming must change nothing.
+    settings = dict(arch="tiny", epochs=3, lr=0.05, optimizer="sgd", schedule="onecycle", weight_decay=5e-4,
+                    label_smoothing=0.1, augment_preset="strong", seed=4)
+    whole = train_branch(dataset, TrainConfig(**settings))
+    checkpoint = tmp_path / "run.ckpt"
+    # The checkpoint of a 3-epoch run stopped in its third epoch (a 2-epoch run would have
+    # annealed its learning rate to zero by then, so it is not the same state).
+    import fertool.train as train_module
+
+    real, calls = train_module.train_one_epoch, []
+
+    def stop_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "train_one_epoch", stop_on_third)
+        with pytest.raises(KeyboardInterrupt):
+            train_branch(dataset, TrainConfig(**settings), checkpoint=checkpoint)
+    resumed = train_branch(dataset, TrainConfig(**settings), checkpoint=checkpoint, resume=True)
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+
+
+@pytest.mark.parametrize("field, value, flag", [("optimizer", "rmsprop", "--optimizer"), ("schedule", "step", "--schedule"),
+                                                ("augment_preset", "wild", "--augment-preset"),
+                                                ("label_smoothing", 1.5, "--label-smoothing")])
+def test_unknown_recipe_settings_are_refused(dataset, field, value, flag):
+    with pytest.raises(BadInputError, match=flag):
+        train_branch(dataset, TrainConfig(arch="tiny", epochs=1, **{field: value}))

@@ -24,6 +24,15 @@ class AugmentConfig:
     rotate_degrees: float = 5.0
     shift: float = 0.10  # fraction of the image side
     zoom: float = 0.10  # scale drawn from [1 - zoom, 1 + zoom]
+    erase: float = 0.0  # probability that an image gets one rectangle filled with noise
+    erase_area: tuple[float, float] = (0.02, 0.20)  # of the image, drawn uniformly
+    erase_aspect: tuple[float, float] = (0.3, 3.3)  # height / width, drawn log-uniformly
+
+
+PRESETS = {
+    "report": AugmentConfig(),
+    "strong": AugmentConfig(rotate_degrees=10.0, shift=0.15, zoom=0.15, erase=0.5),
+}
 
 
 class Augment:
@@ -55,8 +64,33 @@ class Augment:
         row1 = torch.stack([sin * flip, cos, ty], dim=1)
         return torch.stack([row0, row1], dim=1)
 
+    def erase_masks(self, n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """N x 1 x H x W booleans, True inside each image's erased rectangle (none for some images)."""
+        cfg = self.config
+        lo, hi = cfg.erase_area
+        area = (lo + torch.rand(n, generator=self.generator) * (hi - lo)) * height * width
+        log_lo, log_hi = math.log(cfg.erase_aspect[0]), math.log(cfg.erase_aspect[1])
+        aspect = torch.exp(log_lo + torch.rand(n, generator=self.generator) * (log_hi - log_lo))
+        h = (area * aspect).sqrt().clamp(1, height)
+        w = (area / aspect).sqrt().clamp(1, width)
+        top = torch.rand(n, generator=self.generator) * (height - h)
+        left = torch.rand(n, generator=self.generator) * (width - w)
+        chosen = torch.rand(n, generator=self.generator) < cfg.erase
+        rows = torch.arange(height).view(1, height, 1)
+        cols = torch.arange(width).view(1, 1, width)
+        inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
+                  & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)))
+        return (inside & chosen.view(-1, 1, 1)).unsqueeze(1).to(device)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         theta = self.matrices(images.shape[0], images.device).to(images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         # "border" repeats the edge pixels, like Keras' fill_mode="nearest" the report used.
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if self.config.erase > 0:
+            n, _, height, width = images.shape
+            mask = self.erase_masks(n, height, width, images.device)
+            # Uniform noise in [0, 1] pixels, so erased images keep the data's range.
+            noise = torch.rand(images.shape, generator=self.generator).to(images.device, images.dtype)
+            out = torch.where(mask, noise, out)
+        return out

@@ -214,11 +214,17 @@ def train_branch_command(
     data: DataArg,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Branch artifact to write [default: branch<SEED>.safetensors].", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
-    arch: Annotated[str, typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | tiny (for tests).")] = "dexpression",
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training split.")] = 30,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 100,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-4,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random flip, rotation ±5°, shift ±10 %, zoom ±10 %.")] = True,
+    recipe: Annotated[str, typer.Option("--recipe", help="report (the paper's branch, Adam 1e-4, as the report trained it) | best (fertool's: see docs/RESULTS.md). Options below override it.")] = "report",
+    arch: Annotated[Optional[str], typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | tiny (for tests). [recipe's]", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split. [recipe's]", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. [recipe's]", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (the peak, with a schedule). [recipe's]", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam | sgd (Nesterov momentum 0.9). [recipe's]", show_default=False)] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant | cosine | onecycle, stepped every batch. [recipe's]", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="L2 penalty. [recipe's]", show_default=False)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Share of each target spread over all classes. [recipe's]", show_default=False)] = None,
+    augment_preset: Annotated[Optional[str], typer.Option("--augment-preset", help="report (flip, ±5°, ±10 % shift and zoom) | strong (±10°, ±15 %, random erasing). [recipe's]", show_default=False)] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random transforms of each batch (see --augment-preset).")] = True,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Zero mean, unit std from the training split.")] = True,
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test.")] = "val",
     device: DeviceOpt = "auto",
@@ -229,18 +235,25 @@ def train_branch_command(
 ) -> None:
     """Train one DeXpression branch; keep the weights of its best epoch on the validation split.
 
-    Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --epochs 30
+    Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --recipe best
     """
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
-    from fertool.train import TrainConfig, train_branch
+    from fertool.train import RECIPES, TrainConfig, train_branch
 
     output = output or Path(f"branch{seed}.safetensors")
     check_output_path(output)
     if log is not None:
         check_output_path(log)
     dataset = load_artifact(data, expect="dataset")
-    config = TrainConfig(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment,
-                         normalize=normalize, val_split=val_split, seed=seed, device=device, precision=precision)
+    if recipe not in RECIPES:
+        raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
+    given = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+             "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
+             "augment_preset": augment_preset}
+    settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
+    config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
+                         device=device, precision=precision)
+    config.validate()
     checkpoint = checkpoint_path(output)
     try:
         with ProgressReporter(log) as reporter:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from fertool.artifacts import Artifact, load_artifact, save_tensors
-from fertool.augment import Augment, AugmentConfig
+from fertool.augment import PRESETS, Augment
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
 from fertool.models import FERClassifier, build_classifier
@@ -40,11 +40,15 @@ class TrainConfig:
     arch: str = "dexpression"
     epochs: int = 30
     batch_size: int = 100  # the report's
-    lr: float = 1e-4  # the report's Adam learning rate
+    lr: float = 1e-4  # the report's Adam learning rate; the peak of a schedule
     weight_decay: float = 0.0
     dropout: float = 0.5
     augment: bool = True
     normalize: bool = True
+    optimizer: str = "adam"  # adam | sgd (Nesterov momentum 0.9)
+    schedule: str = "constant"  # constant | cosine | onecycle, stepped every batch
+    label_smoothing: float = 0.0
+    augment_preset: str = "report"  # a key of augment.PRESETS
     val_split: str = "val"
     seed: int = 0
     device: str = "auto"
@@ -57,6 +61,49 @@ class TrainConfig:
             raise BadInputError(f"--batch-size {self.batch_size}: must be at least 1")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise BadInputError(f"--lr {self.lr}: must be a positive number")
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment_preset": tuple(PRESETS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise BadInputError(f"{flag} {getattr(self, name)}: choose one of {', '.join(allowed)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+# Named starting points for `--recipe`; options given on the command line override them.
+RECIPES: dict[str, dict[str, Any]] = {
+    # The report: DeXpression as published, Adam 1e-4, batch 100, its Keras augmentation.
+    "report": {"arch": "dexpression", "epochs": 30, "batch_size": 100, "lr": 1e-4, "weight_decay": 0.0,
+               "optimizer": "adam", "schedule": "constant", "label_smoothing": 0.0, "augment_preset": "report"},
+    # fertool's: batch norm instead of LRN, SGD + Nesterov on a one-cycle schedule, label
+    # smoothing, wider transforms and random erasing (docs/RESULTS.md has the measurements).
+    "best": {"arch": "dexpression_bn", "epochs": 40, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4,
+             "optimizer": "sgd", "schedule": "onecycle", "label_smoothing": 0.1, "augment_preset": "strong"},
+}
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step `step` of `total_steps`: a pure function, so resuming
+    needs no scheduler state and a changed --epochs simply stretches the schedule."""
+    t = min(step / max(total_steps, 1), 1.0)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if config.schedule == "onecycle":
+        # As torch's OneCycleLR: cosine up from lr/25 over the first 30 %, then down to lr/25e4.
+        start, end, warm = config.lr / 25, config.lr / 25e4, 0.3
+        if t < warm:
+            return start + (config.lr - start) * 0.5 * (1 - math.cos(math.pi * t / warm))
+        return end + (config.lr - end) * 0.5 * (1 + math.cos(math.pi * (t - warm) / (1 - warm)))
+    return config.lr
+
+
+def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
 class Reporter(Protocol):
@@ -96,7 +143,7 @@ class TrainingState:
 
     def __init__(self, model: FERClassifier, config: TrainConfig):
         self.model = model
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = make_optimizer(model.parameters(), config)
         self.shuffle_rng = torch.Generator().manual_seed(config.seed)
         self.augment_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
         self.epoch = 0
@@ -150,18 +197,23 @@ def normalization_of(dataset: Artifact, enabled: bool) -> dict[str, float] | Non
 def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
                    batch_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], count: int, batch_size: int,
                    optimizer: torch.optim.Optimizer, shuffle_rng: torch.Generator, device: torch.device,
-                   reporter: Reporter) -> tuple[float, float]:
+                   reporter: Reporter, lr_at: Callable[[int], float] | None = None,
+                   label_smoothing: float = 0.0) -> tuple[float, float]:
     """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels), `forward` logits.
 
-    Returns (mean loss, accuracy). Sums stay on the device; they are read once, at the end.
+    `lr_at(batch)` sets the learning rate of each batch of the pass. Returns (mean loss,
+    accuracy). Sums stay on the device; they are read once, at the end.
     """
     order = torch.randperm(count, generator=shuffle_rng)
     loss_sum = torch.zeros((), device=device)
     hits = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, count, batch_size):
+    for batch, start in enumerate(range(0, count, batch_size)):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(batch)
         x, y = batch_at(order[start : start + batch_size].to(device))
         logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -188,8 +240,15 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         with autocast(device, dtype):
             return model(x)
 
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    first_step = steps_per_epoch * state.epoch
+
+    def lr_at(batch: int) -> float:
+        return learning_rate(config, first_step + batch, total_steps)
+
     return optimize_epoch(forward, batch_at, len(images), config.batch_size, state.optimizer, state.shuffle_rng,
-                          device, reporter)
+                          device, reporter, lr_at=lr_at, label_smoothing=config.label_smoothing)
 
 
 def check_finite(model: FERClassifier, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
@@ -229,7 +288,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     state = TrainingState(model, config)
     if resume:
         _resume(state, checkpoint, config, dataset)
-    augment = Augment(AugmentConfig(), state.augment_rng) if config.augment else None
+    augment = Augment(PRESETS[config.augment_preset], state.augment_rng) if config.augment else None
 
     while state.epoch < config.epochs:
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
@@ -277,7 +336,9 @@ def _resume(state: TrainingState, checkpoint: Path | None, config: TrainConfig, 
     if saved.meta.get("dataset_sha256") != dataset.meta["sha256"]:
         raise BadInputError(f"{checkpoint}: was made on other data than {dataset.path}; pass the same DATA or drop --resume")
     ignore = {"epochs", "device", "precision"}  # may change between runs without changing the model
-    old = {k: v for k, v in saved.meta["train_config"].items() if k not in ignore}
+    # Settings added after a checkpoint was written had their default's value in that run.
+    saved_config = {**asdict(TrainConfig()), **saved.meta["train_config"]}
+    old = {k: v for k, v in saved_config.items() if k not in ignore}
     new = {k: v for k, v in asdict(config).items() if k not in ignore}
     if old != new:
         changed = sorted(k for k in new if old.get(k) != new[k])
