@@ -409,7 +409,7 @@ def test_interrupt_keeps_checkpoint_and_says_resume(interrupted: dict[str, Any])
 
 def test_interrupt_hint_is_one_line_with_the_checkpoint_path(interrupted: dict[str, Any]) -> None:
     text = stderr_of(interrupted["result"]) or interrupted["result"].output
-    hint = next(line for line in text.splitlines() if "interrupted;" in line)
+    hint = next(line for line in text.splitlines() if "stopped;" in line)
     assert str(interrupted["checkpoint"]) in hint and "--resume" in hint
 
 

@@ -16,11 +16,13 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -28,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fertool import __version__
-from fertool.errors import BadInputError, ExitCode, FertoolError
+from fertool.errors import BadInputError, ExitCode, FertoolError, Terminated
 
 app = typer.Typer(
     name="fertool",
@@ -54,11 +56,12 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(int(error.exit_code)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             if _debug["on"]:
                 raise
-            err.print("[bold red]interrupted[/]", highlight=False)
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            terminated = isinstance(stop, Terminated)
+            err.print("[bold red]terminated[/]" if terminated else "[bold red]interrupted[/]", highlight=False)
+            raise typer.Exit(int(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED)) from None
 
     return wrapper
 
@@ -204,8 +207,34 @@ class ProgressReporter:
 
 
 def checkpoint_path(output: Path) -> Path:
-    """Where train-branch keeps its per-epoch checkpoint: beside the output, named after it."""
+    """Where train-branch and ensemble keep their per-epoch checkpoint: beside the output, named after it."""
     return output.with_name(output.name + ".ckpt")
+
+
+@contextlib.contextmanager
+def resumable(checkpoint: Path) -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while training, and say how to resume when either stops the run.
+
+    The signal handler only raises: the exception unwinds through the loop, so an artifact being
+    written is abandoned by its atomic writer and the checkpoint of the last finished epoch stays.
+    """
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        if checkpoint.exists():
+            err.print(f"stopped; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue",
+                      highlight=False, markup=False, soft_wrap=True)
+        else:
+            err.print("stopped before the first epoch finished; nothing to resume, run the command again",
+                      highlight=False, markup=False, soft_wrap=True)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("train-branch")
@@ -255,14 +284,8 @@ def train_branch_command(
                          device=device, precision=precision)
     config.validate()
     checkpoint = checkpoint_path(output)
-    try:
-        with ProgressReporter(log) as reporter:
-            result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
-    except KeyboardInterrupt:
-        if checkpoint.exists():
-            err.print(f"interrupted; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue",
-                      highlight=False, markup=False, soft_wrap=True)
-        raise
+    with resumable(checkpoint), ProgressReporter(log) as reporter:
+        result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
     metrics = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
                "val_split": val_split, "images_per_second": result.images_per_second, "seconds": result.seconds}
     meta = {**result.meta, "input_size": [1, dataset.meta["image_size"], dataset.meta["image_size"]],
@@ -382,6 +405,7 @@ def ensemble_command(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Join frozen branches with three dense layers (or average them), selected on validation.
@@ -408,8 +432,9 @@ def ensemble_command(
         meta = {**ensemble_meta(branches, model, config), "metrics": {"best_val_accuracy": accuracy, "val_split": val_split}, "history": []}
         history: list[dict[str, Any]] = []
     else:
-        with ProgressReporter(log) as reporter:
-            result = train_ensemble(dataset, branches, config, reporter=reporter)
+        checkpoint = checkpoint_path(output)
+        with resumable(checkpoint), ProgressReporter(log) as reporter:
+            result = train_ensemble(dataset, branches, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
         model, accuracy, history = result.model, result.best_val_accuracy, result.history
         meta = {**result.meta, "train_config": {**asdict(config), "hidden": list(config.hidden)},
                 "metrics": {"best_val_accuracy": accuracy, "best_epoch": result.best_epoch, "val_split": val_split,
@@ -418,6 +443,7 @@ def ensemble_command(
     meta.update({"seed": seed, "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],
                  "normalization": None, "command": "fertool " + " ".join(sys.argv[1:])})
     save_tensors(output, model.state_dict(), kind="ensemble", meta=meta)
+    checkpoint_path(output).unlink(missing_ok=True)
     branch_accuracy = {str(b.path): b.meta.get("metrics", {}).get("best_val_accuracy") for b in branches}
     summary = {"output": str(output), "mode": "average" if average else features, "best_val_accuracy": accuracy,
                "epochs": len(history), "branches": branch_accuracy, "val_split": val_split}

@@ -12,9 +12,11 @@ branches, which costs about as much as training one branch.
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +28,9 @@ from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import select_split, to_input
 from fertool.models import EnsembleClassifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
-from fertool.train import Reporter, SilentReporter, TrainResult, optimize_epoch
+from fertool.checkpoint import TrainingState, save_checkpoint
+from fertool.checkpoint import resume as resume_from
+from fertool.train import Reporter, SilentReporter, TrainResult, check_finite, optimize_epoch
 
 
 @dataclass
@@ -91,8 +95,12 @@ def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torc
 
 
 def train_ensemble(dataset: Artifact, branches: list[Artifact], config: EnsembleConfig,
-                   reporter: Reporter | None = None) -> TrainResult:
-    """Train the head on the train split; keep the epoch that is best on `config.val_split`."""
+                   reporter: Reporter | None = None, checkpoint: Path | None = None,
+                   resume: bool = False) -> TrainResult:
+    """Train the head on the train split; keep the epoch that is best on `config.val_split`.
+
+    With `checkpoint`, the head's state is saved after every epoch; `resume` continues from it.
+    """
     reporter = reporter or SilentReporter()
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
@@ -100,46 +108,69 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     train_images, train_labels, _ = select_split(dataset, "train")
     val_images, val_labels, _ = select_split(dataset, config.val_split)
     train_labels, val_labels = train_labels.to(device), val_labels.to(device)
+    head = model.head
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = TrainingState(head, optimizer, config.seed)
+    data_sha256 = _fingerprint(dataset, branches)
+    if resume:
+        resume_from(state, checkpoint, _settings(config), _as_fingerprinted(dataset, data_sha256),
+                    defaults=_settings(EnsembleConfig()))
     val_inputs = branch_outputs(model, val_images, device, dtype)
     cached = None if config.augment else branch_outputs(model, train_images, device, dtype)
-    augment = Augment(AugmentConfig(), torch.Generator().manual_seed(config.seed + 1)) if config.augment else None
-    shuffle = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    history: list[dict[str, Any]] = []
-    best = (-1.0, 0, copy.deepcopy(model.head.state_dict()))
+    augment = Augment(AugmentConfig(), state.augment_rng) if config.augment else None
 
     def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if cached is not None:
             return cached[index], train_labels[index]
         return _augmented_outputs(model, train_images[index.cpu()], augment, device, dtype), train_labels[index]
 
-    for epoch in range(1, config.epochs + 1):
-        reporter.epoch_start(epoch, config.epochs, len(train_images))
+    while state.epoch < config.epochs:
+        reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
         started = time.perf_counter()
         model.train()
-
-        loss, train_accuracy = optimize_epoch(model.head, batch_at, len(train_images), config.batch_size, optimizer,
-                                              shuffle, device, reporter)
-        schedule.step()
+        # Cosine annealing over epochs (the closed form of CosineAnnealingLR, so no state to save).
+        lr = config.lr * 0.5 * (1 + math.cos(math.pi * state.epoch / config.epochs))
+        loss, train_accuracy = optimize_epoch(head, batch_at, len(train_images), config.batch_size, optimizer,
+                                              state.shuffle_rng, device, reporter, lr_at=lambda _: lr)
         train_seconds = time.perf_counter() - started
         model.eval()
         with torch.inference_mode():
-            val_logits = model.head(val_inputs)
-        record = {"epoch": epoch, "loss": loss, "train_accuracy": train_accuracy,
-                  "val_loss": F.cross_entropy(val_logits, val_labels).item(),
+            val_logits = head(val_inputs)
+        val_loss = F.cross_entropy(val_logits, val_labels).item()
+        check_finite(head, val_loss, state.epoch + 1, checkpoint)
+        record = {"epoch": state.epoch + 1, "loss": loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
                   "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
                   "images_per_second": len(train_images) / train_seconds, "seconds": time.perf_counter() - started}
-        history.append(record)
-        if record["val_accuracy"] > best[0]:
-            best = (record["val_accuracy"], epoch, copy.deepcopy(model.head.state_dict()))
+        state.end_epoch(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, _settings(config), data_sha256)
         reporter.epoch_end(record)
-    model.head.load_state_dict(best[2])
-    seconds = sum(r["seconds"] for r in history)
-    return TrainResult(model=model.cpu().eval(), history=history, best_epoch=best[1], best_val_accuracy=best[0],
-                       seconds=seconds, images_per_second=len(train_images) * len(history) / max(seconds, 1e-9),
+    head.load_state_dict(state.best_state)
+    seconds = sum(r["seconds"] for r in state.history)
+    return TrainResult(model=model.cpu().eval(), history=state.history, best_epoch=state.best_epoch,
+                       best_val_accuracy=state.best_val_accuracy, seconds=seconds,
+                       images_per_second=len(train_images) * len(state.history) / max(seconds, 1e-9),
                        device=str(device), precision=precision_name(dtype),
                        meta=ensemble_meta(branches, model, config))
+
+
+def _settings(config: EnsembleConfig) -> dict[str, Any]:
+    return {**asdict(config), "hidden": list(config.hidden)}
+
+
+def _fingerprint(dataset: Artifact, branches: list[Artifact]) -> str:
+    """What a head was trained on: the data and the exact branch weights, in order."""
+    digest = hashlib.sha256(dataset.meta["sha256"].encode())
+    for branch in branches:
+        for name in sorted(branch.tensors):
+            digest.update(name.encode())
+            digest.update(branch.tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _as_fingerprinted(dataset: Artifact, sha256: str) -> Artifact:
+    # resume() compares the checkpoint with data.meta["sha256"]; for a head that is data + branches.
+    return Artifact(path=dataset.path, kind=dataset.kind, meta={**dataset.meta, "sha256": sha256})
 
 
 def _augmented_outputs(model: EnsembleClassifier, images: torch.Tensor, augment: Augment, device: torch.device,

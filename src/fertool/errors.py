@@ -16,7 +16,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # Click/Typer's own code for bad options
     BAD_INPUT = 3  # a file the user passed is missing, unreadable or malformed
     WRONG_KIND = 4  # an artifact of another kind than the command needs
-    INTERRUPTED = 130  # Ctrl-C / SIGTERM: 128 + SIGINT, as shells do
+    INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
+    TERMINATED = 143  # SIGTERM (kill, a batch scheduler's time limit): 128 + SIGTERM
 
 
 class FertoolError(Exception):
@@ -33,3 +34,7 @@ class WrongKindError(FertoolError):
     """An artifact of another kind, or a model that does not fit the data."""
 
     exit_code = ExitCode.WRONG_KIND
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: files closed, checkpoint kept."""

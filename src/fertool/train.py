@@ -15,7 +15,6 @@ after each epoch, so a resumed run ends with the same weights as an uninterrupte
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,8 +24,10 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from fertool.artifacts import Artifact, load_artifact, save_tensors
+from fertool.artifacts import Artifact
 from fertool.augment import PRESETS, Augment
+from fertool.checkpoint import TrainingState, save_checkpoint
+from fertool.checkpoint import resume as resume_from
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
 from fertool.models import FERClassifier, build_classifier
@@ -138,55 +139,6 @@ class TrainResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class TrainingState:
-    """Weights, optimizer and RNGs: all a run needs to continue exactly where it stopped."""
-
-    def __init__(self, model: FERClassifier, config: TrainConfig):
-        self.model = model
-        self.optimizer = make_optimizer(model.parameters(), config)
-        self.shuffle_rng = torch.Generator().manual_seed(config.seed)
-        self.augment_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
-        self.best_state = copy.deepcopy(model.state_dict())
-        self.best_epoch = 0
-        self.best_val_accuracy = -1.0
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        out.update({f"best.{k}": v for k, v in self.best_state.items()})
-        for index, state in self.optimizer.state_dict()["state"].items():
-            out.update({f"optim.{index}.{k}": torch.as_tensor(v) for k, v in state.items()})
-        out["rng.torch"] = torch.get_rng_state()
-        out["rng.shuffle"] = self.shuffle_rng.get_state()
-        out["rng.augment"] = self.augment_rng.get_state()
-        return out
-
-    def meta(self) -> dict[str, Any]:
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
-        return {"epoch": self.epoch, "history": self.history, "best_epoch": self.best_epoch,
-                "best_val_accuracy": self.best_val_accuracy, "param_groups": groups}
-
-    def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        def prefixed(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-        self.model.load_state_dict(prefixed("model."))
-        self.best_state = prefixed("best.")
-        optim_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in prefixed("optim.").items():
-            index, name = key.split(".", 1)
-            optim_state.setdefault(int(index), {})[name] = value
-        saved = self.optimizer.state_dict()
-        groups = [{**group, "params": saved["param_groups"][i]["params"]} for i, group in enumerate(meta["param_groups"])]
-        self.optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
-        torch.set_rng_state(tensors["rng.torch"])
-        self.shuffle_rng.set_state(tensors["rng.shuffle"])
-        self.augment_rng.set_state(tensors["rng.augment"])
-        self.epoch, self.history = meta["epoch"], meta["history"]
-        self.best_epoch, self.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
-
-
 def normalization_of(dataset: Artifact, enabled: bool) -> dict[str, float] | None:
     """The training split's mean/std in [0, 1] units, as the dataset artifact recorded them."""
     if not enabled:
@@ -227,7 +179,7 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
                     augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
                     reporter: Reporter) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, accuracy)."""
-    model = state.model
+    model = state.module
     model.train()
 
     def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,12 +203,15 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
                           device, reporter, lr_at=lr_at, label_smoothing=config.label_smoothing)
 
 
-def check_finite(model: FERClassifier, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
+def check_finite(model: torch.nn.Module, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
     """Stop a diverged run before its NaN weights reach any file."""
     weights_ok = all(torch.isfinite(p).all() for p in model.parameters())
     if weights_ok and math.isfinite(val_loss):
         return
-    last_good = f"; the last good epoch is in {checkpoint}" if checkpoint is not None and checkpoint.exists() else ""
+    if checkpoint is not None and checkpoint.exists():
+        last_good = f"; epoch {epoch - 1}, the last good one, is in {checkpoint}"
+    else:
+        last_good = "; no epoch finished before it"
     raise FertoolError(f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; lower --lr and run again")
 
 
@@ -285,9 +240,9 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     arch_args = {"num_classes": len(classes), "dropout": config.dropout}
     model = build_classifier(config.arch, arch_args, normalization_of(dataset, config.normalize))
     model = model.to(device).to(memory_format=torch.channels_last)
-    state = TrainingState(model, config)
+    state = TrainingState(model, make_optimizer(model.parameters(), config), config.seed)
     if resume:
-        _resume(state, checkpoint, config, dataset)
+        resume_from(state, checkpoint, asdict(config), dataset, defaults=asdict(TrainConfig()))
     augment = Augment(PRESETS[config.augment_preset], state.augment_rng) if config.augment else None
 
     while state.epoch < config.epochs:
@@ -297,17 +252,12 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         train_seconds = time.perf_counter() - started
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
         check_finite(model, val_loss, state.epoch + 1, checkpoint)
-        state.epoch += 1
-        record = {"epoch": state.epoch, "loss": loss, "train_accuracy": train_acc, "val_loss": val_loss,
+        record = {"epoch": state.epoch + 1, "loss": loss, "train_accuracy": train_acc, "val_loss": val_loss,
                   "val_accuracy": val_acc, "images_per_second": len(train_images) / train_seconds,
                   "seconds": time.perf_counter() - started}
-        state.history.append(record)
-        if val_acc > state.best_val_accuracy:
-            state.best_val_accuracy, state.best_epoch = val_acc, state.epoch
-            state.best_state = copy.deepcopy(model.state_dict())
+        state.end_epoch(record)
         if checkpoint is not None:
-            save_tensors(checkpoint, state.tensors(), kind="checkpoint",
-                         meta={"train_config": asdict(config), "dataset_sha256": dataset.meta["sha256"], **state.meta()})
+            save_checkpoint(checkpoint, state, asdict(config), dataset.meta["sha256"])
         reporter.epoch_end(record)
 
     model.load_state_dict(state.best_state)
@@ -327,22 +277,3 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         meta={"arch": config.arch, "arch_args": arch_args, "classes": classes,
               "normalization": normalization_of(dataset, config.normalize)},
     )
-
-
-def _resume(state: TrainingState, checkpoint: Path | None, config: TrainConfig, dataset: Artifact) -> None:
-    if checkpoint is None or not checkpoint.exists():
-        raise BadInputError(f"{checkpoint}: no checkpoint to resume from; run again without --resume")
-    saved = load_artifact(checkpoint, expect="checkpoint")
-    if saved.meta.get("dataset_sha256") != dataset.meta["sha256"]:
-        raise BadInputError(f"{checkpoint}: was made on other data than {dataset.path}; pass the same DATA or drop --resume")
-    ignore = {"epochs", "device", "precision"}  # may change between runs without changing the model
-    # Settings added after a checkpoint was written had their default's value in that run.
-    saved_config = {**asdict(TrainConfig()), **saved.meta["train_config"]}
-    old = {k: v for k, v in saved_config.items() if k not in ignore}
-    new = {k: v for k, v in asdict(config).items() if k not in ignore}
-    if old != new:
-        changed = sorted(k for k in new if old.get(k) != new[k])
-        raise BadInputError(
-            f"{checkpoint}: was made with other settings ({', '.join(changed)}); use the same options or drop --resume"
-        )
-    state.restore(saved.tensors, saved.meta)

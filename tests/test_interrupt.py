@@ -1,0 +1,155 @@
+"""Interrupted training in real processes: SIGTERM or Ctrl-C mid-epoch, then --resume.
+
+Each test starts `python -m fertool` as a child, waits for the checkpoint of epoch 1 to appear,
+signals the child while it is inside epoch 2, and checks what a user would: the exit code, the
+one-line hint, the previous artifact at the output path untouched, the checkpoint holding epoch
+1 only, and `--resume` ending with the weights of a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fertool.artifacts import load_artifact
+
+# One thread per child: the same arithmetic in every run (bit-identical weights) and no fight
+# over the two cores with the test process.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+BRANCH = ["--arch", "dexpression_bn", "--lr", "1e-3", "--batch-size", "32", "--no-augment", "--seed", "3", "--device", "cpu"]
+
+
+def fertool(*args: object) -> list[str]:
+    return [sys.executable, "-m", "fertool", *map(str, args)]
+
+
+def run(*args: object) -> subprocess.CompletedProcess:
+    result = subprocess.run(fertool(*args), env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def stop_in_second_epoch(args: list[object], checkpoint: Path, signum: int) -> subprocess.CompletedProcess:
+    """Run fertool, and send `signum` shortly after the checkpoint of epoch 1 is written."""
+    child = subprocess.Popen(fertool(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        assert child.poll() is None, f"finished before its first checkpoint: {child.communicate()}"
+        assert time.monotonic() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2, which takes seconds
+    assert child.poll() is None, "the run ended before it could be stopped; make its epochs longer"
+    child.send_signal(signum)
+    stdout, stderr = child.communicate(timeout=120)
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_artifact(a).tensors, load_artifact(b).tensors
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reference") / "branch.safetensors"
+    run("train-branch", synthetic_data, "-o", path, "--epochs", 2, *BRANCH)
+    return path
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_data: Path, uninterrupted: Path,
+                                                                     tmp_path: Path, signum: int, code: int, word: str):
+    output, checkpoint, log = tmp_path / "branch.safetensors", tmp_path / "branch.safetensors.ckpt", tmp_path / "log.jsonl"
+    shutil.copyfile(uninterrupted, output)  # an earlier run's artifact, which must survive
+    before = output.read_bytes()
+    stopped = stop_in_second_epoch(["train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log],
+                                   checkpoint, signum)
+    assert stopped.returncode == code, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    hint = next(line for line in stopped.stderr.splitlines() if "--resume" in line)
+    assert str(checkpoint) in hint
+    assert word in stopped.stderr
+    assert output.read_bytes() == before
+    saved = load_artifact(checkpoint, expect="checkpoint")
+    assert saved.meta["epoch"] == 1 and len(log.read_text().splitlines()) == 1  # epoch 2 was cut off
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.safetensors", "branch.safetensors.ckpt", "log.jsonl"]
+
+    run("train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log, "--resume")
+    assert same_weights(output, uninterrupted)
+    assert not checkpoint.exists()
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_data: Path, uninterrupted: Path,
+                                                                tiny_branch: Path, tmp_path: Path):
+    # --augment sends every batch through the frozen branches, so an epoch lasts long enough to
+    # be stopped inside it.
+    args = ["ensemble", synthetic_data, uninterrupted, tiny_branch, "--epochs", 2, "--augment", "--batch-size", 16,
+            "--seed", 2, "--device", "cpu"]
+    reference = tmp_path / "reference.safetensors"
+    run(*args, "-o", reference)
+    output, checkpoint = tmp_path / "ensemble.safetensors", tmp_path / "ensemble.safetensors.ckpt"
+    stopped = stop_in_second_epoch([*args, "-o", output], checkpoint, signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "--resume" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert not output.exists()
+    assert load_artifact(checkpoint, expect="checkpoint").meta["epoch"] == 1
+    run(*args, "-o", output, "--resume")
+    assert same_weights(output, reference)
+    assert not checkpoint.exists()
+
+
+def test_resuming_an_ensemble_with_other_branches_is_refused(synthetic_data: Path, uninterrupted: Path,
+                                                             tiny_branch: Path, tmp_path: Path):
+    from fertool.ensemble import EnsembleConfig, train_ensemble
+
+    output, checkpoint = tmp_path / "ensemble.safetensors", tmp_path / "ensemble.safetensors.ckpt"
+    # The checkpoint a stopped `ensemble DATA uninterrupted tiny` run leaves after epoch 1.
+    branches = [load_artifact(uninterrupted), load_artifact(tiny_branch)]
+    train_ensemble(load_artifact(synthetic_data), branches, EnsembleConfig(epochs=2, device="cpu"), checkpoint=checkpoint)
+    swapped = subprocess.run(fertool("ensemble", synthetic_data, tiny_branch, uninterrupted, "-o", output,
+                                     "--device", "cpu", "--epochs", 2, "--resume"),
+                             env=ENV, capture_output=True, text=True, timeout=300)
+    assert swapped.returncode == 3, swapped.stderr
+    assert "other data" in swapped.stderr and str(checkpoint) in swapped.stderr
+    assert checkpoint.exists()
+
+
+def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_nan(synthetic_data: Path,
+                                                                                    tmp_path: Path):
+    # Fault injection: epoch 2 turns a weight into NaN, as an exploding step would.
+    from typer.testing import CliRunner
+
+    import fertool.train
+    from fertool.cli import app
+
+    real, calls = fertool.train.train_one_epoch, []
+
+    def poisoned(state, *args, **kwargs):
+        result = real(state, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                next(state.module.parameters()).view(-1)[0] = float("nan")
+        return result
+
+    output = tmp_path / "branch.safetensors"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fertool.train, "train_one_epoch", poisoned)
+        result = CliRunner().invoke(app, ["train-branch", str(synthetic_data), "-o", str(output), "--arch", "tiny",
+                                          "--epochs", "3", "--device", "cpu"])
+    assert result.exit_code == 3
+    line = result.output.strip().splitlines()[-1]
+    assert "epoch 2" in line and "epoch 1, the last good one" in line and "branch.safetensors.ckpt" in line
+    assert not output.exists()
+    saved = load_artifact(tmp_path / "branch.safetensors.ckpt", expect="checkpoint")
+    assert saved.meta["epoch"] == 1
+    assert all(torch.isfinite(t).all() for k, t in saved.tensors.items() if t.is_floating_point())
