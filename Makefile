@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 FERTOOL := $(BIN)/fertool
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all completions clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ test: $(STAMP)
 # Also the slow tests (full-size runs); not part of CI.
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q --run-slow
+
+# Rewrite completions/ (bash, zsh, fish) from the CLI; tests/test_completions.py fails when stale.
+completions: $(STAMP)
+	$(BIN)/python scripts/completions.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

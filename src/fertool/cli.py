@@ -457,7 +457,8 @@ def ensemble_command(
 
 def main() -> None:
     """Console-script entry point (`fertool`, `python -m fertool`)."""
-    app()
+    # A fixed name: usage lines and shell completion say `fertool` under `python -m` too.
+    app(prog_name="fertool")
 
 
 # The analysis commands live in their own module; importing it registers them on `app`.

@@ -294,3 +294,7 @@ def curves(
         histories.append(history)
     save_figure(curves_figure(histories, names), output)
     out.print(f"{output}: {len(models)} training run(s)", highlight=False)
+
+
+# predict lives in its own module; importing it registers it on `app`.
+from fertool import cli_predict  # noqa: E402,F401

@@ -97,7 +97,7 @@ def to_gray48(image: Image.Image) -> np.ndarray:
         image.seek(0)
     if image.mode == "L" and image.size == (IMAGE_SIZE, IMAGE_SIZE):
         return np.array(image)  # fast path for FER2013's own files: a quarter of the decode time
-    gray = _single_channel(image)
+    gray = single_channel(image)
     width, height = gray.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -110,7 +110,7 @@ def to_gray48(image: Image.Image) -> np.ndarray:
     return np.array(pixels, dtype=np.uint8)
 
 
-def _single_channel(image: Image.Image) -> Image.Image:
+def single_channel(image: Image.Image) -> Image.Image:
     """Mode "L" for 8-bit sources, mode "F" (0..255) for 16-bit, 32-bit and float ones."""
     has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
     if has_alpha:
@@ -147,7 +147,7 @@ def read_image(path: Path) -> np.ndarray:
 
 
 # Everything Pillow's decoders are known to raise on corrupt or hostile files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 
 
 def _try_read(path: Path) -> tuple[np.ndarray | None, str | None]:
@@ -160,11 +160,11 @@ def _try_read(path: Path) -> tuple[np.ndarray | None, str | None]:
             if image.format != "JPEG" or "exif" in image.info:  # phones store rotation in EXIF
                 image = ImageOps.exif_transpose(image)
             return to_gray48(image), None
-    except _DECODE_ERRORS as err:
-        return None, _failure_reason(path, err)
+    except DECODE_ERRORS as err:
+        return None, failure_reason(path, err)
 
 
-def _failure_reason(path: Path, err: Exception) -> str:
+def failure_reason(path: Path, err: Exception) -> str:
     """Why a file did not decode, in a few words (Pillow's messages repeat the path)."""
     if not path.is_file():
         return "no such file" if not path.exists() else "not a file"
