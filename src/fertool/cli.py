@@ -163,14 +163,15 @@ def prepare(
 class ProgressReporter:
     """Draws the training loop's progress on stderr and appends each epoch to a JSONL log."""
 
-    def __init__(self, log_path: Path | None):
+    def __init__(self, log_path: Path | None, enabled: bool = True):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
-            console=err, transient=True, disable=not err.is_terminal,
+            console=err, transient=True, disable=not (enabled and err.is_terminal),
         )
+        self.enabled = enabled
         self.task: Any = None
         self.log_path = log_path
         self.seen = 0
@@ -195,7 +196,7 @@ class ProgressReporter:
         self.progress.update(self.task, advance=images, speed=f"{speed:,.0f} img/s")
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        if err.is_terminal:
+        if self.enabled and err.is_terminal:
             err.print(
                 f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  train {record['train_accuracy']:.2%}  "
                 f"val {record['val_accuracy']:.2%}  {record['images_per_second']:,.0f} img/s  {record['seconds']:.1f} s",
@@ -212,7 +213,7 @@ def checkpoint_path(output: Path) -> Path:
 
 
 @contextlib.contextmanager
-def resumable(checkpoint: Path) -> Iterator[None]:
+def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C while training, and say how to resume when either stops the run.
 
     The signal handler only raises: the exception unwinds through the loop, so an artifact being
@@ -225,6 +226,8 @@ def resumable(checkpoint: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        if quiet:
+            raise
         if checkpoint.exists():
             err.print(f"stopped; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue",
                       highlight=False, markup=False, soft_wrap=True)
@@ -267,6 +270,8 @@ def train_branch_command(
     Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --recipe best
     """
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
+    from fertool.distributed import process_group
+    from fertool.runtime import resolve_device
     from fertool.train import RECIPES, TrainConfig, train_branch
 
     output = output or Path(f"branch{seed}.safetensors")
@@ -284,10 +289,17 @@ def train_branch_command(
                          device=device, precision=precision)
     config.validate()
     checkpoint = checkpoint_path(output)
-    with resumable(checkpoint), ProgressReporter(log) as reporter:
-        result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
+    with process_group(resolve_device(device)) as cluster:
+        # Under torchrun every rank trains; rank 0 alone reports, checkpoints and writes.
+        with resumable(checkpoint, quiet=not cluster.is_main), ProgressReporter(log if cluster.is_main else None,
+                                                                                enabled=cluster.is_main) as reporter:
+            result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume,
+                                  cluster=cluster)
+    if not cluster.is_main:
+        return
     metrics = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
-               "val_split": val_split, "images_per_second": result.images_per_second, "seconds": result.seconds}
+               "val_split": val_split, "images_per_second": result.images_per_second, "seconds": result.seconds,
+               "processes": cluster.world_size}
     meta = {**result.meta, "input_size": [1, dataset.meta["image_size"], dataset.meta["image_size"]],
             "train_config": asdict(config), "seed": seed, "metrics": metrics, "history": result.history,
             "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from fertool.artifacts import Artifact
 from fertool.augment import PRESETS, Augment
 from fertool.checkpoint import TrainingState, save_checkpoint
+from fertool.distributed import Cluster
 from fertool.checkpoint import resume as resume_from
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
@@ -150,20 +151,25 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
                    batch_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], count: int, batch_size: int,
                    optimizer: torch.optim.Optimizer, shuffle_rng: torch.Generator, device: torch.device,
                    reporter: Reporter, lr_at: Callable[[int], float] | None = None,
-                   label_smoothing: float = 0.0) -> tuple[float, float]:
+                   label_smoothing: float = 0.0, cluster: Cluster = Cluster()) -> tuple[float, float]:
     """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels), `forward` logits.
 
-    `lr_at(batch)` sets the learning rate of each batch of the pass. Returns (mean loss,
-    accuracy). Sums stay on the device; they are read once, at the end.
+    `lr_at(batch)` sets the learning rate of each batch of the pass. With several ranks, each
+    takes its slice of every global batch (see distributed.py). Returns (mean loss, accuracy)
+    over all ranks. Sums stay on the device; they are read once, at the end.
     """
     order = torch.randperm(count, generator=shuffle_rng)
     loss_sum = torch.zeros((), device=device)
     hits = torch.zeros((), device=device, dtype=torch.long)
+    seen = torch.zeros((), device=device, dtype=torch.long)
     for batch, start in enumerate(range(0, count, batch_size)):
+        index = order[start : start + batch_size]
+        if len(index) < cluster.world_size:
+            break  # a last batch too small to give every rank an image (only with several ranks)
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(batch)
-        x, y = batch_at(order[start : start + batch_size].to(device))
+        x, y = batch_at(cluster.shard(index).to(device))
         logits = forward(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -171,15 +177,21 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
         optimizer.step()
         loss_sum += loss.detach() * len(y)
         hits += (logits.detach().argmax(1) == y).sum()
-        reporter.batch_done(len(y))
-    return loss_sum.item() / count, hits.item() / count
+        seen += len(y)
+        reporter.batch_done(len(y) * cluster.world_size)
+    totals = cluster.sum(torch.stack([loss_sum, hits.float(), seen.float()]))
+    return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
 def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
                     augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
-                    reporter: Reporter) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, accuracy)."""
-    model = state.module
+                    reporter: Reporter, cluster: Cluster = Cluster(),
+                    model: torch.nn.Module | None = None) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, accuracy).
+
+    `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
+    """
+    model = model or state.module
     model.train()
 
     def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,7 +212,7 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         return learning_rate(config, first_step + batch, total_steps)
 
     return optimize_epoch(forward, batch_at, len(images), config.batch_size, state.optimizer, state.shuffle_rng,
-                          device, reporter, lr_at=lr_at, label_smoothing=config.label_smoothing)
+                          device, reporter, lr_at=lr_at, label_smoothing=config.label_smoothing, cluster=cluster)
 
 
 def check_finite(model: torch.nn.Module, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
@@ -224,11 +236,18 @@ def evaluate_split(model: FERClassifier, images: torch.Tensor, labels: torch.Ten
 
 
 def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | None = None,
-                 checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
-    """Train one branch on the dataset's train split, keeping the best weights on `config.val_split`."""
+                 checkpoint: Path | None = None, resume: bool = False, cluster: Cluster = Cluster()) -> TrainResult:
+    """Train one branch on the dataset's train split, keeping the best weights on `config.val_split`.
+
+    With a `cluster` of several ranks (torchrun), every rank calls this; only rank 0 should pass
+    a reporter and a checkpoint path.
+    """
     config.validate()
+    if config.batch_size < cluster.world_size:
+        raise BadInputError(f"--batch-size {config.batch_size}: is the global batch, give at least one image "
+                            f"to each of the {cluster.world_size} processes")
     reporter = reporter or SilentReporter()
-    device = resolve_device(config.device)
+    device = cluster.device_for(resolve_device(config.device))
     dtype = resolve_precision(config.precision, device)
     train_images, train_labels, _ = select_split(dataset, "train")
     val_images, val_labels, _ = select_split(dataset, config.val_split)
@@ -244,19 +263,28 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     if resume:
         resume_from(state, checkpoint, asdict(config), dataset, defaults=asdict(TrainConfig()))
     augment = Augment(PRESETS[config.augment_preset], state.augment_rng) if config.augment else None
+    step_model = cluster.wrap(model, device)
 
     while state.epoch < config.epochs:
+        if cluster.active:
+            # Each rank draws its own augmentation and dropout, seeded by (seed, rank, epoch) so
+            # a resumed data-parallel run repeats them too; the shuffle is shared and saved.
+            epoch_seed = (config.seed * 1_000_003 + cluster.rank) * 10_007 + state.epoch
+            state.augment_rng.manual_seed(epoch_seed)
+            torch.manual_seed(epoch_seed)
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
         started = time.perf_counter()
-        loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter)
+        loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter,
+                                          cluster=cluster, model=step_model)
         train_seconds = time.perf_counter() - started
+        cluster.sync_buffers(model)  # every rank then scores rank 0's model and makes the same choices
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
         check_finite(model, val_loss, state.epoch + 1, checkpoint)
         record = {"epoch": state.epoch + 1, "loss": loss, "train_accuracy": train_acc, "val_loss": val_loss,
                   "val_accuracy": val_acc, "images_per_second": len(train_images) / train_seconds,
                   "seconds": time.perf_counter() - started}
         state.end_epoch(record)
-        if checkpoint is not None:
+        if checkpoint is not None and cluster.is_main:
             save_checkpoint(checkpoint, state, asdict(config), dataset.meta["sha256"])
         reporter.epoch_end(record)
 

@@ -1,0 +1,75 @@
+"""Data-parallel training with torchrun: two real CPU ranks talking gloo on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fertool.artifacts import load_artifact
+from fertool.distributed import Cluster
+from fertool.errors import BadInputError
+from fertool.train import TrainConfig, train_branch
+
+# One thread per process: two ranks on two cores, and no oversubscription with pytest itself.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TRAIN = ["--arch", "dexpression_bn", "--epochs", 4, "--lr", "1e-3", "--batch-size", 32, "--no-augment", "--seed", 1,
+         "--device", "cpu", "--json"]
+
+
+def fertool_run(prefix: list[str], *args: object, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([*prefix, "-m", "fertool", *map(str, args)], env=ENV, cwd=cwd, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("ddp")
+    ddp = fertool_run(TORCHRUN, "train-branch", synthetic_data, "-o", "ddp.safetensors", *TRAIN, cwd=folder)
+    single = fertool_run([sys.executable], "train-branch", synthetic_data, "-o", "single.safetensors", *TRAIN,
+                         cwd=folder)
+    return {"folder": folder, "ddp": ddp, "single": single}
+
+
+def test_torchrun_writes_one_artifact_and_one_summary(runs: dict) -> None:
+    folder = runs["folder"]
+    assert sorted(p.name for p in folder.iterdir()) == ["ddp.safetensors", "single.safetensors"]  # no checkpoints left
+    lines = [line for line in runs["ddp"].stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, runs["ddp"].stdout  # rank 1 printed nothing
+    summary = json.loads(lines[0])
+    assert summary["output"] == "ddp.safetensors" and summary["epochs"] == 4
+    artifact = load_artifact(folder / "ddp.safetensors", expect="branch")
+    assert artifact.meta["metrics"]["processes"] == 2
+    assert len(artifact.meta["history"]) == 4
+    assert all(torch.isfinite(t).all() for t in artifact.tensors.values() if t.is_floating_point())
+
+
+def test_two_ranks_learn_as_well_as_one_process(runs: dict) -> None:
+    ddp = json.loads(runs["ddp"].stdout)["best_val_accuracy"]
+    single = json.loads(runs["single"].stdout)["best_val_accuracy"]
+    assert ddp > 0.25 and single > 0.25  # both well above chance (1/7) after 4 epochs
+    assert abs(ddp - single) < 0.08, (ddp, single)
+
+
+def test_ranks_take_disjoint_slices_that_cover_each_global_batch() -> None:
+    batch = torch.randperm(37)
+    slices = [Cluster(rank=r, world_size=3).shard(batch) for r in range(3)]
+    assert sorted(torch.cat(slices).tolist()) == sorted(batch.tolist())
+    assert {len(s) for s in slices} <= {12, 13}
+    assert torch.equal(Cluster().shard(batch), batch)
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_refused(synthetic_data: Path) -> None:
+    dataset = load_artifact(synthetic_data)
+    with pytest.raises(BadInputError, match="--batch-size 1"):
+        train_branch(dataset, TrainConfig(arch="tiny", batch_size=1), cluster=Cluster(rank=0, world_size=2))
