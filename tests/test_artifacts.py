@@ -57,6 +57,11 @@ def sample_tensors() -> dict[str, torch.Tensor]:
     }
 
 
+def load_file_layer(*args: object, **kwargs: object):
+    """load_artifact without the per-kind content checks: these tests are about the file layer."""
+    return load_artifact(*args, contents=False, **kwargs)  # type: ignore[arg-type]
+
+
 def sample_arrays() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((5, 7)).astype(np.float32)
@@ -88,7 +93,7 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path: Path) -> None:
     path = tmp_path / "a.safetensors"
     tensors = sample_tensors()
     save_tensors(path, tensors, kind="branch", meta=META)
-    art = load_artifact(path)
+    art = load_file_layer(path)
     assert art.path == path
     assert art.kind == "branch"
     assert art.meta["kind"] == "branch"
@@ -107,7 +112,7 @@ def test_npz_round_trip_is_bit_exact(tmp_path: Path) -> None:
     path = tmp_path / "preds.npz"
     arrays = sample_arrays()
     save_npz(path, arrays, kind="predictions", meta=META)
-    art = load_artifact(path, expect="predictions")
+    art = load_file_layer(path, expect="predictions")
     assert art.kind == "predictions"
     assert art.meta["schema"] == SCHEMA_VERSION
     assert art.meta["fertool_version"] == fertool.__version__
@@ -125,14 +130,14 @@ def test_npz_written_under_a_name_without_npz_suffix(tmp_path: Path) -> None:
     path = tmp_path / "predictions.out"
     save_npz(path, {"x": np.arange(3)}, kind="predictions", meta={})
     assert dir_listing(tmp_path) == ["predictions.out"]
-    assert load_artifact(path).tensors["x"].tolist() == [0, 1, 2]
+    assert load_file_layer(path).tensors["x"].tolist() == [0, 1, 2]
 
 
 def test_save_overwrites_an_existing_artifact(tmp_path: Path) -> None:
     path = tmp_path / "a.safetensors"
     save_tensors(path, {"x": torch.zeros(3)}, kind="dataset", meta={"n": 1})
     save_tensors(path, {"y": torch.ones(2)}, kind="branch", meta={"n": 2})
-    art = load_artifact(path)
+    art = load_file_layer(path)
     assert art.kind == "branch" and art.meta["n"] == 2 and list(art.tensors) == ["y"]
 
 
@@ -156,7 +161,7 @@ def test_kind_argument_wins_over_meta(tmp_path: Path) -> None:
     path = tmp_path / "a.safetensors"
     copied = {"kind": "dataset", "schema": 1, "fertool_version": "0.0.1", "classes": ["a"]}
     save_tensors(path, {"x": torch.zeros(1)}, kind="branch", meta=copied)
-    art = load_artifact(path)
+    art = load_file_layer(path)
     assert art.kind == "branch"
     assert art.meta["fertool_version"] == fertool.__version__
 
@@ -167,15 +172,15 @@ def test_kind_argument_wins_over_meta(tmp_path: Path) -> None:
 def test_expect_accepts_the_right_kind(tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     save_tensors(path, {"x": torch.zeros(1)}, kind="ensemble", meta={})
-    assert load_artifact(path, expect=MODEL_KINDS).kind == "ensemble"
-    assert load_artifact(path, expect="ensemble").kind == "ensemble"
+    assert load_file_layer(path, expect=MODEL_KINDS).kind == "ensemble"
+    assert load_file_layer(path, expect="ensemble").kind == "ensemble"
 
 
 def test_expect_refuses_another_kind_naming_file_and_what_to_pass(tmp_path: Path) -> None:
     path = tmp_path / "data.safetensors"
     save_tensors(path, {"x": torch.zeros(1)}, kind="dataset", meta={})
     with pytest.raises(WrongKindError) as info:
-        load_artifact(path, expect=MODEL_KINDS)
+        load_file_layer(path, expect=MODEL_KINDS)
     message = str(info.value)
     assert str(path) in message
     assert "dataset" in message  # what it is
@@ -188,7 +193,7 @@ def test_expect_refuses_predictions_where_a_dataset_goes(tmp_path: Path) -> None
     path = tmp_path / "preds.npz"
     save_npz(path, {"logits": np.zeros((1, 7), np.float32)}, kind="predictions", meta={})
     with pytest.raises(WrongKindError, match="fertool prepare") as info:
-        load_artifact(path, expect="dataset")
+        load_file_layer(path, expect="dataset")
     assert str(path) in str(info.value) and "predictions" in str(info.value)
 
 
@@ -222,7 +227,7 @@ def test_failed_safetensors_write_keeps_old_file_and_leaves_no_temp(tmp_path: Pa
     assert dir_listing(tmp_path) == ["model.safetensors"]
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*"))
     monkeypatch.undo()
-    assert load_artifact(path).meta["version"] == "old"
+    assert load_file_layer(path).meta["version"] == "old"
 
 
 @pytest.mark.parametrize("failure", [Boom, KeyboardInterrupt])
@@ -242,7 +247,7 @@ def test_failed_npz_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monk
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert dir_listing(tmp_path) == ["preds.npz"]
-    assert load_artifact(path).meta["version"] == "old"
+    assert load_file_layer(path).meta["version"] == "old"
 
 
 def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,7 +331,7 @@ def test_output_in_unwritable_directory_simulated(tmp_path: Path, monkeypatch: p
 
 def expect_bad(path: Path, match: str | None = None) -> BadInputError:
     with pytest.raises(BadInputError) as info:
-        load_artifact(path)
+        load_file_layer(path)
     assert_names(info.value, path)
     if match is not None:
         assert match in str(info.value), str(info.value)

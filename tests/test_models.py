@@ -56,12 +56,17 @@ def test_classifier_normalises_its_input():
     torch.testing.assert_close(clf(x), backbone((x - 0.5) / 0.25))
 
 
+# What every branch artifact records besides its architecture (see cli.train_branch_command).
+BRANCH_META = {"classes": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"], "input_size": [1, 48, 48]}
+
+
 def test_model_rebuilds_from_its_file_alone(tmp_path):
     torch.manual_seed(0)
     clf = build_classifier("tiny", {"num_classes": 7}, {"mean": 0.4, "std": 0.2}).eval()
     path = tmp_path / "m.safetensors"
     save_tensors(path, clf.state_dict(), kind="branch",
-                 meta={"arch": "tiny", "arch_args": {"num_classes": 7}, "normalization": {"mean": 0.4, "std": 0.2}})
+                 meta={"arch": "tiny", "arch_args": {"num_classes": 7}, "normalization": {"mean": 0.4, "std": 0.2},
+                       **BRANCH_META})
     rebuilt = model_from_artifact(load_artifact(path))
     x = torch.rand(3, 1, 48, 48)
     torch.testing.assert_close(rebuilt(x), clf(x))
@@ -70,6 +75,7 @@ def test_model_rebuilds_from_its_file_alone(tmp_path):
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     path = tmp_path / "m.safetensors"
-    save_tensors(path, build_classifier("tiny", {}, None).state_dict(), kind="branch", meta={"arch": "dexpression", "arch_args": {}})
+    save_tensors(path, build_classifier("tiny", {}, None).state_dict(), kind="branch",
+                 meta={"arch": "dexpression", "arch_args": {}, **BRANCH_META})
     with pytest.raises(BadInputError, match="m.safetensors"):
         model_from_artifact(load_artifact(path))

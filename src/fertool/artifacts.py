@@ -114,8 +114,12 @@ def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: d
             np.savez(handle, __meta__=np.array(json.dumps(header)), **arrays)
 
 
-def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None) -> Artifact:
-    """Load an artifact of any kind; if `expect` is given, refuse other kinds with a hint."""
+def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None, contents: bool = True) -> Artifact:
+    """Load an artifact of any kind; if `expect` is given, refuse other kinds with a hint.
+
+    `contents=False` skips the per-kind check of arrays and metadata (schemas.py): only for
+    tests of the file layer itself.
+    """
     path = Path(path)
     _check_input_file(path)
     if _is_zip(path):
@@ -124,6 +128,10 @@ def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None)
         artifact = _load_safetensors(path)
     if expect is not None:
         check_kind(artifact, expect)
+    if contents:
+        from fertool.schemas import check_contents
+
+        check_contents(artifact)
     return artifact
 
 
