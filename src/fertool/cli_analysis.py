@@ -18,7 +18,9 @@ import typer
 from fertool.cli import JsonOpt, app, out, print_json, user_errors
 from fertool.errors import BadInputError
 
-MODEL_SUFFIXES = (".safetensors",)
+# A first path with one of these suffixes is a model argument, not an image; .npz is never a
+# model, but taking it as one gives the right error ("a predictions artifact, pass a model").
+MODEL_SUFFIXES = (".safetensors", ".npz", ".ckpt")
 
 
 # ---------------------------------------------------------------- confusion

@@ -158,11 +158,27 @@ def results_table(rows: list[dict[str, Any]], classes: list[str], title: str) ->
     return table
 
 
+def check_annotate_dir(folder: Path) -> None:
+    """Fail before any work when --annotate's folder cannot be made or written, as outputs do."""
+    import os
+
+    from fertool.artifacts import check_output_path
+
+    if folder.exists():
+        if not folder.is_dir():
+            raise BadInputError(f"--annotate {folder}: is a file; give a folder for the annotated copies")
+        if not os.access(folder, os.W_OK):
+            raise BadInputError(f"--annotate {folder}: folder is not writable; choose another one")
+        return
+    check_output_path(folder)  # its parent must exist and be writable; the folder is made when written
+
+
 def write_annotations(folder: Path, rows: list[dict[str, Any]], inputs: list[Path]) -> list[str]:
     """Write each photo with its boxes and labels drawn to FOLDER/<name>.png, atomically."""
     from fertool.artifacts import atomic_path
     from fertool.detect import annotate, open_for_drawing
 
+    folder.mkdir(exist_ok=True)  # its parent was checked before any work (check_annotate_dir)
     paths = [Path(row["path"]) for row in rows]
     written = []
     for row, name in zip(rows, annotation_names(paths, [p for p in inputs if p.parent.resolve() == folder.resolve()])):
@@ -213,9 +229,7 @@ def predict(
     if not inputs:
         raise BadInputError("no photos: pass image files, folders or globs (after the model, if you give one)")
     if annotate_dir is not None:
-        if annotate_dir.exists() and not annotate_dir.is_dir():
-            raise BadInputError(f"--annotate {annotate_dir}: is a file; give a folder for the annotated copies")
-        annotate_dir.mkdir(parents=True, exist_ok=True)
+        check_annotate_dir(annotate_dir)
     model, meta, model_name = resolve_model(model_path)
     side = meta.get("input_size", [1, 48, 48])[-1]
     if side != 48:

@@ -1,0 +1,78 @@
+"""CLI test helpers shared by test_cli.py, test_bad_input.py and the other command tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fertool import cli
+from fertool.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _debug_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug flips a module-level switch that outlives the invocation; keep tests independent."""
+    if isinstance(getattr(cli, "_debug", None), dict):
+        monkeypatch.setitem(cli._debug, "on", False)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def invoke(*args: Any) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def stderr_of(result: Any) -> str | None:
+    """stderr when the runner captures it separately (typer's runner, click >= 8.2), else None."""
+    try:
+        return result.stderr
+    except (ValueError, AttributeError):  # click < 8.2 with mix_stderr=True
+        return None
+
+
+def ok(result: Any) -> Any:
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    assert "Traceback" not in result.output
+    return result
+
+
+def json_of(result: Any) -> dict[str, Any]:
+    """--json prints exactly one JSON object on stdout (progress and logs go to stderr)."""
+    ok(result)
+    stdout = result.stdout
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, stdout
+    payload = json.loads(lines[0])
+    assert isinstance(payload, dict)
+    return payload
+
+
+def one_line_error(result: Any, *needles: str, code: int | None = None) -> str:
+    """A user's mistake: non-zero exit, exactly one line naming what is wrong, no traceback."""
+    assert result.exit_code != 0, result.output
+    if code is not None:
+        assert result.exit_code == code, (result.exit_code, result.output)
+    # A handled error leaves through SystemExit; anything else would print a traceback for real.
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    stderr = stderr_of(result)
+    text = stderr if stderr is not None else result.output
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{text}"
+    if stderr is not None:
+        assert result.stdout.strip() == "", f"nothing on stdout on error, got:\n{result.stdout}"
+    line = lines[0]
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
