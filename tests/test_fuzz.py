@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -213,6 +214,49 @@ def test_mutated_csv(content: bytes) -> None:
 @given(st.binary(max_size=4096))
 def test_csv_random_bytes(content: bytes) -> None:
     load_csv_bytes(content)
+
+
+def npy_member(shape: tuple[int, ...], dtype: str, data: bytes) -> bytes:
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + data
+
+
+def zip_of(members: dict[str, bytes], compression: int = 0) -> bytes:
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+@FUZZ
+@given(st.lists(st.integers(0, 2**40) | st.integers(0, 8), max_size=3),
+       st.sampled_from(["<f4", "<f8", "<i8", "|u1", "|O", "<U4"]), st.binary(max_size=64))
+def test_npy_headers_claiming_any_shape(shape: list[int], dtype: str, data: bytes) -> None:
+    meta = npy_member((), "<U40", json.dumps({"kind": "predictions", "schema": 1}).ljust(40).encode("utf-32-le"))
+    load_bytes(zip_of({"__meta__.npy": meta, "logits.npy": npy_member(tuple(shape), dtype, data)}), ".npz")
+
+
+def test_a_zip_bomb_is_refused_without_expanding_it() -> None:
+    import zipfile
+
+    # 64 MiB of zeros deflate to about 64 KiB: the file does not justify the memory.
+    bomb = zip_of({"logits.npy": npy_member((2**26,), "|u1", bytes(2**26))}, compression=zipfile.ZIP_DEFLATED)
+    path = WORKDIR / "bomb.npz"
+    path.write_bytes(bomb)
+    with pytest.raises(FertoolError, match="zip bomb"):
+        load_artifact(path)
+
+
+def test_a_header_claiming_a_terabyte_is_refused_before_numpy_allocates() -> None:
+    path = WORKDIR / "claim.npz"
+    path.write_bytes(zip_of({"logits.npy": npy_member((2**40,), "<f8", bytes(64))}))
+    with pytest.raises(FertoolError, match="claims"):
+        load_artifact(path)
 
 
 def test_no_fuzz_input_made_the_process_grow() -> None:

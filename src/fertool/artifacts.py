@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -176,11 +179,47 @@ def _load_safetensors(path: Path) -> Artifact:
     return Artifact(path=path, kind=meta["kind"], meta=meta, tensors=tensors)
 
 
+# What a damaged zip or .npy member raises inside numpy and zipfile (found by tests/test_fuzz.py:
+# an unsupported zip version is NotImplementedError, a bad deflate stream zlib.error, ...).
+_NPZ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError, zlib.error, struct.error,
+               KeyError, IndexError, UnicodeDecodeError, OverflowError, MemoryError)
+
+
+def _check_npz_members(path: Path) -> None:
+    """Refuse, before numpy allocates anything, members that claim more data than the file holds.
+
+    numpy allocates a member's whole array from its .npy header before reading the data, so a
+    header claiming 2**40 elements, or a zip bomb, would cost memory the file never justified.
+    fertool writes npz uncompressed; a compressed member may expand at most 100x.
+    """
+    budget = 100 * path.stat().st_size + 2**20
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if sum(info.file_size for info in infos) > budget:
+            raise BadInputError(f"{path}: its members would expand to more than 100x the file (a zip bomb?); "
+                                "pass a file fertool wrote")
+        for info in infos:
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            if dtype.hasobject:
+                raise BadInputError(f"{path}: member {info.filename} holds Python objects, which would need "
+                                    "pickle to read; fertool never unpickles, pass a file fertool wrote")
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed > info.file_size:
+                raise BadInputError(f"{path}: member {info.filename} claims {claimed:,} bytes but holds "
+                                    f"{info.file_size:,}; the file is damaged, make it again")
+
+
 def _load_npz(path: Path) -> Artifact:
     try:
+        _check_npz_members(path)
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+    except _NPZ_ERRORS as err:
         # ValueError is what numpy raises for object arrays under allow_pickle=False.
         raise BadInputError(f"{path}: not a readable fertool npz ({_first_line(err)}); pass a file fertool wrote") from err
     raw = arrays.pop("__meta__", None)
