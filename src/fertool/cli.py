@@ -336,8 +336,9 @@ def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Any)
 @user_errors
 def eval_command(
     data: DataArg,
-    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="A branch or ensemble artifact.", show_default=False)],
+    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A branch or ensemble artifact [default: the bundled model].", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
+    tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror).")] = "auto",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 500,
     device: DeviceOpt = "auto",
@@ -346,7 +347,7 @@ def eval_command(
 ) -> None:
     """Score a model on one split: accuracy and per-class precision, recall and F1.
 
-    Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz
+    Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz --tta flip
     """
     import torch
 
@@ -359,23 +360,29 @@ def eval_command(
     if batch_size < 1:
         raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
     dataset = load_artifact(data, expect="dataset")
+    from fertool.cli_analysis import default_model_path
+    from fertool.evaluate import model_tta
     from fertool.models import load_model
 
+    model_path = model_path or default_model_path()
     model, meta = load_model(model_path)
     check_model_fits(meta, model_path, dataset)
+    tta = model_tta(meta, tta)
     images, labels, indices = select_split(dataset, split)
     run_device = resolve_device(device)
     dtype = resolve_precision(precision, run_device)
     started = time.perf_counter()
-    logits = predict_logits(model.to(run_device).to(memory_format=torch.channels_last), images, run_device, dtype, batch_size)
+    logits = predict_logits(model.to(run_device).to(memory_format=torch.channels_last), images, run_device, dtype,
+                            batch_size, tta=tta)
     seconds = time.perf_counter() - started
     report = classification_report(logits.numpy(), labels.numpy(), meta["classes"])
     if output is not None:
         save_npz(output, {"logits": logits.numpy(), "labels": labels.numpy(), "indices": indices.numpy()},
                  kind="predictions",
                  meta={"model": str(model_path), "model_kind": meta["kind"], "dataset": str(data),
-                       "dataset_sha256": dataset.meta["sha256"], "split": split, "classes": meta["classes"]})
-    summary = {"model": str(model_path), "data": str(data), "split": split, **report,
+                       "dataset_sha256": dataset.meta["sha256"], "split": split, "classes": meta["classes"],
+                       "tta": tta})
+    summary = {"model": str(model_path), "data": str(data), "split": split, "tta": tta, **report,
                "images_per_second": len(images) / seconds, "seconds": seconds,
                "device": str(run_device), "precision": precision_name(dtype)}
     if output is not None:
@@ -383,7 +390,7 @@ def eval_command(
     if as_json:
         print_json(summary)
         return
-    out.print(report_table(report, f"{model_path} on {data} [{split}]"))
+    out.print(report_table(report, f"{model_path} on {data} [{split}]" + (f", TTA {tta}" if tta != "none" else "")))
     out.print(f"accuracy {report['accuracy']:.2%} ({report['count']} images), macro F1 {report['macro_f1']:.3f}; "
               f"{summary['images_per_second']:,.0f} images/s on {run_device}", highlight=False)
 

@@ -300,3 +300,4 @@ def curves(
 
 # predict lives in its own module; importing it registers it on `app`.
 from fertool import cli_predict  # noqa: E402,F401
+from fertool import cli_info  # noqa: E402,F401

@@ -43,6 +43,14 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+TTA_MODES = ("none", "flip")
+
+
+def model_tta(meta: dict[str, Any], requested: str) -> str:
+    """`auto` is the test-time augmentation the model's file asks for (`tta` in its metadata)."""
+    return str(meta.get("tta", "none")) if requested == "auto" else requested
+
+
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,
@@ -51,15 +59,26 @@ def predict_logits(
     dtype: torch.dtype | None = None,
     batch_size: int = 500,
     on_batch: Callable[[int], None] | None = None,
+    tta: str = "none",
 ) -> torch.Tensor:
-    """Logits (float32, on CPU) for uint8 images, in batches, with the model in eval mode."""
+    """Logits (float32, on CPU) for uint8 images, in batches, with the model in eval mode.
+
+    `tta="flip"` (test-time augmentation) averages the softmax of each image and its mirror
+    image, the flip every model is trained with; its "logits" are then log mean probabilities.
+    """
+    if tta not in TTA_MODES:
+        raise BadInputError(f"--tta {tta}: choose one of {', '.join(TTA_MODES)}")
     was_training = model.training
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = to_input(images[start : start + batch_size], device)
         with autocast(device, dtype):
-            outputs.append(model(batch).float())
+            if tta == "flip":
+                both = model(torch.cat([batch, batch.flip(-1)])).float().softmax(dim=1)
+                outputs.append(((both[: len(batch)] + both[len(batch) :]) / 2).clamp_min(1e-12).log())
+            else:
+                outputs.append(model(batch).float())
         if on_batch is not None:
             on_batch(len(batch))
     model.train(was_training)

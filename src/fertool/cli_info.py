@@ -1,0 +1,106 @@
+"""fertool info: what an artifact is and where it came from (registered on cli.app).
+
+    fertool info                          # the bundled default model
+    fertool info branch1.safetensors      # architecture, data, command, epochs, val accuracy
+    fertool info fer.safetensors --json   # a data set: source, counts, sha256
+
+Everything shown is read from the file's own metadata: a model file says how it was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+
+from fertool.cli import JsonOpt, app, out, print_json, user_errors
+
+
+def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, Any]:
+    """Provenance of a branch or ensemble: what it is, what it saw, how it was made, how good it is."""
+    metrics = meta.get("metrics", {})
+    config = meta.get("train_config", {})
+    summary = {
+        "kind": meta["kind"],
+        "arch": meta.get("arch"),
+        "classes": meta.get("classes"),
+        "input_size": meta.get("input_size"),
+        "parameters": int(sum(t.numel() for name, t in tensors.items() if not name.endswith("num_batches_tracked"))),
+        "weights_dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None,
+        "data": meta.get("dataset_source"),
+        "data_sha256": meta.get("dataset_sha256"),
+        "command": meta.get("command"),
+        "epochs": len(meta.get("history", [])) or config.get("epochs"),
+        "best_epoch": metrics.get("best_epoch"),
+        "val_split": metrics.get("val_split"),
+        "val_accuracy": metrics.get("best_val_accuracy"),
+        "tta": meta.get("tta", "none"),
+        "seed": meta.get("seed"),
+        "device": meta.get("device"),
+        "precision": meta.get("precision"),
+        "train_seconds": metrics.get("seconds"),
+        "fertool_version": meta.get("fertool_version"),
+    }
+    if "recipe" in meta:
+        summary["recipe"] = meta["recipe"]
+    if meta["kind"] == "ensemble":
+        summary["features"] = meta.get("arch_args", {}).get("features")
+        summary["branches"] = [
+            {"arch": b.get("arch"), "seed": b.get("seed"), "val_accuracy": b.get("metrics", {}).get("best_val_accuracy"),
+             "epochs": len(b.get("history", [])), "command": b.get("command")}
+            for b in meta.get("branches", [])
+        ]
+    return summary
+
+
+def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "dataset", "source": meta.get("source"), "classes": meta.get("classes"),
+            "image_size": meta.get("image_size"), "counts": meta.get("counts"), "skipped": meta.get("skipped"),
+            "train_mean": meta.get("train_mean"), "train_std": meta.get("train_std"), "sha256": meta.get("sha256"),
+            "fertool_version": meta.get("fertool_version")}
+
+
+@app.command()
+@user_errors
+def info(
+    path: Annotated[Optional[Path], typer.Argument(metavar="[FILE]", help="Any fertool artifact [default: the bundled model].", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a model (or any artifact) is and how it was made: architecture, data, command, epochs, accuracy.
+
+    Example: fertool info branch1.safetensors
+    """
+    from fertool.artifacts import MODEL_KINDS, load_artifact
+    from fertool.cli_analysis import default_model_path
+
+    path = path or default_model_path()
+    artifact = load_artifact(path)
+    if artifact.kind in MODEL_KINDS:
+        summary = model_summary(artifact.meta, artifact.tensors)
+    elif artifact.kind == "dataset":
+        summary = dataset_summary(artifact.meta)
+    else:
+        summary = {k: v for k, v in artifact.meta.items() if k not in ("history", "param_groups")}
+    summary = {"file": str(path), "bytes": path.stat().st_size, **summary}
+    if as_json:
+        print_json(summary)
+        return
+    for key, value in summary.items():
+        if value is None:
+            continue
+        if key == "branches":
+            for i, branch in enumerate(value, 1):
+                acc = branch["val_accuracy"]
+                acc_text = f"{acc:.2%}" if isinstance(acc, float) else "?"
+                out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs, "
+                          f"val {acc_text}: {escape(str(branch['command']))}", highlight=False)
+            continue
+        if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):
+            value = f"{value:.2%}" if key == "val_accuracy" else f"{value:.4f}"
+        if key == "train_seconds" and isinstance(value, (int, float)):
+            value = f"{value / 60:.1f} min"
+        if key == "counts" and isinstance(value, dict):
+            value = ", ".join(f"{split} {c.get('total')}" for split, c in value.items())
+        out.print(f"[bold]{key:>15}[/] {escape(str(value))}", highlight=False)

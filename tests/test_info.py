@@ -1,0 +1,94 @@
+"""fertool info (provenance from the file alone), eval's test-time augmentation, the bundled model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from clitools import _debug_off, invoke, json_of, one_line_error  # noqa: F401
+from fertool.artifacts import load_artifact, save_tensors
+from fertool.cli_analysis import default_model_path
+
+
+def test_info_of_a_branch_says_how_it_was_made(tiny_branch: Path) -> None:
+    info = json_of(invoke("info", tiny_branch, "--json"))
+    meta = load_artifact(tiny_branch).meta
+    assert info["kind"] == "branch" and info["arch"] == "tiny"
+    assert info["epochs"] == 2 and info["val_accuracy"] == meta["metrics"]["best_val_accuracy"]
+    assert info["data_sha256"] == meta["dataset_sha256"] and info["command"].startswith("fertool ")
+    assert info["parameters"] == sum(t.numel() for k, t in load_artifact(tiny_branch).tensors.items())
+    text = invoke("info", tiny_branch).stdout
+    assert "val_accuracy" in text and "%" in text
+
+
+def test_info_of_an_ensemble_lists_its_branches(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    ensemble = tmp_path / "e.safetensors"
+    assert invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", ensemble, "--epochs", 1).exit_code == 0
+    info = json_of(invoke("info", ensemble, "--json"))
+    assert info["kind"] == "ensemble" and len(info["branches"]) == 2
+    assert info["branches"][0]["arch"] == "tiny"
+
+
+def test_info_of_a_dataset(synthetic_data: Path) -> None:
+    info = json_of(invoke("info", synthetic_data, "--json"))
+    assert info["kind"] == "dataset" and info["counts"]["train"]["total"] > 0 and len(info["sha256"]) == 64
+
+
+def test_info_and_eval_without_a_model_use_the_bundled_one(synthetic_data: Path) -> None:
+    bundled = Path(__file__).resolve().parents[1] / "src" / "fertool" / "default_model" / "default.safetensors"
+    if not bundled.exists():
+        one_line_error(invoke("info"), "no default model")
+        return
+    assert default_model_path() == bundled
+    info = json_of(invoke("info", "--json"))
+    assert info["kind"] in ("branch", "ensemble") and info["val_accuracy"] > 0.5
+    assert bundled.stat().st_size <= 10 * 2**20  # the package stays small
+    result = json_of(invoke("eval", synthetic_data, "--json"))  # synthetic faces: any score, but it runs
+    assert result["model"] == str(bundled) and result["tta"] == info["tta"]
+
+
+def test_eval_flip_tta_averages_the_image_and_its_mirror(synthetic_data: Path, tiny_branch: Path) -> None:
+    from fertool.evaluate import select_split, to_input
+    from fertool.models import load_model
+
+    flip = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", "flip", "--json"))
+    plain = json_of(invoke("eval", synthetic_data, tiny_branch, "--json"))
+    assert flip["tta"] == "flip" and plain["tta"] == "none"  # auto: a file without `tta` asks for none
+    model, _ = load_model(tiny_branch)
+    images, labels, _ = select_split(load_artifact(synthetic_data), "val")
+    x = to_input(images, torch.device("cpu"))
+    with torch.no_grad():
+        probabilities = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+    expected = (probabilities.argmax(1) == labels).float().mean().item()
+    assert flip["accuracy"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_model_file_can_ask_for_its_tta(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    source = load_artifact(tiny_branch)
+    path = tmp_path / "tta.safetensors"
+    meta = {k: v for k, v in source.meta.items() if k not in ("kind", "schema", "fertool_version")}
+    save_tensors(path, source.tensors, kind="branch", meta={**meta, "tta": "flip"})
+    assert json_of(invoke("eval", synthetic_data, path, "--json"))["tta"] == "flip"
+    assert json_of(invoke("eval", synthetic_data, path, "--tta", "none", "--json"))["tta"] == "none"
+    one_line_error(invoke("eval", synthetic_data, path, "--tta", "tencrop"), "--tta")
+
+
+def test_pack_script_halves_weights_when_accuracy_holds(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "packed.safetensors"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pack_model.py"
+    done = subprocess.run([sys.executable, str(script), str(tiny_branch), str(out), "--data", str(synthetic_data)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    packed = load_artifact(out)
+    assert packed.meta["tta"] == report["tta"] and packed.meta["packing"]["from"] == str(tiny_branch)
+    dtypes = {t.dtype for k, t in packed.tensors.items() if t.is_floating_point()}
+    assert dtypes == ({torch.float16} if report["weights"] == "fp16" else {torch.float32})
+    info = json_of(invoke("info", out, "--json"))
+    assert info["tta"] == report["tta"]
