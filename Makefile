@@ -37,6 +37,10 @@ demo: $(STAMP)
 	$(FERTOOL) saliency $(DEMO)/ensemble.safetensors --data $(DEMO)/data.safetensors --index 0-5 --method gradcam -o $(DEMO)/gradcam.png
 	$(FERTOOL) filters $(DEMO)/branch1.safetensors --layer featex1 -o $(DEMO)/filters.png
 	$(FERTOOL) curves $(DEMO)/branch1.safetensors $(DEMO)/branch2.safetensors $(DEMO)/branch3.safetensors $(DEMO)/ensemble.safetensors -o $(DEMO)/curves.png
+	$(FERTOOL) info $(DEMO)/ensemble.safetensors
+	# A real photo (scikit-image's astronaut, from the dev install) through the bundled FER2013 model.
+	$(BIN)/python -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('$(DEMO)/astronaut.png')"
+	$(FERTOOL) predict $(DEMO)/astronaut.png --annotate $(DEMO)/annotated
 	@echo "demo: artifacts and figures in $(DEMO)/"
 
 test: $(STAMP)

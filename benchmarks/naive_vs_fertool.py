@@ -168,7 +168,7 @@ def main() -> None:
                 naive_infer(np_images, np_labels, args.arch, mean, std, args.batch_size, workers))
         rate, precision = fertool_train_epoch(subset, args.arch, args.batch_size, args.precision)
         runs["fertool_train"].append(rate)
-        runs["fertool_infer"].append(fertool_infer(images, args.arch, 500))
+        runs["fertool_infer"].append(fertool_infer(images, args.arch, 100))
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
 
     medians = {k: statistics.median(v) for k, v in runs.items()}

@@ -28,7 +28,8 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "classes": meta.get("classes"),
         "input_size": meta.get("input_size"),
         "parameters": int(sum(t.numel() for name, t in tensors.items() if not name.endswith("num_batches_tracked"))),
-        "weights_dtype": str(next(iter(tensors.values())).dtype).replace("torch.", "") if tensors else None,
+        "weights_dtype": ", ".join(sorted({str(t.dtype).replace("torch.", "") for t in tensors.values()
+                                           if t.is_floating_point()})) or None,
         "data": meta.get("dataset_source"),
         "data_sha256": meta.get("dataset_sha256"),
         "command": meta.get("command"),
@@ -43,8 +44,8 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "train_seconds": metrics.get("seconds"),
         "fertool_version": meta.get("fertool_version"),
     }
-    if "recipe" in meta:
-        summary["recipe"] = meta["recipe"]
+    if "packing" in meta:  # scripts/pack_model.py's measurements: accuracy with the file's TTA and dtype
+        summary["packed"] = meta["packing"]
     if meta["kind"] == "ensemble":
         summary["features"] = meta.get("arch_args", {}).get("features")
         summary["branches"] = [

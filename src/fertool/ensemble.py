@@ -85,7 +85,7 @@ def ensemble_meta(branches: list[Artifact], model: EnsembleClassifier, config: E
 
 @torch.inference_mode()
 def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torch.device,
-                   dtype: torch.dtype | None, batch_size: int = 500) -> torch.Tensor:
+                   dtype: torch.dtype | None, batch_size: int = 100) -> torch.Tensor:
     """The head's inputs for uint8 images, computed once (the branches are frozen)."""
     chunks = []
     for start in range(0, len(images), batch_size):

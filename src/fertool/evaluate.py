@@ -57,7 +57,7 @@ def predict_logits(
     images: torch.Tensor,
     device: torch.device,
     dtype: torch.dtype | None = None,
-    batch_size: int = 500,
+    batch_size: int = 100,  # cache-sized: on a 2-core CPU 100 ran 25 % faster than 500
     on_batch: Callable[[int], None] | None = None,
     tta: str = "none",
 ) -> torch.Tensor:
