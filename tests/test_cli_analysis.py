@@ -116,10 +116,17 @@ def test_saliency_errors_name_the_problem(tiny_branch, synthetic_data, tmp_path)
         assert not (tmp_path / "s.png").exists()
 
 
-def test_saliency_without_a_model_says_to_pass_one(tmp_path):
+def test_saliency_without_a_model_uses_the_bundled_one(tmp_path, monkeypatch):
+    import fertool.cli_analysis
+
     face = tmp_path / "face.png"
     Image.fromarray(np.full((48, 48), 128, np.uint8)).save(face)
-    result = runner.invoke(app, ["saliency", str(face), "-o", str(tmp_path / "s.png")])
+    result = runner.invoke(app, ["saliency", str(face), "-o", str(tmp_path / "s.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"].endswith("default.safetensors")
+    # Where no model ships (a source tree without it), the error says to pass one.
+    monkeypatch.setattr(fertool.cli_analysis, "DEFAULT_MODEL", tmp_path / "no-model-here.safetensors")
+    result = runner.invoke(app, ["saliency", str(face), "-o", str(tmp_path / "t.png")])
     assert result.exit_code != 0
     assert "pass a model file" in result.stderr
 

@@ -198,16 +198,19 @@ def test_mistakes_end_in_one_line(photos, tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_without_a_model_the_bundled_one_is_used_or_its_absence_said(photos):
-    from fertool.cli_analysis import default_model_path
-    from fertool.errors import BadInputError
-
-    try:
-        default_model_path()
-    except BadInputError:
-        result = runner.invoke(app, ["predict", str(photos / "coffee.jpg")])
-        assert result.exit_code == 3 and "no MODEL given" in result.stderr
-        return
-    result = runner.invoke(app, ["predict", str(photos / "coffee.jpg"), "--json"])
+def test_without_a_model_the_bundled_one_finds_the_happy_astronaut(photos):
+    result = runner.invoke(app, ["predict", str(photos / "astronaut.png"), str(photos / "coffee.jpg"), "--json"])
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["results"][0]["faces"] == []
+    payload = json.loads(result.stdout)
+    assert payload["model"].endswith("default.safetensors")
+    astronaut, coffee = payload["results"]
+    assert [face["label"] for face in astronaut["faces"]] == ["happy"] and coffee["faces"] == []
+    assert astronaut["faces"][0]["probabilities"]["happy"] > 0.5
+
+
+def test_without_a_model_or_a_bundled_one_the_error_says_to_pass_one(photos, monkeypatch, tmp_path):
+    import fertool.cli_analysis
+
+    monkeypatch.setattr(fertool.cli_analysis, "DEFAULT_MODEL", tmp_path / "absent.safetensors")
+    result = runner.invoke(app, ["predict", str(photos / "coffee.jpg")])
+    assert result.exit_code == 3 and "no MODEL given" in result.stderr

@@ -110,8 +110,12 @@ def resolve_model(model_path: Path | None) -> tuple[Any, dict[str, Any], str]:
     return model, meta, str(model_path)
 
 
+# The model commands use when MODEL is omitted; it ships inside the package (scripts/train_default.sh).
+DEFAULT_MODEL = Path(__file__).with_name("default_model") / "default.safetensors"
+
+
 def default_model_path() -> Path:
-    path = Path(__file__).with_name("default_model") / "default.safetensors"
+    path = DEFAULT_MODEL
     if not path.exists():
         raise BadInputError("no MODEL given, and this fertool ships no default model yet; pass a model file "
                             "(made by `fertool train-branch` or `fertool ensemble`) before the images")
