@@ -55,7 +55,16 @@ def valid_npz() -> bytes:
 
 
 SEEDS = {"safetensors": valid_safetensors(), "npz": valid_npz()}
-START_RSS = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_start_rss() -> dict[str, int]:
+    """The peak RSS when this module's tests start (earlier test files may have set it higher)."""
+    return {"kib": peak_rss_kib()}
 
 
 def load_bytes(content: bytes, suffix: str = ".safetensors") -> None:
@@ -259,7 +268,41 @@ def test_a_header_claiming_a_terabyte_is_refused_before_numpy_allocates() -> Non
         load_artifact(path)
 
 
-def test_no_fuzz_input_made_the_process_grow() -> None:
-    """Peak memory after every campaign above: a 4 PiB header, believed, would show here."""
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - START_RSS) / 1024
+def test_hostile_files_allocate_nothing_in_a_fresh_process(tmp_path: Path) -> None:
+    """A 4 PiB safetensors header, an 8 TiB .npy header and a zip bomb, loaded by a new process:
+    its peak memory must not move. (In the test process, earlier tests' peaks would hide it.)"""
+    import subprocess
+    import sys
+    import zipfile
+
+    enormous = tmp_path / "enormous.safetensors"
+    header = json.dumps({"__metadata__": {"kind": '"dataset"', "schema": "1"},
+                         "images": {"dtype": "U8", "shape": [2**26, 2**26], "data_offsets": [0, 16]}}).encode()
+    enormous.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
+    (tmp_path / "claim.npz").write_bytes(zip_of({"logits.npy": npy_member((2**40,), "<f8", bytes(64))}))
+    (tmp_path / "bomb.npz").write_bytes(zip_of({"logits.npy": npy_member((2**26,), "|u1", bytes(2**26))},
+                                               compression=zipfile.ZIP_DEFLATED))
+    child = f"""
+import resource, sys
+from fertool.artifacts import load_artifact
+from fertool.errors import FertoolError
+import fertool.schemas, numpy, zipfile  # everything the loads import, imported before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for name in ("enormous.safetensors", "claim.npz", "bomb.npz"):
+    try:
+        load_artifact({str(tmp_path)!r} + "/" + name)
+        sys.exit(name + " loaded")
+    except FertoolError:
+        pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
+    grown_mib = int(done.stdout.strip()) / 1024
+    assert grown_mib < 32, f"loading three hostile files grew the peak RSS by {grown_mib:.0f} MiB"
+
+
+def test_no_fuzz_input_made_the_process_grow(module_start_rss: dict[str, int]) -> None:
+    """Peak memory after every campaign above, against the peak when this module began."""
+    grown_mib = (peak_rss_kib() - module_start_rss["kib"]) / 1024
     assert grown_mib < 512, f"peak RSS grew by {grown_mib:.0f} MiB while fuzzing"
