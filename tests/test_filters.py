@@ -169,3 +169,14 @@ def test_filter_indices_are_checked(model):
         visualize_filters(model, "featex1", filters=[0, 272])
     with pytest.raises(BadInputError, match="filter -1"):
         visualize_filters(model, "stem.0", filters=[-1])
+
+
+def test_a_short_layer_name_finds_the_first_branch_of_an_ensemble(tiny_branch):
+    from fertool.artifacts import load_artifact
+    from fertool.ensemble import EnsembleConfig, build_ensemble
+    from fertool.filters import find_layer
+
+    ensemble = build_ensemble([load_artifact(tiny_branch)] * 2, EnsembleConfig())
+    assert find_layer(ensemble, "body.2").name.endswith("branches.0.backbone.body.2")
+    with pytest.raises(BadInputError, match="unknown layer"):
+        find_layer(ensemble, "featex9")

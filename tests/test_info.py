@@ -50,6 +50,17 @@ def test_info_and_eval_without_a_model_use_the_bundled_one(synthetic_data: Path)
     assert result["model"] == str(bundled) and result["tta"] == info["tta"]
 
 
+def test_filters_without_arguments_draw_the_bundled_model(tmp_path: Path) -> None:
+    from fertool.cli_analysis import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("this source tree ships no default model")
+    out = tmp_path / "filters.png"
+    result = invoke("filters", "--steps", 1, "--filters", "0-1", "-o", out)  # default --layer featex1
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 0
+
+
 def test_eval_flip_tta_averages_the_image_and_its_mirror(synthetic_data: Path, tiny_branch: Path) -> None:
     from fertool.evaluate import select_split, to_input
     from fertool.models import load_model

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fertool.artifacts import Artifact, load_artifact, save_tensors
+from fertool.artifacts import load_artifact, save_tensors
 from fertool.errors import BadInputError
 
 # Settings that may change between runs without changing what is computed (epochs stretches
@@ -91,17 +91,18 @@ def save_checkpoint(path: Path, state: TrainingState, settings: dict[str, Any], 
                  meta={"train_config": settings, "dataset_sha256": data_sha256, **state.meta()})
 
 
-def resume(state: TrainingState, path: Path | None, settings: dict[str, Any], data: Artifact,
+def resume(state: TrainingState, path: Path | None, settings: dict[str, Any], data_sha256: str, data_path: Path,
            defaults: dict[str, Any]) -> None:
     """Load `path` into `state`, refusing a checkpoint made on other data or with other settings.
 
+    `data_sha256` is what `save_checkpoint` was given (for an ensemble head: data and branches).
     `defaults` fills settings that an older fertool did not record: they had those values then.
     """
     if path is None or not path.exists():
         raise BadInputError(f"{path}: no checkpoint to resume from; run again without --resume")
     saved = load_artifact(path, expect="checkpoint")
-    if saved.meta.get("dataset_sha256") != data.meta["sha256"]:
-        raise BadInputError(f"{path}: was made on other data than {data.path}; pass the same DATA or drop --resume")
+    if saved.meta.get("dataset_sha256") != data_sha256:
+        raise BadInputError(f"{path}: was made on other data than {data_path}; pass the same DATA or drop --resume")
     old = {k: v for k, v in {**defaults, **saved.meta["train_config"]}.items() if k not in RESUMABLE_CHANGES}
     new = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
     if old != new:

@@ -141,27 +141,20 @@ def classify_faces(model: Any, crops: np.ndarray, batch_size: int = 256,
     """Class probabilities (float64 N x K; 0 x 0 for no crops) of uint8 N x 48 x 48 crops, in batches.
 
     Test-time augmentation: the mean of the softmax of each crop and of its mirror image, the
-    flip the models were trained with.
+    flip the models were trained with (evaluate.predict_logits with tta="flip").
     """
     import torch
 
-    from fertool.evaluate import to_input
+    from fertool.evaluate import predict_logits
     from fertool.runtime import model_placement
 
-    device, dtype = model_placement(model)
-    was_training = model.training
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(crops), batch_size):
-            x = to_input(torch.from_numpy(np.ascontiguousarray(crops[start:start + batch_size])), device).to(dtype)
-            probs = model(torch.cat([x, x.flip(-1)])).double().softmax(dim=1)  # float64: sums to 1 within 1e-15
-            n = len(x)
-            outputs.append(((probs[:n] + probs[n:]) / 2).cpu().numpy())
-            if on_batch is not None:
-                on_batch(n)
-    model.train(was_training)
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0))
+    if len(crops) == 0:
+        return np.zeros((0, 0))
+    device, _ = model_placement(model)
+    log_mean = predict_logits(model, torch.from_numpy(np.ascontiguousarray(crops)), device, batch_size=batch_size,
+                              on_batch=on_batch, tta="flip")
+    probabilities = log_mean.double().exp()
+    return (probabilities / probabilities.sum(1, keepdim=True)).numpy()  # float64: rows sum to 1 within 1e-15
 
 
 def open_for_drawing(path: Path) -> Image.Image:

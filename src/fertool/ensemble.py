@@ -113,8 +113,7 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     state = TrainingState(head, optimizer, config.seed)
     data_sha256 = _fingerprint(dataset, branches)
     if resume:
-        resume_from(state, checkpoint, _settings(config), _as_fingerprinted(dataset, data_sha256),
-                    defaults=_settings(EnsembleConfig()))
+        resume_from(state, checkpoint, _settings(config), data_sha256, dataset.path, defaults=_settings(EnsembleConfig()))
     val_inputs = branch_outputs(model, val_images, device, dtype)
     cached = None if config.augment else branch_outputs(model, train_images, device, dtype)
     augment = Augment(AugmentConfig(), state.augment_rng) if config.augment else None
@@ -166,11 +165,6 @@ def _fingerprint(dataset: Artifact, branches: list[Artifact]) -> str:
             digest.update(name.encode())
             digest.update(branch.tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _as_fingerprinted(dataset: Artifact, sha256: str) -> Artifact:
-    # resume() compares the checkpoint with data.meta["sha256"]; for a head that is data + branches.
-    return Artifact(path=dataset.path, kind=dataset.kind, meta={**dataset.meta, "sha256": sha256})
 
 
 def _augmented_outputs(model: EnsembleClassifier, images: torch.Tensor, augment: Augment, device: torch.device,

@@ -167,6 +167,11 @@ def find_layer(model: nn.Module, layer: str) -> LayerInfo:
     for info in layers:
         if layer in (info.name, info.short_name):
             return info
+    # A name that ends other layers' names is the first of them: in an ensemble, `featex1` is the
+    # first branch's (`branches.0.featex1`), so the same --layer works for branches and ensembles.
+    for info in layers:
+        if info.short_name.endswith("." + layer):
+            return info
     # Blocks first (featex1 before featex1.conv_path.0): those are what people look for.
     by_depth = sorted(layers, key=lambda info: info.short_name.count("."))
     shown = ", ".join(info.short_name for info in by_depth[:8])

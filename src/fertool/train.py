@@ -261,7 +261,8 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     model = model.to(device).to(memory_format=torch.channels_last)
     state = TrainingState(model, make_optimizer(model.parameters(), config), config.seed)
     if resume:
-        resume_from(state, checkpoint, asdict(config), dataset, defaults=asdict(TrainConfig()))
+        resume_from(state, checkpoint, asdict(config), dataset.meta["sha256"], dataset.path,
+                    defaults=asdict(TrainConfig()))
     augment = Augment(PRESETS[config.augment_preset], state.augment_rng) if config.augment else None
     step_model = cluster.wrap(model, device)
 
