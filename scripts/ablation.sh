@@ -3,10 +3,15 @@
 # the report's recipe otherwise (DeXpression with LRN, Adam 1e-4, batch 100), same seed.
 #
 #   scripts/ablation.sh fer.safetensors [EPOCHS] [OUTDIR]
+#   PARALLEL=1 scripts/ablation.sh fer.safetensors 12 runs/ablation   # all four at once
 #
 # Writes OUTDIR/{plain,augment,normalize,both}.safetensors with their logs, then prints the
 # table docs/RESULTS.md shows (best val accuracy, epoch, wall time). Re-running resumes any
 # setting whose checkpoint is there, and skips any that is finished.
+#
+# PARALLEL=1 trains the four settings side by side, one thread each: on a small machine the
+# four then share the cores for the whole run and reach the same epoch together, so an
+# interrupted session leaves four comparable checkpoints instead of one finished setting.
 set -euo pipefail
 data=${1:?usage: scripts/ablation.sh DATA [EPOCHS] [OUTDIR]}
 epochs=${2:-30}
@@ -19,15 +24,26 @@ declare -A flags=(
   [normalize]="--no-augment --normalize"
   [both]="--augment --normalize"
 )
-for name in plain augment normalize both; do
-  target="$out/$name.safetensors"
-  [[ -f "$target" ]] && continue
-  resume=()
+train() {
+  local name=$1 target="$out/$1.safetensors"
+  [[ -f "$target" ]] && return 0
+  local resume=()
   [[ -f "$target.ckpt" ]] && resume=(--resume)
   # shellcheck disable=SC2086  # the flags are meant to split
   "$fertool" train-branch "$data" -o "$target" --recipe report --seed 1 --epochs "$epochs" ${flags[$name]} \
     --log "$out/$name.jsonl" "${resume[@]}" --json > "$out/$name.json"
-done
+}
+if [[ ${PARALLEL:-0} == 1 ]]; then
+  pids=()
+  for name in plain augment normalize both; do
+    OMP_NUM_THREADS=1 train "$name" 2> "$out/$name.err" & pids+=($!)
+  done
+  status=0
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  (( status == 0 )) || { echo "ablation: a setting failed; see $out/*.err" >&2; exit "$status"; }
+else
+  for name in plain augment normalize both; do train "$name"; done
+fi
 for name in plain augment normalize both; do
   "$fertool" info "$out/$name.safetensors" --json
 done | python3 -c '

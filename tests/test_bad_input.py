@@ -174,6 +174,8 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
 SLOTS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "train-branch DATA": (["train-branch", "BAD", "-o", "OUT/b.safetensors", "--arch", "tiny", "--epochs", "1"],
                           ("data",)),
+    "train-branch --init": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--init", "BAD", "--epochs", "1"],
+                            ("model", "model-on-data")),
     "eval DATA": (["eval", "BAD", "{model}", "-o", "OUT/p.npz"], ("data", "data-for-model")),
     "eval MODEL": (["eval", "{data}", "BAD", "-o", "OUT/p.npz"], ("model", "model-on-data")),
     "ensemble DATA": (["ensemble", "BAD", "{model}", "{model}", "-o", "OUT/e.safetensors"], ("data",)),

@@ -240,6 +240,28 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def load_start(path: Path, arch: str | None, dataset: Any) -> tuple[Any, str]:
+    """(artifact, sha256) of the branch `--init` names, checked: a branch, for this data, of --arch if given."""
+    import hashlib
+
+    from fertool.artifacts import load_artifact
+
+    start = load_artifact(path, expect="branch")
+    check_model_fits(start.meta, path, dataset)
+    if arch is not None and arch != start.meta["arch"]:
+        raise BadInputError(f"{path}: is a {start.meta['arch']} branch, but --arch is {arch}; drop --arch to train it further")
+    # The digest ties a checkpoint to its starting weights: --resume with another --init is refused.
+    return start, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a branch trained from another's weights records of that start (shown by fertool info)."""
+    metrics = meta.get("metrics", {})
+    return {"file": str(path), "sha256": sha256, "command": meta.get("command"),
+            "epochs": len(meta.get("history", [])), "val_accuracy": metrics.get("best_val_accuracy"),
+            "init": meta.get("init")}
+
+
 @app.command("train-branch")
 @user_errors
 def train_branch_command(
@@ -263,6 +285,7 @@ def train_branch_command(
     precision: PrecisionOpt = "auto",
     log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")] = False,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this branch's weights (and its architecture and normalisation): train longer on a fresh schedule, or fine-tune on other data.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train one DeXpression branch; keep the weights of its best epoch on the validation split.
@@ -285,8 +308,12 @@ def train_branch_command(
              "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
              "augment_preset": augment_preset}
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
+    start, start_sha256 = load_start(init, arch, dataset) if init is not None else (None, "")
+    if start is not None:
+        settings["arch"] = start.meta["arch"]
+        normalize = start.meta.get("normalization") is not None
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
-                         device=device, precision=precision)
+                         device=device, precision=precision, init=start_sha256)
     config.validate()
     checkpoint = checkpoint_path(output)
     with process_group(resolve_device(device)) as cluster:
@@ -294,7 +321,7 @@ def train_branch_command(
         with resumable(checkpoint, quiet=not cluster.is_main), ProgressReporter(log if cluster.is_main else None,
                                                                                 enabled=cluster.is_main) as reporter:
             result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume,
-                                  cluster=cluster)
+                                  cluster=cluster, init=start)
     if not cluster.is_main:
         return
     metrics = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
@@ -305,6 +332,8 @@ def train_branch_command(
             "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],
             "device": result.device, "precision": result.precision,
             "command": "fertool " + " ".join(sys.argv[1:])}
+    if start is not None:
+        meta["init"] = init_provenance(init, start_sha256, start.meta)
     save_tensors(output, result.model.state_dict(), kind="branch", meta=meta)
     checkpoint.unlink(missing_ok=True)
     summary = {"output": str(output), "epochs": len(result.history), **metrics,

@@ -33,6 +33,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "data": meta.get("dataset_source"),
         "data_sha256": meta.get("dataset_sha256"),
         "command": meta.get("command"),
+        "init": meta.get("init"),  # the branch whose weights this run started from, if any
         "epochs": len(meta.get("history", [])) or config.get("epochs"),
         "best_epoch": metrics.get("best_epoch"),
         "val_split": metrics.get("val_split"),
@@ -98,6 +99,10 @@ def info(
                 out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs, "
                           f"val {acc_text}: {escape(str(branch['command']))}", highlight=False)
             continue
+        if key == "init" and isinstance(value, dict):
+            acc = value.get("val_accuracy")
+            acc_text = f", val {acc:.2%}" if isinstance(acc, float) else ""
+            value = f"{value.get('file')} ({value.get('epochs')} epochs{acc_text}): {value.get('command')}"
         if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):
             value = f"{value:.2%}" if key == "val_accuracy" else f"{value:.4f}"
         if key == "train_seconds" and isinstance(value, (int, float)):

@@ -31,7 +31,7 @@ from fertool.distributed import Cluster
 from fertool.checkpoint import resume as resume_from
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
-from fertool.models import FERClassifier, build_classifier
+from fertool.models import FERClassifier, build_classifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 
 
@@ -52,6 +52,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment_preset: str = "report"  # a key of augment.PRESETS
     val_split: str = "val"
+    init: str = ""  # sha256 of the branch file whose weights the run starts from; "" = random weights
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -235,12 +236,29 @@ def evaluate_split(model: FERClassifier, images: torch.Tensor, labels: torch.Ten
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
+def initial_model(dataset: Artifact, config: TrainConfig, init: Artifact | None) -> tuple[FERClassifier, dict[str, Any], dict[str, float] | None]:
+    """(model, arch_args, normalization) the run starts from: random weights, or `init`'s.
+
+    A run started from a trained branch keeps that branch's architecture arguments and the
+    normalisation its weights were learned with; the data set's own statistics would shift
+    every input those weights expect.
+    """
+    if init is not None:
+        return model_from_artifact(init), dict(init.meta["arch_args"]), init.meta.get("normalization")
+    arch_args = {"num_classes": len(dataset.meta["classes"]), "dropout": config.dropout}
+    normalization = normalization_of(dataset, config.normalize)
+    return build_classifier(config.arch, arch_args, normalization), arch_args, normalization
+
+
 def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | None = None,
-                 checkpoint: Path | None = None, resume: bool = False, cluster: Cluster = Cluster()) -> TrainResult:
+                 checkpoint: Path | None = None, resume: bool = False, cluster: Cluster = Cluster(),
+                 init: Artifact | None = None) -> TrainResult:
     """Train one branch on the dataset's train split, keeping the best weights on `config.val_split`.
 
     With a `cluster` of several ranks (torchrun), every rank calls this; only rank 0 should pass
-    a reporter and a checkpoint path.
+    a reporter and a checkpoint path. `init`, a branch artifact, gives the starting weights
+    (continued training on a fresh schedule, or fine-tuning on other data); `config.init`
+    should then hold its digest, so a checkpoint is only resumed with the same start.
     """
     config.validate()
     if config.batch_size < cluster.world_size:
@@ -256,9 +274,8 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
 
     torch.manual_seed(config.seed)  # initial weights and dropout
     classes = dataset.meta["classes"]
-    arch_args = {"num_classes": len(classes), "dropout": config.dropout}
-    model = build_classifier(config.arch, arch_args, normalization_of(dataset, config.normalize))
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model, arch_args, normalization = initial_model(dataset, config, init)
+    model = model.train().to(device).to(memory_format=torch.channels_last)
     state = TrainingState(model, make_optimizer(model.parameters(), config), config.seed)
     if resume:
         resume_from(state, checkpoint, asdict(config), dataset.meta["sha256"], dataset.path,
@@ -303,6 +320,5 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         images_per_second=train_images_seen / train_seconds,
         device=str(device),
         precision=precision_name(dtype),
-        meta={"arch": config.arch, "arch_args": arch_args, "classes": classes,
-              "normalization": normalization_of(dataset, config.normalize)},
+        meta={"arch": config.arch, "arch_args": arch_args, "classes": classes, "normalization": normalization},
     )

@@ -1,0 +1,99 @@
+"""train-branch --init: a run that starts from a trained branch's weights.
+
+It is how a branch trains longer than one session allows (a fresh schedule from the best
+weights so far) and how a user fine-tunes on their own faces.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clitools import invoke, json_of, one_line_error
+from fertool.artifacts import load_artifact
+from fertool.evaluate import predict_logits, select_split
+from fertool.models import model_from_artifact
+from fertool.train import TrainConfig, train_branch
+
+
+def val_accuracy(model: torch.nn.Module, dataset) -> float:
+    images, labels, _ = select_split(dataset, "val")
+    return (predict_logits(model, images, torch.device("cpu")).argmax(1) == labels).float().mean().item()
+
+
+def test_a_run_starts_from_the_init_weights_and_keeps_their_normalisation(synthetic_data: Path, tiny_branch: Path) -> None:
+    dataset, start = load_artifact(synthetic_data), load_artifact(tiny_branch)
+    # With a learning rate of almost nothing the first epoch cannot move the weights, so the
+    # run's model is the start's and scores what the start scores.
+    config = TrainConfig(arch="tiny", epochs=1, lr=1e-12, optimizer="sgd", augment=False, seed=3,
+                         normalize=False, init="digest")
+    result = train_branch(dataset, config, init=start)
+    for name, value in start.tensors.items():
+        assert torch.allclose(result.model.state_dict()[name].float(), value.float(), atol=1e-6), name
+    assert result.best_val_accuracy == pytest.approx(val_accuracy(model_from_artifact(start), dataset), abs=1e-6)
+    # normalize=False is overridden: the weights were learned with the start's statistics.
+    assert result.meta["normalization"] == start.meta["normalization"]
+    assert float(result.model.mean) == pytest.approx(start.meta["normalization"]["mean"])
+
+
+def test_train_branch_init_records_where_it_started(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    out = tmp_path / "longer.safetensors"
+    result = invoke("train-branch", synthetic_data, "-o", out, "--init", tiny_branch, "--epochs", 2, "--lr", "1e-3",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    start, meta = load_artifact(tiny_branch).meta, load_artifact(out).meta
+    # The architecture comes from the start, not from the recipe's default (dexpression).
+    assert meta["arch"] == "tiny" and meta["train_config"]["arch"] == "tiny"
+    assert meta["init"]["file"] == str(tiny_branch) and meta["init"]["epochs"] == len(start["history"])
+    assert meta["init"]["val_accuracy"] == start["metrics"]["best_val_accuracy"]
+    assert len(meta["init"]["sha256"]) == 64 and meta["train_config"]["init"] == meta["init"]["sha256"]
+    assert len(meta["history"]) == 2
+    info = json_of(invoke("info", out, "--json"))
+    assert info["init"]["file"] == str(tiny_branch)
+    assert f"{tiny_branch} (2 epochs" in invoke("info", out).stdout
+
+
+def test_another_arch_than_the_starts_is_refused(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    result = invoke("train-branch", synthetic_data, "-o", tmp_path / "x.safetensors", "--init", tiny_branch,
+                    "--arch", "dexpression_bn", "--epochs", 1)
+    line = one_line_error(result, tiny_branch.name)
+    assert result.exit_code == 3 and "is a tiny branch, but --arch is dexpression_bn" in line
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_an_ensemble_is_no_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    ensemble = tmp_path / "e.safetensors"
+    assert invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", ensemble, "--epochs", 1).exit_code == 0
+    result = invoke("train-branch", synthetic_data, "-o", tmp_path / "x.safetensors", "--init", ensemble, "--epochs", 1)
+    assert result.exit_code == 4 and "e.safetensors" in one_line_error(result, "e.safetensors")
+
+
+def test_a_checkpoint_resumes_only_from_the_same_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    import fertool.train as train_module
+
+    dataset, start = load_artifact(synthetic_data), load_artifact(tiny_branch)
+    checkpoint = tmp_path / "run.ckpt"
+    config = TrainConfig(arch="tiny", epochs=2, lr=1e-3, seed=3, init="digest-a")
+    real, calls = train_module.train_one_epoch, []
+
+    def stop_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "train_one_epoch", stop_on_second)
+        with pytest.raises(KeyboardInterrupt):
+            train_branch(dataset, config, checkpoint=checkpoint, init=start)
+    from fertool.errors import BadInputError
+
+    with pytest.raises(BadInputError, match=r"other settings \(init\)"):
+        train_branch(dataset, TrainConfig(arch="tiny", epochs=2, lr=1e-3, seed=3, init="digest-b"),
+                     checkpoint=checkpoint, resume=True, init=start)
+    whole = train_branch(dataset, config, init=start)
+    resumed = train_branch(dataset, config, checkpoint=checkpoint, resume=True, init=start)
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
