@@ -103,3 +103,23 @@ def test_pack_script_halves_weights_when_accuracy_holds(synthetic_data: Path, ti
     assert dtypes == ({torch.float16} if report["weights"] == "fp16" else {torch.float32})
     info = json_of(invoke("info", out, "--json"))
     assert info["tta"] == report["tta"]
+
+
+def test_the_bundled_model_scores_on_real_fer2013_what_it_records(fer2013_root: Path, tmp_path: Path) -> None:
+    """The README's and RESULTS' accuracy of the default model, measured again on PublicTest.
+
+    The file records the accuracy it was packed at (val split, its TTA, its fp16 weights);
+    `fertool eval DATA --split val` on a fresh preparation of the real faces must give it back.
+    """
+    from fertool.cli_analysis import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("this source tree ships no default model")
+    data = tmp_path / "fer.safetensors"
+    assert invoke("prepare", fer2013_root, "-o", data).exit_code == 0
+    report = json_of(invoke("eval", data, "--split", "val", "--json"))
+    meta = load_artifact(DEFAULT_MODEL).meta
+    packing, tta = meta["packing"], meta["tta"]
+    recorded = packing["accuracy_fp16"] if packing["weights"] == "fp16" else packing["accuracy_fp32"][tta]
+    assert report["count"] == 3589 and report["tta"] == tta
+    assert report["accuracy"] == pytest.approx(recorded, abs=0.0006)  # two faces of 3589

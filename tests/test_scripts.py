@@ -1,0 +1,60 @@
+"""The scripts that make the published results: they run end to end on the synthetic faces.
+
+scripts/train_default.sh makes the bundled model and scripts/ablation.sh the report's
+ablation table; here each runs with one-epoch settings, through the installed `fertool`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fertool.artifacts import load_artifact
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: object, env: dict[str, str]) -> subprocess.CompletedProcess:
+    fertool = Path(sys.executable).parent / "fertool"
+    full_env = {**os.environ, "FERTOOL": str(fertool), "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True,
+                          env=full_env, cwd=ROOT, timeout=600)
+
+
+def test_train_default_trains_continues_ensembles_and_packs(synthetic_data: Path, tmp_path: Path) -> None:
+    out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
+    env = {"SEEDS": "1 2", "EPOCHS": "1", "MORE": "1", "DEFAULT_OUT": str(packed)}
+    done = run_script("train_default.sh", synthetic_data, out, env=env)
+    assert done.returncode == 0, done.stderr
+    for seed in (1, 2):
+        more = load_artifact(out / f"branch{seed}-more.safetensors").meta
+        assert more["init"]["file"] == str(out / f"branch{seed}.safetensors")
+        assert more["train_config"]["schedule"] == "cosine" and more["arch"] == "dexpression_bn"
+    ensemble = load_artifact(out / "ensemble.safetensors").meta
+    assert [b["init"]["file"] for b in ensemble["branches"]] == [str(out / f"branch{s}.safetensors") for s in (1, 2)]
+    model = load_artifact(packed)
+    assert model.meta["packing"]["split"] == "val" and model.meta["tta"] in ("none", "flip")
+    # A second run finds everything done: it trains nothing and packs the same candidate again.
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")}
+    again = run_script("train_default.sh", synthetic_data, out, env=env)
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")} == stamps
+    assert load_artifact(packed).meta["packing"]["from"] == model.meta["packing"]["from"]
+
+
+def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(synthetic_data: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    done = run_script("ablation.sh", synthetic_data, 1, out, env={"PARALLEL": "1"})
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["plain", "augment", "normalize", "both"]
+    settings = {name: load_artifact(out / f"{name}.safetensors").meta["train_config"]
+                for name in ("plain", "augment", "normalize", "both")}
+    assert [(s["augment"], s["normalize"]) for s in settings.values()] == [(False, False), (True, False),
+                                                                         (False, True), (True, True)]
+    assert all(s["arch"] == "dexpression" and s["optimizer"] == "adam" and s["seed"] == 1 for s in settings.values())
+    assert all(json.loads((out / f"{name}.json").read_text())["epochs"] == 1 for name in settings)
