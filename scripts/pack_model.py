@@ -3,8 +3,8 @@
     python scripts/pack_model.py ensemble.safetensors src/fertool/default_model/default.safetensors \\
         --data fer.safetensors --split val
 
-Scores the model on DATA's split in fp32 with and without flip test-time augmentation, keeps
-the better as the file's `tta`, stores the weights as fp16 when the fp16 copy's predictions give
+Scores the model on DATA's split in fp32 with each test-time augmentation (none, flip, crops:
+1, 2 and 6 views), keeps the cheapest within 0.1 point of the best as the file's `tta`, stores the weights as fp16 when the fp16 copy's predictions give
 the same accuracy (within 0.1 point) and prints what it measured. The result's metadata names
 the source file and these measurements (`fertool info` shows them).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from fertool.artifacts import load_artifact, save_tensors
-from fertool.evaluate import predict_logits, select_split
+from fertool.evaluate import TTA_MODES, predict_logits, select_split
 from fertool.models import model_from_artifact
 
 
@@ -41,8 +41,10 @@ def main() -> int:
 
     source = load_artifact(args.model, expect=("branch", "ensemble"))
     images, labels, _ = select_split(load_artifact(args.data, expect="dataset"), args.split)
-    scores = {tta: accuracy(source.tensors, source.meta, images, labels, tta) for tta in ("none", "flip")}
-    tta = max(scores, key=scores.get)
+    scores = {tta: accuracy(source.tensors, source.meta, images, labels, tta) for tta in TTA_MODES}
+    # TTA_MODES runs from the cheapest to the dearest; a view more must buy more than a face or
+    # two in a thousand, or every later eval and predict pays for nothing.
+    tta = next(mode for mode in TTA_MODES if scores[mode] >= max(scores.values()) - 0.001)
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in source.tensors.items()}
     half_score = accuracy(half, source.meta, images, labels, tta)
     use_half = abs(half_score - scores[tta]) <= 0.001

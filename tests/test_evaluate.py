@@ -51,3 +51,33 @@ def test_predict_logits_batches_give_the_same_answer():
     torch.testing.assert_close(whole, pieces)
     expected = model(images.float().div(255).reshape(37, -1))
     torch.testing.assert_close(whole, expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_crops_tta_views_are_the_image_its_mirror_and_zoomed_in_centres() -> None:
+    from fertool.evaluate import CROP_ZOOMS, tta_views
+
+    image = torch.zeros(1, 1, 48, 48)
+    image[..., 14:34, 14:34] = 1.0  # a centred 20-pixel square
+    image[..., 14:34, 14] = 0.5  # marks the left edge, so a mirror shows
+    views = tta_views(image, "crops")
+    assert len(views) == 2 * len(CROP_ZOOMS) == 6
+    assert torch.equal(views[0], image) and torch.equal(views[1], image.flip(-1))
+    for zoom, view, mirror in zip(CROP_ZOOMS[1:], views[2::2], views[3::2]):
+        width = (view[0, 0, 24] > 0.25).sum().item()  # the square, scaled by the zoom
+        assert abs(width - 20 * zoom) <= 1, (zoom, width)
+        assert torch.allclose(mirror, view.flip(-1))
+    assert tta_views(image, "none") == [image] and len(tta_views(image, "flip")) == 2
+
+
+def test_crops_tta_averages_the_six_views_softmax(synthetic_data, tiny_branch) -> None:
+    from fertool.artifacts import load_artifact
+    from fertool.evaluate import predict_logits, select_split, to_input, tta_views
+    from fertool.models import load_model
+
+    model, _ = load_model(tiny_branch)
+    images, _, _ = select_split(load_artifact(synthetic_data), "val")
+    x = to_input(images[:16], torch.device("cpu"))
+    with torch.no_grad():
+        expected = torch.stack([model(v).softmax(1) for v in tta_views(x, "crops")]).mean(0).log()
+    got = predict_logits(model, images[:16], torch.device("cpu"), tta="crops", batch_size=5)
+    assert torch.allclose(got, expected, atol=1e-5)

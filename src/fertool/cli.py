@@ -367,7 +367,7 @@ def eval_command(
     data: DataArg,
     model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A branch or ensemble artifact [default: the bundled model].", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
-    tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror).")] = "auto",
+    tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror) | crops (flip, plus two zoomed-in centre crops: 6 views).")] = "auto",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (100 was fastest on a 2-core CPU; GPUs like more).")] = 100,
     device: DeviceOpt = "auto",

@@ -208,7 +208,7 @@ def predict(
 ) -> None:
     """Find the faces in photos and name the expression of each, with the probability of every class.
 
-    Each face is cropped with a margin, made 48x48 gray and classified as the mean of the probabilities for it and its mirror image.
+    Each face is cropped with a margin, made 48x48 gray and classified as the mean of the probabilities for it and its mirror image (and zoomed-in crops, if the model file asks for --tta crops).
 
     Images already 48x48 (face crops) are classified whole. A photo without a face is listed with no faces (exit code 0).
 
@@ -243,7 +243,9 @@ def predict(
     with progress_bar() as progress:
         results, crops = scan_photos(files, DetectConfig(margin=margin), no_detect, problems, progress)
         task = progress.add_task("classifying", total=len(crops))
-        probs = classify_faces(model, crops, batch_size, on_batch=lambda n: progress.advance(task, n))
+        # A handful of faces costs nothing to mirror: flip at least, or the views the model asks for.
+        tta = "crops" if meta.get("tta") == "crops" else "flip"
+        probs = classify_faces(model, crops, batch_size, on_batch=lambda n: progress.advance(task, n), tta=tta)
     rows = face_rows(results, probs, classes)
     written = write_annotations(annotate_dir, rows, files) if annotate_dir is not None else []
     if as_json:

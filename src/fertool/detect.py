@@ -137,11 +137,12 @@ def face_crops(photo: Photo, boxes: Sequence[Sequence[int]], margin: float = Det
 
 
 def classify_faces(model: Any, crops: np.ndarray, batch_size: int = 256,
-                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                   on_batch: Callable[[int], None] | None = None, tta: str = "flip") -> np.ndarray:
     """Class probabilities (float64 N x K; 0 x 0 for no crops) of uint8 N x 48 x 48 crops, in batches.
 
-    Test-time augmentation: the mean of the softmax of each crop and of its mirror image, the
-    flip the models were trained with (evaluate.predict_logits with tta="flip").
+    Test-time augmentation (evaluate.predict_logits): at least the mean of the softmax of each
+    crop and of its mirror image, the flip every model is trained with; `tta="crops"` adds
+    zoomed-in centre crops.
     """
     import torch
 
@@ -152,7 +153,7 @@ def classify_faces(model: Any, crops: np.ndarray, batch_size: int = 256,
         return np.zeros((0, 0))
     device, _ = model_placement(model)
     log_mean = predict_logits(model, torch.from_numpy(np.ascontiguousarray(crops)), device, batch_size=batch_size,
-                              on_batch=on_batch, tta="flip")
+                              on_batch=on_batch, tta=tta)
     probabilities = log_mean.double().exp()
     return (probabilities / probabilities.sum(1, keepdim=True)).numpy()  # float64: rows sum to 1 within 1e-15
 
