@@ -13,9 +13,11 @@ import torch
 
 from clitools import invoke, json_of, one_line_error
 from fertool.artifacts import load_artifact
+from fertool.errors import BadInputError
 from fertool.evaluate import predict_logits, select_split
 from fertool.models import model_from_artifact
 from fertool.train import TrainConfig, train_branch
+from trainhelpers import ctrl_c_in_epoch
 
 
 def val_accuracy(model: torch.nn.Module, dataset) -> float:
@@ -71,25 +73,11 @@ def test_an_ensemble_is_no_start(synthetic_data: Path, tiny_branch: Path, tmp_pa
 
 
 def test_a_checkpoint_resumes_only_from_the_same_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
-    import fertool.train as train_module
-
     dataset, start = load_artifact(synthetic_data), load_artifact(tiny_branch)
     checkpoint = tmp_path / "run.ckpt"
     config = TrainConfig(arch="tiny", epochs=2, lr=1e-3, seed=3, init="digest-a")
-    real, calls = train_module.train_one_epoch, []
-
-    def stop_on_second(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "train_one_epoch", stop_on_second)
-        with pytest.raises(KeyboardInterrupt):
-            train_branch(dataset, config, checkpoint=checkpoint, init=start)
-    from fertool.errors import BadInputError
-
+    with ctrl_c_in_epoch(2):
+        train_branch(dataset, config, checkpoint=checkpoint, init=start)
     with pytest.raises(BadInputError, match=r"other settings \(init\)"):
         train_branch(dataset, TrainConfig(arch="tiny", epochs=2, lr=1e-3, seed=3, init="digest-b"),
                      checkpoint=checkpoint, resume=True, init=start)

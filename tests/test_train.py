@@ -8,6 +8,7 @@ import torch
 from fertool.artifacts import load_artifact
 from fertool.errors import BadInputError, FertoolError
 from fertool.train import TrainConfig, train_branch
+from trainhelpers import ctrl_c_in_epoch
 
 
 @pytest.fixture(scope="module")
@@ -95,20 +96,8 @@ def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tm
     checkpoint = tmp_path / "run.ckpt"
     # The checkpoint of a 3-epoch run stopped in its third epoch (a 2-epoch run would have
     # annealed its learning rate to zero by then, so it is not the same state).
-    import fertool.train as train_module
-
-    real, calls = train_module.train_one_epoch, []
-
-    def stop_on_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train_module, "train_one_epoch", stop_on_third)
-        with pytest.raises(KeyboardInterrupt):
-            train_branch(dataset, TrainConfig(**settings), checkpoint=checkpoint)
+    with ctrl_c_in_epoch(3):
+        train_branch(dataset, TrainConfig(**settings), checkpoint=checkpoint)
     resumed = train_branch(dataset, TrainConfig(**settings), checkpoint=checkpoint, resume=True)
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
