@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fertool.artifacts import load_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +60,18 @@ def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(syn
                                                                          (False, True), (True, True)]
     assert all(s["arch"] == "dexpression" and s["optimizer"] == "adam" and s["seed"] == 1 for s in settings.values())
     assert all(json.loads((out / f"{name}.json").read_text())["epochs"] == 1 for name in settings)
+
+
+def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch: Path) -> None:
+    from clitools import invoke, json_of
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_tta.py"), str(synthetic_data),
+                           str(tiny_branch)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[2].strip(): line.split("|") for line in done.stdout.splitlines()[2:]}
+    assert len(rows) == 7
+    for script_name, mode, views in (("none", "none", 1), ("flip", "flip", 2), ("flip + zoom in (= --tta crops)", "crops", 6)):
+        row = rows[script_name]
+        assert int(row[3]) == views
+        expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", mode, "--json"))["accuracy"]
+        assert float(row[4].strip().rstrip("%")) == pytest.approx(100 * expected, abs=0.006)
