@@ -55,6 +55,10 @@ def test_train_branch_init_records_where_it_started(synthetic_data: Path, tiny_b
     info = json_of(invoke("info", out, "--json"))
     assert info["init"]["file"] == str(tiny_branch)
     assert f"{tiny_branch} (2 epochs" in invoke("info", out).stdout
+    ensemble = tmp_path / "e.safetensors"
+    assert invoke("ensemble", synthetic_data, out, out, "-o", ensemble, "--epochs", 1).exit_code == 0
+    assert [b["init_epochs"] for b in json_of(invoke("info", ensemble, "--json"))["branches"]] == [2, 2]
+    assert "2 epochs after 2 (--init)" in invoke("info", ensemble).stdout
 
 
 def test_another_arch_than_the_starts_is_refused(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:

@@ -51,7 +51,8 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         summary["features"] = meta.get("arch_args", {}).get("features")
         summary["branches"] = [
             {"arch": b.get("arch"), "seed": b.get("seed"), "val_accuracy": b.get("metrics", {}).get("best_val_accuracy"),
-             "epochs": len(b.get("history", [])), "command": b.get("command")}
+             "epochs": len(b.get("history", [])), "init_epochs": (b.get("init") or {}).get("epochs", 0),
+             "command": b.get("command")}
             for b in meta.get("branches", [])
         ]
     return summary
@@ -96,7 +97,9 @@ def info(
             for i, branch in enumerate(value, 1):
                 acc = branch["val_accuracy"]
                 acc_text = f"{acc:.2%}" if isinstance(acc, float) else "?"
-                out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs, "
+                # A branch trained on from another's weights: its epochs after the start's.
+                after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
+                out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, "
                           f"val {acc_text}: {escape(str(branch['command']))}", highlight=False)
             continue
         if key == "init" and isinstance(value, dict):
