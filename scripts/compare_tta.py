@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from fertool.artifacts import load_artifact
+from fertool.augment import zoom_about_centre
 from fertool.evaluate import select_split, to_input
 from fertool.models import load_model
 
@@ -36,15 +36,8 @@ CANDIDATES: dict[str, tuple[list[tuple[int, int]], list[float]]] = {
 
 def views(x: torch.Tensor, name: str) -> list[torch.Tensor]:
     shifts, zooms = CANDIDATES[name]
-    side = x.shape[-1]
-    out = []
-    for image in ([x] if name == "none" else [x, x.flip(-1)]):
-        for zoom in zooms:
-            for dx, dy in shifts:
-                theta = torch.tensor([[1 / zoom, 0, 2 * dx / side], [0, 1 / zoom, 2 * dy / side]], dtype=x.dtype)
-                grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
-                out.append(F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False))
-    return out
+    return [zoom_about_centre(image, zoom, shift) for image in ([x] if name == "none" else [x, x.flip(-1)])
+            for zoom in zooms for shift in shifts]
 
 
 @torch.inference_mode()

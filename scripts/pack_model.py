@@ -4,8 +4,9 @@
         --data fer.safetensors --split val
 
 Scores the model on DATA's split in fp32 with each test-time augmentation (none, flip, crops:
-1, 2 and 6 views), keeps the cheapest within 0.1 point of the best as the file's `tta`, stores the weights as fp16 when the fp16 copy's predictions give
-the same accuracy (within 0.1 point) and prints what it measured. The result's metadata names
+1, 2 and 6 views), keeps the cheapest within 0.1 point of the best as the file's `tta`, stores
+the weights as fp16 when the fp16 copy's predictions give the same accuracy (within 0.1 point)
+and prints what it measured. The result's metadata names
 the source file and these measurements (`fertool info` shows them).
 """
 

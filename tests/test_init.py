@@ -67,6 +67,10 @@ def test_another_arch_than_the_starts_is_refused(synthetic_data: Path, tiny_bran
     line = one_line_error(result, tiny_branch.name)
     assert result.exit_code == 3 and "is a tiny branch, but --arch is dexpression_bn" in line
     assert not (tmp_path / "x.safetensors").exists()
+    # The library refuses it too, whoever calls it.
+    with pytest.raises(BadInputError, match="is a tiny branch, but --arch is dexpression"):
+        train_branch(load_artifact(synthetic_data), TrainConfig(arch="dexpression", epochs=1),
+                     init=load_artifact(tiny_branch))
 
 
 def test_an_ensemble_is_no_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:

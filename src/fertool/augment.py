@@ -35,6 +35,24 @@ PRESETS = {
 }
 
 
+def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample N x C x H x W images through N x 2 x 3 affine matrices in `affine_grid`'s
+    normalised coordinates (output to input), bilinear; "border" repeats the edge pixels, like
+    Keras' fill_mode="nearest" the report used. Training and test-time views both go through it."""
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def zoom_about_centre(images: torch.Tensor, zoom: float, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """The images zoomed about their centre (`zoom` > 1 zooms in: a centred crop of 1/zoom of the
+    side, scaled back up) and moved by `shift` = (dx, dy) whole pixels."""
+    side = images.shape[-1]
+    # Normalised coordinates span 2 units per side: a pixel is 2 / side of them.
+    theta = torch.tensor([[1 / zoom, 0.0, 2 * shift[0] / side], [0.0, 1 / zoom, 2 * shift[1] / side]],
+                         device=images.device)
+    return warp(images, theta.expand(len(images), 2, 3))
+
+
 class Augment:
     """Random flips and affine transforms of a batch, reproducible through `generator`."""
 
@@ -83,10 +101,7 @@ class Augment:
         return (inside & chosen.view(-1, 1, 1)).unsqueeze(1).to(device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        theta = self.matrices(images.shape[0], images.device).to(images.dtype)
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        # "border" repeats the edge pixels, like Keras' fill_mode="nearest" the report used.
-        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = warp(images, self.matrices(images.shape[0], images.device))
         if self.config.erase > 0:
             n, _, height, width = images.shape
             mask = self.erase_masks(n, height, width, images.device)

@@ -240,16 +240,14 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def load_start(path: Path, arch: str | None, dataset: Any) -> tuple[Any, str]:
-    """(artifact, sha256) of the branch `--init` names, checked: a branch, for this data, of --arch if given."""
+def load_start(path: Path, dataset: Any) -> tuple[Any, str]:
+    """(artifact, sha256) of the branch `--init` names, checked: a branch, for this data."""
     import hashlib
 
     from fertool.artifacts import load_artifact
 
     start = load_artifact(path, expect="branch")
     check_model_fits(start.meta, path, dataset)
-    if arch is not None and arch != start.meta["arch"]:
-        raise BadInputError(f"{path}: is a {start.meta['arch']} branch, but --arch is {arch}; drop --arch to train it further")
     # The digest ties a checkpoint to its starting weights: --resume with another --init is refused.
     return start, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -308,9 +306,11 @@ def train_branch_command(
              "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
              "augment_preset": augment_preset}
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
-    start, start_sha256 = load_start(init, arch, dataset) if init is not None else (None, "")
+    start, start_sha256 = load_start(init, dataset) if init is not None else (None, "")
     if start is not None:
-        settings["arch"] = start.meta["arch"]
+        # The start decides the architecture (train_branch refuses an --arch that disagrees)
+        # and the normalisation its weights were learned with.
+        settings["arch"] = arch or start.meta["arch"]
         normalize = start.meta.get("normalization") is not None
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
                          device=device, precision=precision, init=start_sha256)

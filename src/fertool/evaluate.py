@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fertool.artifacts import Artifact
+from fertool.augment import zoom_about_centre
 from fertool.errors import BadInputError
 from fertool.runtime import autocast
 
@@ -58,11 +59,7 @@ def tta_views(batch: torch.Tensor, tta: str) -> list[torch.Tensor]:
     views = [batch, batch.flip(-1)]
     if tta == "crops":
         for zoom in CROP_ZOOMS[1:]:
-            # affine_grid maps output to input coordinates: a scale of 1/zoom samples the centre
-            # 1/zoom of the image over the whole output, as the training zoom does.
-            theta = torch.tensor([[1 / zoom, 0.0, 0.0], [0.0, 1 / zoom, 0.0]], device=batch.device, dtype=batch.dtype)
-            grid = nn.functional.affine_grid(theta.expand(len(batch), 2, 3), list(batch.shape), align_corners=False)
-            crop = nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            crop = zoom_about_centre(batch, zoom)  # resampled as the training zoom is
             views += [crop, crop.flip(-1)]
     return views
 

@@ -244,6 +244,9 @@ def initial_model(dataset: Artifact, config: TrainConfig, init: Artifact | None)
     every input those weights expect.
     """
     if init is not None:
+        if init.meta["arch"] != config.arch:
+            raise BadInputError(f"{init.path}: is a {init.meta['arch']} branch, but --arch is {config.arch}; "
+                                "drop --arch to train it further")
         return model_from_artifact(init), dict(init.meta["arch_args"]), init.meta.get("normalization")
     arch_args = {"num_classes": len(dataset.meta["classes"]), "dropout": config.dropout}
     normalization = normalization_of(dataset, config.normalize)
