@@ -267,6 +267,20 @@ def test_train_branch_log_and_no_checkpoint_left(trained: dict[str, Any]) -> Non
     assert not Path(str(trained["output"]) + ".ckpt").exists()
 
 
+def test_train_branch_reports_each_epoch_on_stderr_off_a_terminal(trained: dict[str, Any]) -> None:
+    """A run in the background (`2> train.log`) shows its progress there, one line per epoch,
+    with the numbers the log has; stdout stays the one JSON object (json_of checked that)."""
+    stderr = trained["stderr"]
+    if stderr is None:
+        pytest.skip("this click mixes stderr into stdout")
+    lines = [line for line in stderr.splitlines() if line.startswith("epoch")]
+    records = trained["artifact"].meta["history"]
+    assert len(lines) == len(records) == 2
+    for line, record in zip(lines, records):
+        assert line.split()[:2] == ["epoch", str(record["epoch"])]
+        assert f"val {record['val_accuracy']:.2%}" in line
+
+
 def test_train_branch_without_normalization(small_data: Path, tmp_path: Path) -> None:
     output = tmp_path / "plain.safetensors"
     ok(invoke("train-branch", small_data, "-o", output, "--epochs", 1, *TRAIN, "--no-normalize", "--json"))

@@ -196,7 +196,9 @@ class ProgressReporter:
         self.progress.update(self.task, advance=images, speed=f"{speed:,.0f} img/s")
 
     def epoch_end(self, record: dict[str, Any]) -> None:
-        if self.enabled and err.is_terminal:
+        # One line per epoch on stderr, on a terminal or not: a run in the background with
+        # `2> train.log` shows its progress there, while --json keeps stdout to the result.
+        if self.enabled:
             err.print(
                 f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  train {record['train_accuracy']:.2%}  "
                 f"val {record['val_accuracy']:.2%}  {record['images_per_second']:,.0f} img/s  {record['seconds']:.1f} s",
