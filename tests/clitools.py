@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from fertool import cli
@@ -76,3 +78,14 @@ def one_line_error(result: Any, *needles: str, code: int | None = None) -> str:
 
 def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def assert_real_png(path: Path, min_side: int = 200) -> np.ndarray:
+    """A figure a command wrote: a PNG that decodes, is big enough and is not blank."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        pixels = np.asarray(image.convert("RGB"))
+    assert min(pixels.shape[:2]) >= min_side
+    assert pixels.std() > 10, "the figure is blank"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the figure has almost no content"
+    return pixels

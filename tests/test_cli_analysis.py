@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from clitools import assert_real_png
 from fertool.artifacts import load_artifact
 from fertool.cli import app
 
@@ -21,16 +22,6 @@ def run(*args: str) -> object:
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output + (result.stderr or "")
     return result
-
-
-def assert_real_png(path: Path, min_side: int = 200) -> np.ndarray:
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        pixels = np.asarray(image.convert("RGB"))
-    assert min(pixels.shape[:2]) >= min_side
-    assert pixels.std() > 10, "the figure is blank"
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the figure has almost no content"
-    return pixels
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clitools import invoke, json_of, one_line_error
+from clitools import assert_real_png, invoke, json_of, one_line_error
 from fertool.artifacts import load_artifact
+from fertool.cli_analysis import run_history
 from fertool.errors import BadInputError
 from fertool.evaluate import predict_logits, select_split
 from fertool.models import model_from_artifact
@@ -50,6 +51,7 @@ def test_train_branch_init_records_where_it_started(synthetic_data: Path, tiny_b
     assert meta["arch"] == "tiny" and meta["train_config"]["arch"] == "tiny"
     assert meta["init"]["file"] == str(tiny_branch) and meta["init"]["epochs"] == len(start["history"])
     assert meta["init"]["val_accuracy"] == start["metrics"]["best_val_accuracy"]
+    assert meta["init"]["history"] == start["history"]  # so curves draws the whole run from this file
     assert len(meta["init"]["sha256"]) == 64 and meta["train_config"]["init"] == meta["init"]["sha256"]
     assert len(meta["history"]) == 2
     info = json_of(invoke("info", out, "--json"))
@@ -93,3 +95,22 @@ def test_a_checkpoint_resumes_only_from_the_same_start(synthetic_data: Path, tin
     resumed = train_branch(dataset, config, checkpoint=checkpoint, resume=True, init=start)
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_curves_numbers_a_continued_run_after_its_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    once, twice = tmp_path / "once.safetensors", tmp_path / "twice.safetensors"
+    for start, out in ((tiny_branch, once), (once, twice)):
+        assert invoke("train-branch", synthetic_data, "-o", out, "--init", start, "--epochs", 2, "--lr", "1e-3").exit_code == 0
+    first = len(load_artifact(tiny_branch).meta["history"])
+    earlier, own = run_history(load_artifact(twice).meta)
+    # Oldest first: the tiny branch's epochs, then once's, then twice's own, on one axis.
+    assert [r["epoch"] for r in earlier] == list(range(1, first + 3))
+    assert [r["epoch"] for r in own] == [first + 3, first + 4]
+    assert earlier[:first] == [{**r, "epoch": i + 1} for i, r in enumerate(load_artifact(tiny_branch).meta["history"])]
+    # A file from before the start's history was recorded keeps the numbering, without the earlier epochs.
+    legacy = {"history": own, "init": {"epochs": 22, "init": None}}
+    assert run_history(legacy)[0] == [] and [r["epoch"] for r in run_history(legacy)[1]] == [23, 24]
+    png = tmp_path / "curves.png"
+    result = invoke("curves", twice, tiny_branch, "-o", png)
+    assert result.exit_code == 0, result.output
+    assert_real_png(png)

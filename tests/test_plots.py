@@ -130,6 +130,22 @@ def test_curves_figure(tmp_path):
     save_figure(curves_figure([bare], ["plain"]), tmp_path / "bare.png")
 
 
+def test_curves_figure_draws_the_epochs_before_an_init_start_faint(tmp_path):
+    before, after = history(12, 8), history(6, 3)
+    after = [{**r, "epoch": r["epoch"] + 12} for r in after]
+    fig = curves_figure([after], ["longer"], earlier=[before])
+    loss, accuracy = fig.axes
+    faint = [line for line in accuracy.lines if line.get_alpha() is not None and line.get_alpha() < 1]
+    assert len(faint) == 2 and list(faint[0].get_xdata()) == list(range(1, 13))  # train and val, before
+    stars = [line for line in accuracy.lines if line.get_marker() == "*"]
+    assert len(stars) == 1 and stars[0].get_xdata()[0] > 12  # the star marks the file's own best epoch
+    assert "before --init" in [t.get_text() for t in accuracy.get_legend().get_texts()]
+    save_figure(fig, tmp_path / "longer.png")
+    check_png(tmp_path / "longer.png", min_size=(1200, 500))
+    with pytest.raises(ValueError, match="earlier"):
+        curves_figure([after], ["longer"], earlier=[before, before])
+
+
 def test_save_is_atomic_and_closes_the_figure(tmp_path):
     fig = curves_figure([history(3, 2)], ["run"])
     save_figure(fig, tmp_path / "out.png")

@@ -257,8 +257,10 @@ def load_start(path: Path, dataset: Any) -> tuple[Any, str]:
 def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, Any]:
     """What a branch trained from another's weights records of that start (shown by fertool info)."""
     metrics = meta.get("metrics", {})
+    history = meta.get("history", [])
+    # The start's epochs travel along, so `curves` draws the whole run without the start's file.
     return {"file": str(path), "sha256": sha256, "command": meta.get("command"),
-            "epochs": len(meta.get("history", [])), "val_accuracy": metrics.get("best_val_accuracy"),
+            "epochs": len(history), "val_accuracy": metrics.get("best_val_accuracy"), "history": history,
             "init": meta.get("init")}
 
 

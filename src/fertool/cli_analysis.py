@@ -292,14 +292,36 @@ def curves(
     names = [s.strip() for s in labels.split(",")] if labels else [p.stem for p in models]
     if len(names) != len(models):
         raise BadInputError(f"--labels gives {len(names)} names for {len(models)} models; give one per model")
-    histories = []
+    histories, earlier = [], []
     for path in models:
-        history = load_artifact(path, expect=MODEL_KINDS).meta.get("history") or []
+        before, history = run_history(load_artifact(path, expect=MODEL_KINDS).meta)
         if not history:
             raise BadInputError(f"{path}: records no training epochs (an --average ensemble?); pass trained models")
         histories.append(history)
-    save_figure(curves_figure(histories, names), output)
+        earlier.append(before)
+    save_figure(curves_figure(histories, names, earlier=earlier), output)
     out.print(f"{output}: {len(models)} training run(s)", highlight=False)
+
+
+def run_history(meta: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the epochs of the runs a branch continued with --init, oldest first; its own epochs),
+    numbered on one axis: a branch trained 10 epochs from a 22-epoch start has epochs 23-32.
+
+    Files made before the start's history was recorded give no earlier epochs, but keep the
+    numbering, so `fertool curves start.safetensors longer.safetensors` still lines them up.
+    """
+    chain = []
+    start = meta.get("init")
+    while start:
+        chain.append(start)
+        start = start.get("init")
+    earlier: list[dict[str, Any]] = []
+    offset = 0
+    for start in reversed(chain):
+        earlier += [{**record, "epoch": offset + i + 1} for i, record in enumerate(start.get("history") or [])]
+        offset += start.get("epochs", 0)
+    own = [{**record, "epoch": offset + i + 1} for i, record in enumerate(meta.get("history") or [])]
+    return earlier, own
 
 
 # predict lives in its own module; importing it registers it on `app`.

@@ -247,19 +247,25 @@ def _label_size(columns: int) -> int:
 # --- training curves ----------------------------------------------------------------------------
 
 
-def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequence[str]) -> Figure:
+def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequence[str],
+                  earlier: Sequence[Sequence[dict[str, Any]]] | None = None) -> Figure:
     """Loss and accuracy per epoch for one or more training runs, one colour per run.
 
     Each history is a list of per-epoch records with "loss", "train_accuracy" and optionally
     "val_loss", "val_accuracy" (as `train_branch` writes them). The best validation epoch of
-    each run is marked with a star.
+    each run is marked with a star. `earlier[i]`, where given, are the epochs of the runs that
+    run i continued (train-branch --init), drawn faint in its colour: the star stays on the
+    run's own epochs, since its file holds the weights of those.
     """
-    if len(histories) != len(labels):
-        raise ValueError(f"{len(histories)} histories but {len(labels)} labels")
+    earlier = earlier or [[] for _ in histories]
+    if not len(histories) == len(labels) == len(earlier):
+        raise ValueError(f"{len(histories)} histories but {len(labels)} labels and {len(earlier)} earlier runs")
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for i, (history, label) in enumerate(zip(histories, labels)):
+    for i, (history, label, before) in enumerate(zip(histories, labels, earlier)):
         colour = _COLOURS[i % len(_COLOURS)]
+        if before:
+            _plot_run(ax_loss, ax_acc, list(before), colour, faint=True)
         _plot_run(ax_loss, ax_acc, list(history), colour)
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
@@ -268,6 +274,8 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     runs = [Line2D([], [], color=_COLOURS[i % len(_COLOURS)], lw=2, label=label) for i, label in enumerate(labels)]
+    if any(earlier):
+        runs.append(Line2D([], [], color="gray", lw=2, alpha=_FAINT, label="before --init"))
     ax_loss.legend(handles=runs + _style_handles(train="--", val="-"), fontsize=8)
     best = Line2D([], [], ls="", marker="*", ms=11, color="black", label="best val epoch")
     ax_acc.legend(handles=runs + _style_handles(train="--", val="-") + [best], fontsize=8)
@@ -275,17 +283,23 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
     return fig
 
 
-def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str) -> None:
+_FAINT = 0.35  # the alpha of epochs before an --init start
+
+
+def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str, faint: bool = False) -> None:
     epochs = [record.get("epoch", i + 1) for i, record in enumerate(history)]
+    style = {"color": colour, "marker": ".", "alpha": _FAINT if faint else 1.0}
     # One convention in both panels: train dashed, validation solid (validation is what counts).
-    ax_loss.plot(epochs, [r["loss"] for r in history], color=colour, ls="--", marker=".")
+    ax_loss.plot(epochs, [r["loss"] for r in history], ls="--", **style)
     if all("val_loss" in r for r in history):
-        ax_loss.plot(epochs, [r["val_loss"] for r in history], color=colour, ls="-", marker=".")
+        ax_loss.plot(epochs, [r["val_loss"] for r in history], ls="-", **style)
     if all("train_accuracy" in r for r in history):
-        ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in history], color=colour, ls="--", marker=".")
+        ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in history], ls="--", **style)
     if history and all("val_accuracy" in r for r in history):
         val = [100 * r["val_accuracy"] for r in history]
-        ax_acc.plot(epochs, val, color=colour, ls="-", marker=".")
+        ax_acc.plot(epochs, val, ls="-", **style)
+        if faint:
+            return
         best = int(np.argmax(val))  # the first best epoch, as train_branch keeps it
         ax_acc.plot(epochs[best], val[best], marker="*", ms=14, color=colour, mec="black", mew=0.8, zorder=5)
         # Below the star: the train curve (dashed) usually runs above the val curve there.
