@@ -33,7 +33,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "data": meta.get("dataset_source"),
         "data_sha256": meta.get("dataset_sha256"),
         "command": meta.get("command"),
-        "init": meta.get("init"),  # the branch whose weights this run started from, if any
+        "init": start_provenance(meta.get("init")),  # the branch whose weights this run started from, if any
         "epochs": len(meta.get("history", [])) or config.get("epochs"),
         "best_epoch": metrics.get("best_epoch"),
         "val_split": metrics.get("val_split"),
@@ -56,6 +56,13 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
             for b in meta.get("branches", [])
         ]
     return summary
+
+
+def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An --init record down its chain of starts, without their per-epoch histories (curves draws those)."""
+    if not init:
+        return None
+    return {**{k: v for k, v in init.items() if k != "history"}, "init": start_provenance(init.get("init"))}
 
 
 def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
