@@ -2,22 +2,25 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
-#   SEEDS="1 2" EPOCHS=22 MORE=10 scripts/train_default.sh fer.safetensors   # the bundled one
+#   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # the bundled one
 #
-# Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each); with MORE > 0 each
-# then trains MORE epochs further from its best weights (`--init`, cosine from --lr 0.01: the
-# way to go past what one sitting allows); the report's ensemble head over the branches; then
-# scripts/pack_model.py stores the best candidate on val (a branch or the ensemble) as
-# src/fertool/default_model/default.safetensors: fp16 when that leaves val accuracy unchanged,
-# flip test-time augmentation when it scores higher on val. Re-running resumes a stopped run
-# and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s. DEFAULT_OUT
+# Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each). MORE lists further
+# stages, each training that many epochs from the previous stage's best weights (`--init`,
+# cosine from --lr 0.01: the way to go past what one sitting allows); MILD > 0 adds a last stage
+# with the report's milder augmentation (cosine from --lr 0.005), a fine-tune once the strong
+# augmentation has done its work. Then the report's ensemble head over the branches' last
+# stages, and scripts/pack_model.py stores the best candidate on val (a branch or the ensemble)
+# as src/fertool/default_model/default.safetensors: fp16 when that leaves val accuracy
+# unchanged, test-time augmentation when it scores higher on val. Re-running resumes a stopped
+# run and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s. DEFAULT_OUT
 # names another place for the packed model.
 set -euo pipefail
 data=${1:?usage: scripts/train_default.sh DATA [OUTDIR]}
 out=${2:-runs/default}
 seeds=${SEEDS:-1 2 3}
 epochs=${EPOCHS:-40}
-more=${MORE:-0}
+more=${MORE:-}
+mild=${MILD:-0}
 default_out=${DEFAULT_OUT:-src/fertool/default_model/default.safetensors}
 fertool=${FERTOOL:-fertool}
 python=${PYTHON:-python3}
@@ -36,13 +39,23 @@ train() {
 
 branches=()
 for seed in $seeds; do
-  train "branch$seed" --seed "$seed" --epochs "$epochs"
-  if (( more > 0 )); then
-    train "branch$seed-more" --seed "$seed" --init "$out/branch$seed.safetensors" --lr 0.01 --schedule cosine --epochs "$more"
-    branches+=("$out/branch$seed-more.safetensors")
-  else
-    branches+=("$out/branch$seed.safetensors")
+  last="branch$seed"
+  train "$last" --seed "$seed" --epochs "$epochs"
+  stage=0
+  for extra in $more; do
+    (( extra > 0 )) || continue
+    stage=$((stage + 1))
+    name="branch$seed-more"  # then branch1-more2, branch1-more3, ...
+    if (( stage > 1 )); then name+=$stage; fi
+    train "$name" --seed "$seed" --init "$out/$last.safetensors" --lr 0.01 --schedule cosine --epochs "$extra"
+    last=$name
+  done
+  if (( mild > 0 )); then
+    train "branch$seed-mild" --seed "$seed" --init "$out/$last.safetensors" --augment-preset report --lr 0.005 \
+      --schedule cosine --epochs "$mild"
+    last="branch$seed-mild"
   fi
+  branches+=("$out/$last.safetensors")
 done
 if (( ${#branches[@]} > 1 )); then
   [[ -f "$out/ensemble.safetensors" ]] || "$fertool" ensemble "$data" "${branches[@]}" -o "$out/ensemble.safetensors" \

@@ -28,15 +28,20 @@ def run_script(name: str, *args: object, env: dict[str, str]) -> subprocess.Comp
 
 def test_train_default_trains_continues_ensembles_and_packs(synthetic_data: Path, tmp_path: Path) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
-    env = {"SEEDS": "1 2", "EPOCHS": "1", "MORE": "1", "DEFAULT_OUT": str(packed)}
+    env = {"SEEDS": "1 2", "EPOCHS": "1", "MORE": "1 1", "MILD": "1", "DEFAULT_OUT": str(packed)}
     done = run_script("train_default.sh", synthetic_data, out, env=env)
     assert done.returncode == 0, done.stderr
     for seed in (1, 2):
-        more = load_artifact(out / f"branch{seed}-more.safetensors").meta
-        assert more["init"]["file"] == str(out / f"branch{seed}.safetensors")
-        assert more["train_config"]["schedule"] == "cosine" and more["arch"] == "dexpression_bn"
+        # Each stage starts from the one before: branch -> more -> more2 -> mild.
+        chain = [f"branch{seed}", f"branch{seed}-more", f"branch{seed}-more2", f"branch{seed}-mild"]
+        for start, stage in zip(chain, chain[1:]):
+            meta = load_artifact(out / f"{stage}.safetensors").meta
+            assert meta["init"]["file"] == str(out / f"{start}.safetensors")
+            assert meta["train_config"]["schedule"] == "cosine" and meta["arch"] == "dexpression_bn"
+        mild = load_artifact(out / f"branch{seed}-mild.safetensors").meta["train_config"]
+        assert (mild["augment_preset"], mild["lr"]) == ("report", 0.005)
     ensemble = load_artifact(out / "ensemble.safetensors").meta
-    assert [b["init"]["file"] for b in ensemble["branches"]] == [str(out / f"branch{s}.safetensors") for s in (1, 2)]
+    assert [b["init"]["file"] for b in ensemble["branches"]] == [str(out / f"branch{s}-more2.safetensors") for s in (1, 2)]
     model = load_artifact(packed)
     assert model.meta["packing"]["split"] == "val" and model.meta["tta"] in ("none", "flip")
     # A second run finds everything done: it trains nothing and packs the same candidate again.
