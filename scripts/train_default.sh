@@ -2,7 +2,8 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
-#   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # the bundled one
+#   SEEDS="1 2 3" EPOCHS=22 MORE=10 scripts/train_default.sh fer.safetensors   # the bundled one
+#   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
 # Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each). MORE lists further
 # stages, each training that many epochs from the previous stage's best weights (`--init`,
