@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fertool.artifacts import load_artifact
+from fertool.evaluate import TTA_MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,12 @@ def test_train_default_trains_continues_ensembles_and_packs(synthetic_data: Path
     ensemble = load_artifact(out / "ensemble.safetensors").meta
     assert [b["init"]["file"] for b in ensemble["branches"]] == [str(out / f"branch{s}-more2.safetensors") for s in (1, 2)]
     model = load_artifact(packed)
-    assert model.meta["packing"]["split"] == "val" and model.meta["tta"] in ("none", "flip")
+    packing = model.meta["packing"]
+    assert packing["split"] == "val" and set(packing["accuracy_fp32"]) == set(TTA_MODES)
+    # The file's TTA is the cheapest within 0.1 point of the best (which one depends on the
+    # float rounding of this machine's thread count, so the test checks the rule, not a mode).
+    scores = packing["accuracy_fp32"]
+    assert model.meta["tta"] == next(m for m in TTA_MODES if scores[m] >= max(scores.values()) - 0.001)
     # A second run finds everything done: it trains nothing and packs the same candidate again.
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")}
     again = run_script("train_default.sh", synthetic_data, out, env=env)
