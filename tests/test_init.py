@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clitools import assert_real_png, invoke, json_of, one_line_error
+from fertool import plots
 from fertool.artifacts import load_artifact
 from fertool.cli_analysis import run_history
 from fertool.errors import BadInputError
@@ -97,7 +98,8 @@ def test_a_checkpoint_resumes_only_from_the_same_start(synthetic_data: Path, tin
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
-def test_curves_numbers_a_continued_run_after_its_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+def test_curves_numbers_a_continued_run_after_its_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     once, twice = tmp_path / "once.safetensors", tmp_path / "twice.safetensors"
     for start, out in ((tiny_branch, once), (once, twice)):
         assert invoke("train-branch", synthetic_data, "-o", out, "--init", start, "--epochs", 2, "--lr", "1e-3").exit_code == 0
@@ -110,7 +112,18 @@ def test_curves_numbers_a_continued_run_after_its_start(synthetic_data: Path, ti
     # A file from before the start's history was recorded keeps the numbering, without the earlier epochs.
     legacy = {"history": own, "init": {"epochs": 22, "init": None}}
     assert run_history(legacy)[0] == [] and [r["epoch"] for r in run_history(legacy)[1]] == [23, 24]
+    # The command hands the figure exactly those epochs: the continued run's earlier ones, none
+    # for the start itself.
+    drawn = {}
+    original = plots.curves_figure
+
+    def spy(histories, labels, earlier=None):
+        drawn.update(histories=histories, earlier=earlier)
+        return original(histories, labels, earlier=earlier)
+
+    monkeypatch.setattr(plots, "curves_figure", spy)
     png = tmp_path / "curves.png"
     result = invoke("curves", twice, tiny_branch, "-o", png)
     assert result.exit_code == 0, result.output
+    assert drawn["earlier"] == [earlier, []] and drawn["histories"][0] == own
     assert_real_png(png)
