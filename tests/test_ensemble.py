@@ -16,6 +16,8 @@ from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import predict_logits, select_split
 from fertool.models import load_model
 
+from clitools import one_line_error
+
 runner = CliRunner()
 
 
@@ -71,6 +73,29 @@ def test_head_has_three_dense_layers(branches):
     assert len(linears) == 3
     assert linears[0].in_features == 3 * model.branches[0].backbone.feature_dim
     assert linears[-1].out_features == 7
+
+
+@pytest.mark.parametrize(("hidden", "widths"), [("32", [32, 7]), ("none", [7])])
+def test_hidden_and_dropout_shape_the_head_and_the_file_rebuilds_it(synthetic_data, branches, tmp_path, hidden, widths):
+    out = tmp_path / "ens.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
+                                 "--hidden", hidden, "--dropout", "0.2", "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    model, meta = load_model(out)
+    assert meta["arch_args"]["hidden"] == widths[:-1] and meta["arch_args"]["dropout"] == 0.2
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == widths
+    assert linears[0].in_features == 3 * model.branches[0].backbone.feature_dim
+    assert [m.p for m in model.head if isinstance(m, torch.nn.Dropout)] == [0.2] * len(widths)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--hidden", "0"), ("--hidden", "512,x"), ("--hidden", ""),
+                                               ("--dropout", "1.0")])
+def test_bad_head_shapes_are_refused_before_anything_is_written(synthetic_data, branches, tmp_path, option, value):
+    out = tmp_path / "ens.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out), option, value])
+    one_line_error(result, f"{option} {value}")
+    assert not out.exists()
 
 
 def test_average_baseline_is_the_mean_probability(branches):

@@ -451,6 +451,8 @@ def ensemble_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes of the head over the training split.")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 100,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of the head.")] = 1e-3,
+    hidden: Annotated[str, typer.Option("--hidden", help="Widths of the head's hidden layers, or none (one linear layer).")] = "512,256",
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout before each of the head's layers.")] = 0.5,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch.")] = "val",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the head's weights and shuffling.")] = 0,
@@ -465,17 +467,20 @@ def ensemble_command(
     Example: fertool ensemble fer.safetensors branch1.safetensors branch2.safetensors branch3.safetensors -o ensemble.safetensors
     """
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
-    from fertool.ensemble import EnsembleConfig, average_ensemble, ensemble_meta, train_ensemble
+    from fertool.ensemble import EnsembleConfig, average_ensemble, ensemble_meta, parse_hidden, train_ensemble
     from fertool.evaluate import predict_logits, select_split
     from fertool.runtime import resolve_device
 
     check_output_path(output)
+    if not 0.0 <= dropout < 1.0:
+        raise BadInputError(f"--dropout {dropout}: expected a probability in [0, 1)")
+    hidden_sizes = parse_hidden(hidden)
     dataset = load_artifact(data, expect="dataset")
     branches = [load_artifact(p, expect="branch") for p in branch_paths]
     for branch in branches:
         check_model_fits(branch.meta, branch.path, dataset)
-    config = EnsembleConfig(features=features, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment,
-                            val_split=val_split, seed=seed, device=device, precision=precision)
+    config = EnsembleConfig(features=features, hidden=hidden_sizes, dropout=dropout, epochs=epochs, batch_size=batch_size,
+                            lr=lr, augment=augment, val_split=val_split, seed=seed, device=device, precision=precision)
     if average:
         model = average_ensemble(branches)
         images, labels, _ = select_split(dataset, val_split)

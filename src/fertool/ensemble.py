@@ -49,6 +49,23 @@ class EnsembleConfig:
     precision: str = "auto"
 
 
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'512,256' -> (512, 256); 'none' -> () for a single linear layer over the branch outputs.
+
+    The first hidden layer holds most of a penultimate head's weights (3 branches x 2448
+    features x 512), so a head over more branches needs it narrower to stay small.
+    """
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise BadInputError(f"--hidden {text}: expected layer widths like 512,256 (or none for a single linear layer)")
+    return sizes
+
+
 def check_compatible(branches: list[Artifact]) -> None:
     """Refuse branches that predict different classes or take different inputs."""
     if len(branches) < 2:
