@@ -146,6 +146,26 @@ def test_curves_figure_draws_the_epochs_before_an_init_start_faint(tmp_path):
         curves_figure([after], ["longer"], earlier=[before, before])
 
 
+def test_curves_labels_of_runs_peaking_together_do_not_overlap(tmp_path):
+    # Three runs that all peak on their last epoch within a point of each other (the default's
+    # three -more branches did): their labels used to be drawn on top of one another.
+    runs = [[{**r, "val_accuracy": r["val_accuracy"] - k * 0.003} for r in history(32, 32)] for k in range(3)]
+    runs.append(history(32, 5))  # one far away keeps its label under its star
+    fig = curves_figure(runs, ["a", "b", "c", "d"])
+    accuracy = fig.axes[1]
+    labels = [t for t in accuracy.texts if t.get_text().endswith(" %")]
+    assert len(labels) == 4
+    fig.draw_without_rendering()  # lays out the constrained axes, so the boxes are where a PNG has them
+    boxes = [t.get_window_extent() for t in labels]
+    overlapping = [(a.get_text(), b.get_text()) for i, a in enumerate(labels) for j, b in enumerate(labels)
+                   if i < j and boxes[i].overlaps(boxes[j])]
+    assert overlapping == []
+    far = next(t for t in labels if t.xy[0] == 5)
+    assert far.xyann == (0, -16)  # alone: straight below its star
+    save_figure(fig, tmp_path / "together.png")
+    check_png(tmp_path / "together.png", min_size=(1200, 500))
+
+
 def test_save_is_atomic_and_closes_the_figure(tmp_path):
     fig = curves_figure([history(3, 2)], ["run"])
     save_figure(fig, tmp_path / "out.png")

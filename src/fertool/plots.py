@@ -262,11 +262,13 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels and {len(earlier)} earlier runs")
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
+    stars = []
     for i, (history, label, before) in enumerate(zip(histories, labels, earlier)):
         colour = _COLOURS[i % len(_COLOURS)]
         if before:
             _plot_run(ax_loss, ax_acc, list(before), colour, faint=True)
-        _plot_run(ax_loss, ax_acc, list(history), colour)
+        stars += _plot_run(ax_loss, ax_acc, list(history), colour)
+    _label_stars(ax_acc, stars)
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
@@ -286,7 +288,9 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
 _FAINT = 0.35  # the alpha of epochs before an --init start
 
 
-def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str, faint: bool = False) -> None:
+def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str,
+              faint: bool = False) -> list[tuple[float, float, str]]:
+    """Draw one run; return its best-val star as [(epoch, accuracy %, colour)] (none when faint)."""
     epochs = [record.get("epoch", i + 1) for i, record in enumerate(history)]
     style = {"color": colour, "marker": ".", "alpha": _FAINT if faint else 1.0}
     # One convention in both panels: train dashed, validation solid (validation is what counts).
@@ -298,13 +302,33 @@ def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour
     if history and all("val_accuracy" in r for r in history):
         val = [100 * r["val_accuracy"] for r in history]
         ax_acc.plot(epochs, val, ls="-", **style)
-        if faint:
-            return
-        best = int(np.argmax(val))  # the first best epoch, as train_branch keeps it
-        ax_acc.plot(epochs[best], val[best], marker="*", ms=14, color=colour, mec="black", mew=0.8, zorder=5)
-        # Below the star: the train curve (dashed) usually runs above the val curve there.
-        ax_acc.annotate(f"{val[best]:.1f} %", (epochs[best], val[best]), textcoords="offset points",
-                        xytext=(0, -16), ha="center", fontsize=8, color=colour,
+        if not faint:
+            best = int(np.argmax(val))  # the first best epoch, as train_branch keeps it
+            ax_acc.plot(epochs[best], val[best], marker="*", ms=14, color=colour, mec="black", mew=0.8, zorder=5)
+            return [(epochs[best], val[best], colour)]
+    return []
+
+
+_LABEL_STEP = 12  # points between stacked labels: one line of font size 8 and its box
+
+
+def _label_stars(ax: Axes, stars: list[tuple[float, float, str]]) -> None:
+    """Write each star's accuracy below it; stars at about the same place (runs that all peak
+    on their last epoch) get their labels stacked, best first, instead of on top of one another."""
+    low, high = ax.get_xlim()
+    close_epochs = (high - low) / 12  # a label is about a twelfth of the panel wide
+    groups: list[list[tuple[float, float, str]]] = []
+    for star in sorted(stars, key=lambda s: -s[1]):
+        near = next((g for g in groups if abs(star[0] - g[0][0]) <= close_epochs and g[-1][1] - star[1] < 2.0), None)
+        if near is None:
+            groups.append([star])
+        else:
+            near.append(star)
+    for group in groups:
+        for j, (epoch, value, colour) in enumerate(group):
+            # Below the star: the train curve (dashed) usually runs above the val curve there.
+            ax.annotate(f"{value:.1f} %", (epoch, value), textcoords="offset points", xytext=(0, -16 - _LABEL_STEP * j),
+                        ha="center", fontsize=8, color=colour,
                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
