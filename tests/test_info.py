@@ -30,6 +30,11 @@ def test_info_of_an_ensemble_lists_its_branches(synthetic_data: Path, tiny_branc
     info = json_of(invoke("info", ensemble, "--json"))
     assert info["kind"] == "ensemble" and len(info["branches"]) == 2
     assert info["branches"][0]["arch"] == "tiny"
+    feature_dim = 2 * 32 * 9  # two tiny branches' penultimate features
+    assert info["head"] == f"{feature_dim} -> 512 -> 256 -> 7, dropout 0.5"
+    average = tmp_path / "a.safetensors"
+    assert invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", average, "--average").exit_code == 0
+    assert json_of(invoke("info", average, "--json"))["head"].startswith("none")
 
 
 def test_info_of_a_dataset(synthetic_data: Path) -> None:

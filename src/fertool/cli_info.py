@@ -49,6 +49,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         summary["packed"] = meta["packing"]
     if meta["kind"] == "ensemble":
         summary["features"] = meta.get("arch_args", {}).get("features")
+        summary["head"] = head_shape(meta, tensors)
         summary["branches"] = [
             {"arch": b.get("arch"), "seed": b.get("seed"), "val_accuracy": b.get("metrics", {}).get("best_val_accuracy"),
              "epochs": len(b.get("history", [])), "init_epochs": (b.get("init") or {}).get("epochs", 0),
@@ -56,6 +57,17 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
             for b in meta.get("branches", [])
         ]
     return summary
+
+
+def head_shape(meta: dict[str, Any], tensors: dict[str, Any]) -> str:
+    """An ensemble's head as its layer widths, read off the weights: '7344 -> 512 -> 256 -> 7, dropout 0.5'."""
+    # The head is a Sequential of dropout, linear, ReLU...: its linear layers are the indexed weights.
+    weights = sorted((int(name.split(".")[1]), t.shape) for name, t in tensors.items()
+                     if name.startswith("head.") and name.endswith(".weight"))
+    if not weights:
+        return "none: the mean of the branches' probabilities"
+    widths = [weights[0][1][1]] + [shape[0] for _, shape in weights]
+    return " -> ".join(map(str, widths)) + f", dropout {meta.get('arch_args', {}).get('dropout')}"
 
 
 def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
