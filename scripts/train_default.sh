@@ -15,7 +15,8 @@
 # unchanged, test-time augmentation when it scores higher on val. Re-running resumes a stopped
 # run and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s. DEFAULT_OUT
 # names another place for the packed model; HIDDEN the head's hidden widths (the report's
-# 512,256 by default; four branches want 256,256 to stay under 10 MB).
+# 512,256 by default; four branches want 256,256 to stay under 10 MB); HEAD_EPOCHS the head's
+# epochs (40: the head over three branches was still rising at the report's 20).
 set -euo pipefail
 data=${1:?usage: scripts/train_default.sh DATA [OUTDIR]}
 out=${2:-runs/default}
@@ -24,6 +25,7 @@ epochs=${EPOCHS:-40}
 more=${MORE:-}
 mild=${MILD:-0}
 hidden=${HIDDEN:-512,256}
+head_epochs=${HEAD_EPOCHS:-40}
 default_out=${DEFAULT_OUT:-src/fertool/default_model/default.safetensors}
 fertool=${FERTOOL:-fertool}
 python=${PYTHON:-python3}
@@ -62,7 +64,7 @@ for seed in $seeds; do
 done
 if (( ${#branches[@]} > 1 )); then
   [[ -f "$out/ensemble.safetensors" ]] || "$fertool" ensemble "$data" "${branches[@]}" -o "$out/ensemble.safetensors" \
-    --hidden "$hidden" --log "$out/ensemble.jsonl" --json > "$out/ensemble.json"
+    --hidden "$hidden" --epochs "$head_epochs" --log "$out/ensemble.jsonl" --json > "$out/ensemble.json"
 fi
 # The candidate with the best val accuracy becomes the default.
 best=$("$python" - "$out" "${branches[@]}" <<'PY'
