@@ -162,6 +162,8 @@ def test_curves_labels_of_runs_peaking_together_do_not_overlap(tmp_path):
     assert overlapping == []
     far = next(t for t in labels if t.xy[0] == 5)
     assert far.xyann == (0, -16)  # alone: straight below its star
+    panel = accuracy.get_window_extent()
+    assert all(panel.x0 <= box.x0 and box.x1 <= panel.x1 for box in boxes)  # none past the panel's edges
     save_figure(fig, tmp_path / "together.png")
     check_png(tmp_path / "together.png", min_size=(1200, 500))
 

@@ -326,9 +326,15 @@ def _label_stars(ax: Axes, stars: list[tuple[float, float, str]]) -> None:
             near.append(star)
     for group in groups:
         for j, (epoch, value, colour) in enumerate(group):
+            # Near either edge the label leans inwards, or half of it would fall outside the panel.
+            align, dx = "center", 0
+            if epoch > high - (high - low) / 10:
+                align, dx = "right", 8
+            elif epoch < low + (high - low) / 10:
+                align, dx = "left", -8
             # Below the star: the train curve (dashed) usually runs above the val curve there.
-            ax.annotate(f"{value:.1f} %", (epoch, value), textcoords="offset points", xytext=(0, -16 - _LABEL_STEP * j),
-                        ha="center", fontsize=8, color=colour,
+            ax.annotate(f"{value:.1f} %", (epoch, value), textcoords="offset points",
+                        xytext=(dx, -16 - _LABEL_STEP * j), ha=align, fontsize=8, color=colour,
                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
