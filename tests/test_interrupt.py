@@ -37,9 +37,17 @@ def run(*args: object) -> subprocess.CompletedProcess:
     return result
 
 
+def as_from_a_terminal() -> None:
+    """Give the child Ctrl-C's default meaning. A suite started in the background by a
+    non-interactive shell (`make test &`) inherits SIGINT ignored, and Python keeps it ignored,
+    as it should for a background job: the run would then finish instead of stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_in_second_epoch(args: list[object], checkpoint: Path, signum: int) -> subprocess.CompletedProcess:
     """Run fertool, and send `signum` shortly after the checkpoint of epoch 1 is written."""
-    child = subprocess.Popen(fertool(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(fertool(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=as_from_a_terminal)
     deadline = time.monotonic() + 240
     while not checkpoint.exists():
         assert child.poll() is None, f"finished before its first checkpoint: {child.communicate()}"
