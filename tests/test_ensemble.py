@@ -90,8 +90,9 @@ def test_hidden_and_dropout_shape_the_head_and_the_file_rebuilds_it(synthetic_da
 
 
 @pytest.mark.parametrize(("option", "value"), [("--hidden", "0"), ("--hidden", "512,x"), ("--hidden", ""),
-                                               ("--dropout", "1.0")])
-def test_bad_head_shapes_are_refused_before_anything_is_written(synthetic_data, branches, tmp_path, option, value):
+                                               ("--dropout", "1.0"), ("--epochs", "0"), ("--lr", "-1.0"),
+                                               ("--batch-size", "0")])
+def test_bad_head_options_are_refused_before_anything_is_written(synthetic_data, branches, tmp_path, option, value):
     out = tmp_path / "ens.safetensors"
     result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out), option, value])
     one_line_error(result, f"{option} {value}")

@@ -472,15 +472,14 @@ def ensemble_command(
     from fertool.runtime import resolve_device
 
     check_output_path(output)
-    if not 0.0 <= dropout < 1.0:
-        raise BadInputError(f"--dropout {dropout}: expected a probability in [0, 1)")
-    hidden_sizes = parse_hidden(hidden)
+    config = EnsembleConfig(features=features, hidden=parse_hidden(hidden), dropout=dropout, epochs=epochs,
+                            batch_size=batch_size, lr=lr, augment=augment, val_split=val_split, seed=seed,
+                            device=device, precision=precision)
+    config.validate()
     dataset = load_artifact(data, expect="dataset")
     branches = [load_artifact(p, expect="branch") for p in branch_paths]
     for branch in branches:
         check_model_fits(branch.meta, branch.path, dataset)
-    config = EnsembleConfig(features=features, hidden=hidden_sizes, dropout=dropout, epochs=epochs, batch_size=batch_size,
-                            lr=lr, augment=augment, val_split=val_split, seed=seed, device=device, precision=precision)
     if average:
         model = average_ensemble(branches)
         images, labels, _ = select_split(dataset, val_split)

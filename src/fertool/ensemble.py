@@ -30,7 +30,7 @@ from fertool.models import EnsembleClassifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 from fertool.checkpoint import TrainingState, save_checkpoint
 from fertool.checkpoint import resume as resume_from
-from fertool.train import Reporter, SilentReporter, TrainResult, check_finite, optimize_epoch
+from fertool.train import Reporter, SilentReporter, TrainResult, check_finite, check_schedule, optimize_epoch
 
 
 @dataclass
@@ -47,6 +47,11 @@ class EnsembleConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+
+    def validate(self) -> None:
+        check_schedule(self.epochs, self.batch_size, self.lr)
+        if not 0 <= self.dropout < 1:
+            raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1)")
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -118,6 +123,7 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
 
     With `checkpoint`, the head's state is saved after every epoch; `resume` continues from it.
     """
+    config.validate()
     reporter = reporter or SilentReporter()
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)

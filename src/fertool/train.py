@@ -58,12 +58,7 @@ class TrainConfig:
     precision: str = "auto"
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise BadInputError(f"--epochs {self.epochs}: must be at least 1")
-        if self.batch_size < 1:
-            raise BadInputError(f"--batch-size {self.batch_size}: must be at least 1")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise BadInputError(f"--lr {self.lr}: must be a positive number")
+        check_schedule(self.epochs, self.batch_size, self.lr)
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment_preset": tuple(PRESETS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -71,6 +66,16 @@ class TrainConfig:
                 raise BadInputError(f"{flag} {getattr(self, name)}: choose one of {', '.join(allowed)}")
         if not 0 <= self.label_smoothing < 1:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+
+
+def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
+    """The options every trainer shares (a branch's and an ensemble head's), refused before any work."""
+    if epochs < 1:
+        raise BadInputError(f"--epochs {epochs}: must be at least 1")
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
+    if not (math.isfinite(lr) and lr > 0):
+        raise BadInputError(f"--lr {lr}: must be a positive number")
 
 
 OPTIMIZERS = ("adam", "sgd")
