@@ -13,11 +13,13 @@ FERTOOL := $(BIN)/fertool
 
 install: $(STAMP)
 
+# --no-cache-dir: otherwise pip also keeps a copy of every wheel (GBs for torch) in ~/.cache,
+# and a nearly full disk fails the install (a CI run ended that way).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-cache-dir $(TORCH)
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[dev]"
 	touch $(STAMP)
 
 # The whole chain on built-in synthetic faces, into demo-out/ (a few minutes on 2 CPU cores).
