@@ -32,6 +32,29 @@ def test_dexpression_follows_the_paper_at_48px():
     assert 400_000 < params < 500_000
 
 
+def test_deep_and_gentle_variants_keep_the_feature_size():
+    x = torch.rand(2, 1, 48, 48)
+    deep = create_model("dexpression_bn_deep").eval()
+    assert deep.featex3 is not None and deep.featex2(deep.pool1(deep.featex1(deep.stem(x)))).shape == (2, 272, 6, 6)
+    gentle = DeXpression(batch_norm=True, stem="gentle").eval()
+    assert [m.kernel_size for m in gentle.stem if isinstance(m, nn.Conv2d)] == [(3, 3), (3, 3)]
+    assert gentle.stem(x).shape == (2, 64, 12, 12) and gentle.featex3 is None
+    # The same 3 x 3 x 272 features as the paper's: an ensemble head over any mix has the same width.
+    for name in ("dexpression_bn_deep", "dexpression_bn_gentle_deep"):
+        model = create_model(name).eval()
+        assert model.features(x).shape == (2, 272 * 3 * 3) and model(x).shape == (2, 7)
+    with pytest.raises(BadInputError, match="stem 'wide'"):
+        DeXpression(stem="wide")
+    with pytest.raises(BadInputError, match="blocks 4"):
+        DeXpression(blocks=4)
+
+
+def test_the_paper_variant_keeps_its_weight_names():
+    # Files trained before the variants existed (the bundled default among them) must still load.
+    names = set(create_model("dexpression_bn").state_dict())
+    assert not any(name.startswith("featex3") for name in names) and "stem.0.weight" in names
+
+
 @pytest.mark.parametrize("shape", [(3, 64, 12, 12), (1, 64, 5, 7)])
 def test_channel_lrn_equals_pytorch_lrn(shape):
     torch.manual_seed(0)

@@ -153,6 +153,7 @@ def test_smoothgrad_is_reproducible_and_smoother(faces):
 
 def test_gradcam_layers_default_to_the_last_conv_block():
     assert default_cam_layers(classifier("dexpression")) == ["backbone.featex2"]
+    assert default_cam_layers(classifier("dexpression_bn_deep")) == ["backbone.featex3"]
     assert default_cam_layers(classifier("tiny")) == ["backbone.body.3"]  # the ReLU after the last conv
     ensemble = EnsembleClassifier([classifier("dexpression", 1), classifier("tiny", 2)], features="average")
     assert default_cam_layers(ensemble) == ["branches.0.backbone.featex2", "branches.1.backbone.body.3"]
