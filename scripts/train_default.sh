@@ -2,10 +2,12 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
-#   SEEDS="1 2 3" EPOCHS=22 MORE=10 scripts/train_default.sh fer.safetensors   # the bundled one
+#   SEEDS="1:dexpression_bn_gentle_deep 2 3" EPOCHS=22 MORE=10 HIDDEN=480,256 \
+#     scripts/train_default.sh fer.safetensors   # the bundled one
 #   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
-# Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each). MORE lists further
+# Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each), of architecture
+# ARCH (the recipe's when unset); an entry SEED:ARCH in SEEDS sets one seed's. MORE lists further
 # stages, each training that many epochs from the previous stage's best weights (`--init`,
 # cosine from --lr 0.01: the way to go past what one sitting allows); MILD > 0 adds a last stage
 # with the report's milder augmentation (cosine from --lr 0.005), a fine-tune once the strong
@@ -16,7 +18,8 @@
 # run and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s. DEFAULT_OUT
 # names another place for the packed model; HIDDEN the head's hidden widths (the report's
 # 512,256 by default; four branches want 256,256 to stay under 10 MB); HEAD_EPOCHS the head's
-# epochs (40: the head over three branches was still rising at the report's 20).
+# epochs (40: the head over three branches was still rising at the report's 20). Later stages
+# keep their first stage's architecture.
 set -euo pipefail
 data=${1:?usage: scripts/train_default.sh DATA [OUTDIR]}
 out=${2:-runs/default}
@@ -26,6 +29,8 @@ more=${MORE:-}
 mild=${MILD:-0}
 hidden=${HIDDEN:-512,256}
 head_epochs=${HEAD_EPOCHS:-40}
+arch=()
+[[ -n "${ARCH:-}" ]] && arch=(--arch "$ARCH")
 default_out=${DEFAULT_OUT:-src/fertool/default_model/default.safetensors}
 fertool=${FERTOOL:-fertool}
 python=${PYTHON:-python3}
@@ -43,9 +48,12 @@ train() {
 }
 
 branches=()
-for seed in $seeds; do
+for entry in $seeds; do
+  seed=${entry%%:*}
+  branch_arch=("${arch[@]}")
+  [[ "$entry" == *:* ]] && branch_arch=(--arch "${entry#*:}")
   last="branch$seed"
-  train "$last" --seed "$seed" --epochs "$epochs"
+  train "$last" --seed "$seed" --epochs "$epochs" "${branch_arch[@]}"
   stage=0
   for extra in $more; do
     (( extra > 0 )) || continue
