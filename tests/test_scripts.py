@@ -71,3 +71,33 @@ def test_train_default_arch_reaches_every_stage(synthetic_data: Path, tmp_path: 
     assert archs == {"branch1": "tiny", "branch1-more": "tiny", "branch2": "dexpression_bn", "branch2-more": "dexpression_bn"}
     ensemble = load_artifact(out / "ensemble.safetensors").meta
     assert [b["arch"] for b in ensemble["branches"]] == ["tiny", "dexpression_bn"]
+
+
+def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(synthetic_data: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    done = run_script("ablation.sh", synthetic_data, 1, out, env={"PARALLEL": "1"})
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["plain", "augment", "normalize", "both"]
+    settings = {name: load_artifact(out / f"{name}.safetensors").meta["train_config"]
+                for name in ("plain", "augment", "normalize", "both")}
+    assert [(s["augment"], s["normalize"]) for s in settings.values()] == [(False, False), (True, False),
+                                                                         (False, True), (True, True)]
+    assert all(s["arch"] == "dexpression" and s["optimizer"] == "adam" and s["seed"] == 1 for s in settings.values())
+    assert all(json.loads((out / f"{name}.json").read_text())["epochs"] == 1 for name in settings)
+
+
+def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch: Path) -> None:
+    from clitools import invoke, json_of
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_tta.py"), str(synthetic_data),
+                           str(tiny_branch)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[2].strip(): line.split("|") for line in done.stdout.splitlines()[2:]}
+    assert len(rows) == 7
+    for script_name, mode, views in (("none", "none", 1), ("flip", "flip", 2), ("flip + zoom in (= --tta crops)", "crops", 6)):
+        row = rows[script_name]
+        assert int(row[3]) == views
+        expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", mode, "--json"))["accuracy"]
+        assert float(row[4].strip().rstrip("%")) == pytest.approx(100 * expected, abs=0.006)
