@@ -133,9 +133,10 @@ class DeXpression(nn.Module):
         # A third block at the 6x6 of the second: depth where it is cheap (a quarter of featex1's cost).
         self.featex3 = FeatEx(self.featex2.out_channels, batch_norm=batch_norm) if blocks == 3 else None
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
-        last = self.featex3 or self.featex2
+        # The last block: what the features are made of, and where Grad-CAM looks by default.
+        self.cam_layer = f"featex{blocks}"
         side = image_size // 16
-        self.feature_dim = last.out_channels * side * side
+        self.feature_dim = getattr(self, self.cam_layer).out_channels * side * side
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
 

@@ -149,10 +149,10 @@ class SmoothGrad(SaliencyMethod):
 class GradCAM(SaliencyMethod):
     """Grad-CAM at the last conv block of each branch (`layer` overrides), upsampled to the input.
 
-    The default block is DeXpression's last FeatEx (`backbone.featex2`, `featex3` in the deep
-    variants) and the last Conv2d otherwise; an ensemble gets one CAM per branch, averaged.
-    `layer` takes any name `list_layers` shows, short names included ("featex1" for
-    "backbone.featex1").
+    The default block is the one a backbone names as `cam_layer` (DeXpression's last FeatEx:
+    `featex2`, `featex3` in the deep variants), the last Conv2d otherwise; an ensemble gets one
+    CAM per branch, averaged. `layer` takes any name `list_layers` shows, short names included
+    ("featex1" for "backbone.featex1").
     """
 
     name = "gradcam"
@@ -294,8 +294,8 @@ def default_cam_layers(model: nn.Module) -> list[str]:
     if isinstance(branches, nn.ModuleList):
         return [f"branches.{i}.{name}" for i, branch in enumerate(branches) for name in default_cam_layers(branch)]
     prefix, backbone = ("backbone.", model.backbone) if hasattr(model, "backbone") else ("", model)
-    if hasattr(backbone, "featex2"):
-        return [prefix + ("featex3" if getattr(backbone, "featex3", None) is not None else "featex2")]
+    if hasattr(backbone, "cam_layer"):  # a backbone that names its last block (DeXpression)
+        return [prefix + backbone.cam_layer]
     modules = list(backbone.named_modules())
     convs = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
     if not convs:
