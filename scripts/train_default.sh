@@ -15,9 +15,9 @@
 # stages, and scripts/pack_model.py stores the best candidate on val (a branch or the ensemble)
 # as src/fertool/default_model/default.safetensors: fp16 when that leaves val accuracy
 # unchanged, test-time augmentation when it scores higher on val. Re-running resumes a stopped
-# run and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s. DEFAULT_OUT
+# run and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s (120 s for gentle_deep). DEFAULT_OUT
 # names another place for the packed model; HIDDEN the head's hidden widths (the report's
-# 512,256 by default; four branches want 256,256 to stay under 10 MB); HEAD_EPOCHS the head's
+# 512,256 by default; four branches want 256,256 to stay under 10 MB; one gentle_deep branch 480,256, three 416,256); HEAD_EPOCHS the head's
 # epochs (40: the head over three branches was still rising at the report's 20). Later stages
 # keep their first stage's architecture.
 set -euo pipefail
