@@ -6,20 +6,20 @@
 #     scripts/train_default.sh fer.safetensors   # the bundled one
 #   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
-# Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each), of architecture
-# ARCH (the recipe's when unset); an entry SEED:ARCH in SEEDS sets one seed's. MORE lists further
-# stages, each training that many epochs from the previous stage's best weights (`--init`,
-# cosine from --lr 0.01: the way to go past what one sitting allows); MILD > 0 adds a last stage
-# with the report's milder augmentation (cosine from --lr 0.005), a fine-tune once the strong
-# augmentation has done its work. Then the report's ensemble head over the branches' last
-# stages, and scripts/pack_model.py stores the best candidate on val (a branch or the ensemble)
-# as src/fertool/default_model/default.safetensors: fp16 when that leaves val accuracy
-# unchanged, test-time augmentation when it scores higher on val. Re-running resumes a stopped
-# run and skips finished ones. On the project's 2-core CPU an epoch takes 70-80 s (120 s for gentle_deep). DEFAULT_OUT
-# names another place for the packed model; HIDDEN the head's hidden widths (the report's
-# 512,256 by default; four branches want 256,256 to stay under 10 MB; one gentle_deep branch 480,256, three 416,256); HEAD_EPOCHS the head's
-# epochs (40: the head over three branches was still rising at the report's 20). Later stages
-# keep their first stage's architecture.
+# Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each), of architecture ARCH
+# (the recipe's when unset); an entry SEED:ARCH in SEEDS sets one seed's. MORE lists further
+# stages, each training that many epochs from the previous stage's best weights (`--init`, cosine
+# from --lr 0.01: the way to go past what one sitting allows); MILD > 0 adds a last stage with the
+# report's milder augmentation (cosine from --lr 0.005), a fine-tune once the strong augmentation
+# has done its work. Then the report's ensemble head over the branches' last stages, and
+# scripts/pack_model.py stores the best candidate on val (a branch or the ensemble) as
+# src/fertool/default_model/default.safetensors: fp16 when that leaves val accuracy unchanged,
+# test-time augmentation when it scores higher on val. Re-running resumes a stopped run and skips
+# finished ones. On the project's 2-core CPU an epoch takes 70-80 s (120 s for gentle_deep).
+# DEFAULT_OUT names another place for the packed model; HIDDEN the head's hidden widths (the
+# report's 512,256 by default; four branches want 256,256 to stay under 10 MB; one gentle_deep
+# branch 480,256, three 416,256); HEAD_EPOCHS the head's epochs (40: the head over three branches
+# was still rising at the report's 20). Later stages keep their first stage's architecture.
 set -euo pipefail
 data=${1:?usage: scripts/train_default.sh DATA [OUTDIR]}
 out=${2:-runs/default}
