@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from fertool.artifacts import load_artifact, save_tensors
 from fertool.cli import app
-from fertool.ensemble import EnsembleConfig, average_ensemble, build_ensemble, train_ensemble
+from fertool.ensemble import EnsembleConfig, average_ensemble, branch_outputs, build_ensemble, train_ensemble
 from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import predict_logits, select_split
 from fertool.models import load_model
@@ -67,6 +67,29 @@ def test_ensemble_file_is_self_contained_and_scores_as_trained(synthetic_data, b
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
+@pytest.mark.parametrize("views", ["flip", "crops"])
+def test_a_head_trained_on_views_asks_eval_for_them_and_scores_as_selected(synthetic_data, branches, tmp_path, views):
+    out = tmp_path / "ens.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
+                                 "--views", views, "--epochs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert load_model(out)[1]["tta"] == views
+    evaluated = json.loads(runner.invoke(app, ["eval", str(synthetic_data), str(out), "--json"]).stdout)
+    assert evaluated["tta"] == views  # --tta auto reads the file
+    assert evaluated["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
+
+
+def test_the_view_cache_holds_each_view_through_the_branches(synthetic_data, branches):
+    model = build_ensemble([load_artifact(p) for p in branches], EnsembleConfig()).eval()
+    images = select_split(load_artifact(synthetic_data), "val")[0][:10]
+    cpu = torch.device("cpu")
+    plain, crops = branch_outputs(model, images, cpu, None), branch_outputs(model, images, cpu, None, views="crops")
+    assert plain.shape == (1, 10, 3 * model.branches[0].backbone.feature_dim) and crops.shape == (6, *plain.shape[1:])
+    torch.testing.assert_close(crops[0], plain[0])
+    torch.testing.assert_close(crops[1], branch_outputs(model, images.flip(-1), cpu, None)[0])  # the mirror image
+
+
 def test_head_has_three_dense_layers(branches):
     model = build_ensemble([load_artifact(p) for p in branches], EnsembleConfig())
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
@@ -91,11 +114,19 @@ def test_hidden_and_dropout_shape_the_head_and_the_file_rebuilds_it(synthetic_da
 
 @pytest.mark.parametrize(("option", "value"), [("--hidden", "0"), ("--hidden", "512,x"), ("--hidden", ""),
                                                ("--dropout", "1.0"), ("--epochs", "0"), ("--lr", "-1.0"),
-                                               ("--batch-size", "0")])
+                                               ("--batch-size", "0"), ("--views", "mirror")])
 def test_bad_head_options_are_refused_before_anything_is_written(synthetic_data, branches, tmp_path, option, value):
     out = tmp_path / "ens.safetensors"
     result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out), option, value])
     one_line_error(result, f"{option} {value}")
+    assert not out.exists()
+
+
+def test_views_with_augment_is_refused(synthetic_data, branches, tmp_path):
+    out = tmp_path / "ens.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
+                                 "--views", "flip", "--augment"])
+    one_line_error(result, "--no-augment")
     assert not out.exists()
 
 

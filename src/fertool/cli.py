@@ -454,6 +454,7 @@ def ensemble_command(
     hidden: Annotated[str, typer.Option("--hidden", help="Widths of the head's hidden layers, or none (one linear layer).")] = "512,256",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before each of the head's layers.")] = 0.5,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
+    views: Annotated[str, typer.Option("--views", help="Train the head on these views of each face and pick its epoch on their mean: none | flip | crops (as eval's --tta, which then uses them).")] = "none",
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch.")] = "val",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the head's weights and shuffling.")] = 0,
     device: DeviceOpt = "auto",
@@ -473,7 +474,7 @@ def ensemble_command(
 
     check_output_path(output)
     config = EnsembleConfig(features=features, hidden=parse_hidden(hidden), dropout=dropout, epochs=epochs,
-                            batch_size=batch_size, lr=lr, augment=augment, val_split=val_split, seed=seed,
+                            batch_size=batch_size, lr=lr, augment=augment, views=views, val_split=val_split, seed=seed,
                             device=device, precision=precision)
     config.validate()
     dataset = load_artifact(data, expect="dataset")

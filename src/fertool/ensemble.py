@@ -8,6 +8,13 @@ The branches never change: their parameters are frozen and they stay in eval mod
 augmentation the branch outputs of every image are computed once and the head trains on that
 cache (seconds per epoch); with `augment=True` each batch is augmented and sent through the
 branches, which costs about as much as training one branch.
+
+With `views="flip"` or `"crops"` the cache holds the outputs of every test-time view of each
+face (`evaluate.tta_views`: the mirror image, zoomed-in crops), each step reads one view of each
+face at random, and the best epoch is chosen on the mean softmax over the views of each val face,
+which is how `fertool eval` scores the saved head (its file asks for that `tta`). A head trained on
+plain faces only loses accuracy under test-time augmentation, because each extra view gives it
+features it never saw.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import torch.nn.functional as F
 from fertool.artifacts import Artifact
 from fertool.augment import Augment, AugmentConfig
 from fertool.errors import BadInputError, WrongKindError
-from fertool.evaluate import select_split, to_input
+from fertool.evaluate import TTA_MODES, select_split, to_input, tta_views
 from fertool.models import EnsembleClassifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 from fertool.checkpoint import TrainingState, save_checkpoint
@@ -43,6 +50,7 @@ class EnsembleConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     augment: bool = False
+    views: str = "none"  # or "flip" | "crops": the test-time views the head trains and is selected on
     val_split: str = "val"
     seed: int = 0
     device: str = "auto"
@@ -52,6 +60,11 @@ class EnsembleConfig:
         check_schedule(self.epochs, self.batch_size, self.lr)
         if not 0 <= self.dropout < 1:
             raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if self.views not in TTA_MODES:
+            raise BadInputError(f"--views {self.views}: choose one of {', '.join(TTA_MODES)}")
+        if self.augment and self.views != "none":
+            raise BadInputError(f"--views {self.views} needs --no-augment: it picks among cached views, "
+                                "--augment computes fresh ones")
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -102,18 +115,29 @@ def ensemble_meta(branches: list[Artifact], model: EnsembleClassifier, config: E
     return {"arch": "ensemble",
             "arch_args": {"features": model.mode, "hidden": list(config.hidden), "dropout": config.dropout},
             "classes": branches[0].meta["classes"], "input_size": branches[0].meta["input_size"],
-            "branches": branch_meta, "branch_files": [str(b.path) for b in branches]}
+            "branches": branch_meta, "branch_files": [str(b.path) for b in branches],
+            # A head trained on several views is scored on their mean: eval's `--tta auto` reads this.
+            **({"tta": config.views} if config.views != "none" else {})}
 
 
 @torch.inference_mode()
 def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torch.device,
-                   dtype: torch.dtype | None, batch_size: int = 100) -> torch.Tensor:
-    """The head's inputs for uint8 images, computed once (the branches are frozen)."""
+                   dtype: torch.dtype | None, views: str = "none", batch_size: int = 100) -> torch.Tensor:
+    """The head's inputs for uint8 images, views x N x features, computed once (the branches are frozen)."""
     chunks = []
     for start in range(0, len(images), batch_size):
+        batch = to_input(images[start : start + batch_size], device)
         with autocast(device, dtype):
-            chunks.append(model.branch_outputs(to_input(images[start : start + batch_size], device)).float())
-    return torch.cat(chunks)
+            chunks.append(torch.stack([model.branch_outputs(view).float() for view in tta_views(batch, views)]))
+    return torch.cat(chunks, dim=1)
+
+
+def view_mean_logits(head: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Logits of views x N x features inputs: with several views, the log of their mean softmax (as `predict_logits`)."""
+    if len(inputs) == 1:
+        return head(inputs[0])
+    probabilities = torch.stack([head(view).float().softmax(dim=1) for view in inputs])
+    return probabilities.mean(dim=0).clamp_min(1e-12).log()
 
 
 def train_ensemble(dataset: Artifact, branches: list[Artifact], config: EnsembleConfig,
@@ -137,13 +161,15 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     data_sha256 = _fingerprint(dataset, branches)
     if resume:
         resume_from(state, checkpoint, _settings(config), data_sha256, dataset.path, defaults=_settings(EnsembleConfig()))
-    val_inputs = branch_outputs(model, val_images, device, dtype)
-    cached = None if config.augment else branch_outputs(model, train_images, device, dtype)
+    val_inputs = branch_outputs(model, val_images, device, dtype, config.views)
+    cached = None if config.augment else branch_outputs(model, train_images, device, dtype, config.views)
     augment = Augment(AugmentConfig(), state.augment_rng) if config.augment else None
 
     def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if cached is not None:
-            return cached[index], train_labels[index]
+            # One view of each face, drawn afresh every step (always view 0 when there is one).
+            view = torch.randint(len(cached), (len(index),), generator=state.augment_rng).to(index.device)
+            return cached[view, index], train_labels[index]
         return _augmented_outputs(model, train_images[index.cpu()], augment, device, dtype), train_labels[index]
 
     while state.epoch < config.epochs:
@@ -157,7 +183,7 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
         train_seconds = time.perf_counter() - started
         model.eval()
         with torch.inference_mode():
-            val_logits = head(val_inputs)
+            val_logits = view_mean_logits(head, val_inputs)
         val_loss = F.cross_entropy(val_logits, val_labels).item()
         check_finite(head, val_loss, state.epoch + 1, checkpoint)
         record = {"epoch": state.epoch + 1, "loss": loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
