@@ -48,13 +48,17 @@ def test_training_the_head_leaves_branch_weights_unchanged(synthetic_data, branc
     assert result.best_val_accuracy == max(r["val_accuracy"] for r in result.history)
 
 
+def train_head(data: Path, branches: list[Path], out: Path, *options: str) -> dict:
+    """`fertool ensemble ... --json` with these options; its summary."""
+    result = runner.invoke(app, ["ensemble", str(data), *map(str, branches), "-o", str(out), *options, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
 @pytest.mark.parametrize("features", ["penultimate", "logits"])
 def test_ensemble_file_is_self_contained_and_scores_as_trained(synthetic_data, branches, tmp_path, features):
     out = tmp_path / "ens.safetensors"
-    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
-                                 "--features", features, "--epochs", "4", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    summary = train_head(synthetic_data, branches, out, "--features", features, "--epochs", "4")
     model, meta = load_model(out)  # no branch file needed any more
     assert meta["kind"] == "ensemble" and len(meta["branches"]) == 3
     assert meta["arch_args"]["features"] == features
@@ -70,10 +74,7 @@ def test_ensemble_file_is_self_contained_and_scores_as_trained(synthetic_data, b
 @pytest.mark.parametrize("views", ["flip", "crops"])
 def test_a_head_trained_on_views_asks_eval_for_them_and_scores_as_selected(synthetic_data, branches, tmp_path, views):
     out = tmp_path / "ens.safetensors"
-    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
-                                 "--views", views, "--epochs", "3", "--json"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    summary = train_head(synthetic_data, branches, out, "--views", views, "--epochs", "3")
     assert load_model(out)[1]["tta"] == views
     evaluated = json.loads(runner.invoke(app, ["eval", str(synthetic_data), str(out), "--json"]).stdout)
     assert evaluated["tta"] == views  # --tta auto reads the file
