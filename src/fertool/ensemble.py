@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from fertool.artifacts import Artifact
 from fertool.augment import Augment, AugmentConfig
 from fertool.errors import BadInputError, WrongKindError
-from fertool.evaluate import TTA_MODES, select_split, to_input, tta_views
+from fertool.evaluate import TTA_MODES, log_mean_softmax, select_split, to_input, tta_views
 from fertool.models import EnsembleClassifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 from fertool.checkpoint import TrainingState, save_checkpoint
@@ -144,8 +144,7 @@ def view_mean_logits(head: torch.nn.Module, inputs: torch.Tensor) -> torch.Tenso
     """Logits of views x N x features inputs: with several views, the log of their mean softmax (as `predict_logits`)."""
     if len(inputs) == 1:
         return head(inputs[0])
-    probabilities = torch.stack([head(view).float().softmax(dim=1) for view in inputs])
-    return probabilities.mean(dim=0).clamp_min(1e-12).log()
+    return log_mean_softmax(torch.stack([head(view) for view in inputs]))
 
 
 def train_ensemble(dataset: Artifact, branches: list[Artifact], config: EnsembleConfig,

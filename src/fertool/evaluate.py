@@ -64,6 +64,11 @@ def tta_views(batch: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
+def log_mean_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """views x N x classes logits -> N x classes: the log of each image's mean softmax over its views."""
+    return logits.float().softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log()
+
+
 def model_tta(meta: dict[str, Any], requested: str) -> str:
     """`auto` is the test-time augmentation the model's file asks for (`tta` in its metadata)."""
     return str(meta.get("tta", "none")) if requested == "auto" else requested
@@ -97,9 +102,7 @@ def predict_logits(
                 outputs.append(model(batch).float())
             else:
                 views = tta_views(batch, tta)
-                probabilities = model(torch.cat(views)).float().softmax(dim=1)
-                mean = probabilities.view(len(views), len(batch), -1).mean(dim=0)
-                outputs.append(mean.clamp_min(1e-12).log())
+                outputs.append(log_mean_softmax(model(torch.cat(views)).view(len(views), len(batch), -1)))
         if on_batch is not None:
             on_batch(len(batch))
     model.train(was_training)
