@@ -81,6 +81,14 @@ def test_a_head_trained_on_views_asks_eval_for_them_and_scores_as_selected(synth
     assert evaluated["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
 
 
+def test_the_head_trains_on_the_other_views_too(synthetic_data, branches):
+    # Same seed, so same shuffling and dropout: only the drawn views can change the training loss
+    # (the best-epoch choice on val does not touch it). A head that read only the plain view would tie.
+    dataset, arts = load_artifact(synthetic_data), [load_artifact(p) for p in branches]
+    plain, flipped = (train_ensemble(dataset, arts, EnsembleConfig(epochs=1, views=v)) for v in ("none", "flip"))
+    assert plain.history[0]["loss"] != pytest.approx(flipped.history[0]["loss"], abs=1e-6)
+
+
 def test_the_view_cache_holds_each_view_through_the_branches(synthetic_data, branches):
     model = build_ensemble([load_artifact(p) for p in branches], EnsembleConfig()).eval()
     images = select_split(load_artifact(synthetic_data), "val")[0][:10]
