@@ -73,3 +73,17 @@ def test_a_global_batch_smaller_than_the_ranks_is_refused(synthetic_data: Path) 
     dataset = load_artifact(synthetic_data)
     with pytest.raises(BadInputError, match="--batch-size 1"):
         train_branch(dataset, TrainConfig(arch="tiny", batch_size=1), cluster=Cluster(rank=0, world_size=2))
+
+
+def test_two_ranks_fine_tune_an_ensemble_end_to_end(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    # The branches' own classifiers get no gradient under a head over penultimate features; if
+    # they were left trainable, DistributedDataParallel would stop at the second step waiting for them.
+    fertool_run([sys.executable], "ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", "e.safetensors",
+                "--epochs", 1, cwd=tmp_path)
+    result = fertool_run(TORCHRUN, "train-branch", synthetic_data, "--init", "e.safetensors", "-o", "t.safetensors",
+                         "--epochs", 2, "--batch-size", 32, "--optimizer", "sgd", "--lr", "0.05", "--device", "cpu",
+                         "--json", cwd=tmp_path)
+    assert json.loads(result.stdout)["processes"] == 2
+    start, tuned = load_artifact(tmp_path / "e.safetensors"), load_artifact(tmp_path / "t.safetensors", expect="ensemble")
+    conv = "branches.0.backbone.body.0.weight"
+    assert not torch.equal(start.tensors[conv], tuned.tensors[conv])  # the branches trained too

@@ -1,7 +1,8 @@
-"""train-branch --init: a run that starts from a trained branch's weights.
+"""train-branch --init: a run that starts from a trained model's weights.
 
 It is how a branch trains longer than one session allows (a fresh schedule from the best
-weights so far) and how a user fine-tunes on their own faces.
+weights so far), how a user fine-tunes on their own faces, and, from an ensemble, how its
+branches and head train together end to end.
 """
 
 from __future__ import annotations
@@ -76,11 +77,50 @@ def test_another_arch_than_the_starts_is_refused(synthetic_data: Path, tiny_bran
                      init=load_artifact(tiny_branch))
 
 
-def test_an_ensemble_is_no_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
-    ensemble = tmp_path / "e.safetensors"
-    assert invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", ensemble, "--epochs", 1).exit_code == 0
-    result = invoke("train-branch", synthetic_data, "-o", tmp_path / "x.safetensors", "--init", ensemble, "--epochs", 1)
-    assert result.exit_code == 4 and "e.safetensors" in one_line_error(result, "e.safetensors")
+@pytest.fixture(scope="module")
+def tiny_ensemble(synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ensemble") / "e.safetensors"
+    assert invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", path, "--epochs", 2).exit_code == 0
+    return path
+
+
+def test_an_ensemble_start_trains_branches_and_head_together(synthetic_data: Path, tiny_ensemble: Path,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default output name lands here
+    result = invoke("train-branch", synthetic_data, "--init", tiny_ensemble, "--epochs", 2, "--optimizer", "sgd",
+                    "--lr", "0.05", "--json")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "e-tuned.safetensors"
+    assert json_of(result)["output"] == "e-tuned.safetensors"
+    start, tuned = load_artifact(tiny_ensemble), load_artifact(out, expect="ensemble")
+    changed = {name for name, value in start.tensors.items() if not torch.equal(value, tuned.tensors[name])}
+    # The head and every branch's convolutions moved; the branches' own classifiers, which a head
+    # over penultimate features never reads, did not.
+    assert {name.split(".")[0] for name in changed} == {"head", "branches"}
+    for b in (0, 1):
+        assert any(name.startswith(f"branches.{b}.backbone.") and name.endswith("weight") for name in changed)
+        assert not any(name.startswith(f"branches.{b}.backbone.fc.") for name in changed)
+    assert tuned.meta["branches"] == start.meta["branches"] and tuned.meta["arch_args"] == start.meta["arch_args"]
+    assert tuned.meta["init"]["file"] == str(tiny_ensemble) and len(tuned.meta["history"]) == 2
+    # The file is a complete ensemble: eval rebuilds it and scores what training selected.
+    scored = json_of(invoke("eval", synthetic_data, out, "--json"))
+    assert scored["accuracy"] == pytest.approx(tuned.meta["metrics"]["best_val_accuracy"], abs=1e-6)
+    assert f"{tiny_ensemble} (2 epochs" in invoke("info", out).stdout
+
+
+def test_an_ensemble_start_scores_as_the_ensemble_before_it_moves(synthetic_data: Path, tiny_ensemble: Path) -> None:
+    dataset, start = load_artifact(synthetic_data), load_artifact(tiny_ensemble)
+    config = TrainConfig(arch="ensemble", epochs=1, lr=1e-12, optimizer="sgd", augment=False, init="digest")
+    result = train_branch(dataset, config, init=start)
+    assert result.best_val_accuracy == pytest.approx(val_accuracy(model_from_artifact(start), dataset), abs=1e-6)
+    assert "normalization" not in result.meta  # each branch carries its own
+
+
+def test_an_ensemble_start_refuses_an_arch(synthetic_data: Path, tiny_ensemble: Path, tmp_path: Path) -> None:
+    result = invoke("train-branch", synthetic_data, "-o", tmp_path / "x.safetensors", "--init", tiny_ensemble,
+                    "--arch", "tiny", "--epochs", 1)
+    assert result.exit_code == 3 and "is an ensemble, but --arch is tiny" in one_line_error(result, "e.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_a_checkpoint_resumes_only_from_the_same_start(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:

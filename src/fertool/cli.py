@@ -243,19 +243,19 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
 
 
 def load_start(path: Path, dataset: Any) -> tuple[Any, str]:
-    """(artifact, sha256) of the branch `--init` names, checked: a branch, for this data."""
+    """(artifact, sha256) of the model `--init` names, checked: a branch or an ensemble, for this data."""
     import hashlib
 
     from fertool.artifacts import load_artifact
 
-    start = load_artifact(path, expect="branch")
+    start = load_artifact(path, expect=("branch", "ensemble"))
     check_model_fits(start.meta, path, dataset)
     # The digest ties a checkpoint to its starting weights: --resume with another --init is refused.
     return start, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """What a branch trained from another's weights records of that start (shown by fertool info)."""
+    """What a model trained from another's weights records of that start (shown by fertool info)."""
     metrics = meta.get("metrics", {})
     history = meta.get("history", [])
     # The start's epochs travel along, so `curves` draws the whole run without the start's file.
@@ -268,7 +268,7 @@ def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, 
 @user_errors
 def train_branch_command(
     data: DataArg,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Branch artifact to write [default: branch<SEED>.safetensors].", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact to write [default: branch<SEED>.safetensors; <INIT>-tuned.safetensors for an ensemble --init].", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", help="report (the paper's branch, Adam 1e-4, as the report trained it) | best (fertool's: see docs/RESULTS.md). Options below override it.")] = "report",
     arch: Annotated[Optional[str], typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | dexpression_bn_deep (+ a third FeatEx block) | dexpression_bn_gentle_deep (+ two 3x3 convs for the 7x7/2 stem) | tiny (for tests). [recipe's]", show_default=False)] = None,
@@ -287,10 +287,12 @@ def train_branch_command(
     precision: PrecisionOpt = "auto",
     log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")] = False,
-    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this branch's weights (and its architecture and normalisation): train longer on a fresh schedule, or fine-tune on other data.", show_default=False)] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model's weights (and its architecture and normalisation): train a branch longer on a fresh schedule, fine-tune it on other data, or give an ensemble to train its branches and head together (the output is an ensemble).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train one DeXpression branch; keep the weights of its best epoch on the validation split.
+
+    With --init ENSEMBLE it fine-tunes a trained ensemble end to end instead (branches and head).
 
     Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --recipe best
     """
@@ -299,8 +301,6 @@ def train_branch_command(
     from fertool.runtime import resolve_device
     from fertool.train import RECIPES, TrainConfig, train_branch
 
-    output = output or Path(f"branch{seed}.safetensors")
-    check_output_path(output)
     if log is not None:
         check_output_path(log)
     dataset = load_artifact(data, expect="dataset")
@@ -311,11 +311,15 @@ def train_branch_command(
              "augment_preset": augment_preset}
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     start, start_sha256 = load_start(init, dataset) if init is not None else (None, "")
+    if output is None:
+        tuned = start is not None and start.kind == "ensemble"
+        output = Path(f"{init.stem}-tuned.safetensors" if tuned else f"branch{seed}.safetensors")
+    check_output_path(output)
     if start is not None:
         # The start decides the architecture (train_branch refuses an --arch that disagrees)
-        # and the normalisation its weights were learned with.
+        # and the normalisation its weights were learned with (an ensemble's branches carry theirs).
         settings["arch"] = arch or start.meta["arch"]
-        normalize = start.meta.get("normalization") is not None
+        normalize = start.meta.get("normalization") is not None or start.meta["kind"] == "ensemble"
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
                          device=device, precision=precision, init=start_sha256)
     config.validate()
@@ -338,7 +342,7 @@ def train_branch_command(
             "command": "fertool " + " ".join(sys.argv[1:])}
     if start is not None:
         meta["init"] = init_provenance(init, start_sha256, start.meta)
-    save_tensors(output, result.model.state_dict(), kind="branch", meta=meta)
+    save_tensors(output, result.model.state_dict(), kind=start.meta["kind"] if start is not None else "branch", meta=meta)
     checkpoint.unlink(missing_ok=True)
     summary = {"output": str(output), "epochs": len(result.history), **metrics,
                "final_val_accuracy": result.history[-1]["val_accuracy"], "device": result.device, "precision": result.precision}

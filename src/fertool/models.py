@@ -265,9 +265,22 @@ class EnsembleClassifier(nn.Module):
         return self.head(self.branch_outputs(x))
 
     def train(self, mode: bool = True) -> "EnsembleClassifier":
-        # Branches stay in eval mode (no dropout) even while the head trains: they are frozen.
+        # Branches stay in eval mode even while the head trains: frozen, or fine-tuned end to end
+        # with their batch-norm statistics kept (batches of augmented faces would shift them).
         super().train(mode)
         self.branches.eval()
+        return self
+
+    def unfreeze(self) -> "EnsembleClassifier":
+        """Make every weight that reaches the output trainable: end-to-end fine-tuning of a trained ensemble.
+
+        A head over penultimate features never reads the branches' own classifiers (`fc`); they
+        stay frozen, so data-parallel training does not wait for gradients they never get.
+        """
+        self.requires_grad_(True)
+        if self.mode == "penultimate":
+            for branch in self.branches:
+                branch.backbone.fc.requires_grad_(False)
         return self
 
 

@@ -31,7 +31,7 @@ from fertool.distributed import Cluster
 from fertool.checkpoint import resume as resume_from
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
-from fertool.models import FERClassifier, build_classifier, model_from_artifact
+from fertool.models import EnsembleClassifier, FERClassifier, build_classifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 
 
@@ -135,7 +135,7 @@ class SilentReporter:
 
 @dataclass
 class TrainResult:
-    model: FERClassifier
+    model: FERClassifier | EnsembleClassifier
     history: list[dict[str, Any]]
     best_epoch: int
     best_val_accuracy: float
@@ -241,7 +241,8 @@ def evaluate_split(model: FERClassifier, images: torch.Tensor, labels: torch.Ten
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def initial_model(dataset: Artifact, config: TrainConfig, init: Artifact | None) -> tuple[FERClassifier, dict[str, Any], dict[str, float] | None]:
+def initial_model(dataset: Artifact, config: TrainConfig,
+                  init: Artifact | None) -> tuple[FERClassifier | EnsembleClassifier, dict[str, Any], dict[str, float] | None]:
     """(model, arch_args, normalization) the run starts from: random weights, or `init`'s.
 
     A run started from a trained branch keeps that branch's architecture arguments and the
@@ -250,9 +251,13 @@ def initial_model(dataset: Artifact, config: TrainConfig, init: Artifact | None)
     """
     if init is not None:
         if init.meta["arch"] != config.arch:
-            raise BadInputError(f"{init.path}: is a {init.meta['arch']} branch, but --arch is {config.arch}; "
-                                "drop --arch to train it further")
-        return model_from_artifact(init), dict(init.meta["arch_args"]), init.meta.get("normalization")
+            what = "an ensemble" if init.meta["kind"] == "ensemble" else f"a {init.meta['arch']} branch"
+            raise BadInputError(f"{init.path}: is {what}, but --arch is {config.arch}; drop --arch to train it further")
+        model = model_from_artifact(init)
+        if isinstance(model, EnsembleClassifier):
+            # Each branch keeps the normalisation it carries inside; the ensemble has none of its own.
+            return model.unfreeze(), dict(init.meta["arch_args"]), None
+        return model, dict(init.meta["arch_args"]), init.meta.get("normalization")
     arch_args = {"num_classes": len(dataset.meta["classes"]), "dropout": config.dropout}
     normalization = normalization_of(dataset, config.normalize)
     return build_classifier(config.arch, arch_args, normalization), arch_args, normalization
@@ -266,7 +271,9 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     With a `cluster` of several ranks (torchrun), every rank calls this; only rank 0 should pass
     a reporter and a checkpoint path. `init`, a branch artifact, gives the starting weights
     (continued training on a fresh schedule, or fine-tuning on other data); `config.init`
-    should then hold its digest, so a checkpoint is only resumed with the same start.
+    should then hold its digest, so a checkpoint is only resumed with the same start. An
+    ensemble artifact as `init` (with `config.arch` "ensemble") trains its branches and head
+    together, end to end, and the result is an ensemble again.
     """
     config.validate()
     if config.batch_size < cluster.world_size:
@@ -328,5 +335,15 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         images_per_second=train_images_seen / train_seconds,
         device=str(device),
         precision=precision_name(dtype),
-        meta={"arch": config.arch, "arch_args": arch_args, "classes": classes, "normalization": normalization},
+        meta={"arch": config.arch, "arch_args": arch_args, "classes": classes,
+              **(_ensemble_parts(init) if isinstance(model, EnsembleClassifier) else {"normalization": normalization})},
     )
+
+
+def _ensemble_parts(init: Artifact) -> dict[str, Any]:
+    """What a fine-tuned ensemble keeps of its start's metadata: the branches' shapes and provenance.
+
+    Their weights have changed, so their metrics describe where they started. A start's `tta` is
+    dropped: the epoch was chosen on plain faces, and that is how eval should score it.
+    """
+    return {key: init.meta[key] for key in ("branches", "branch_files") if key in init.meta}
