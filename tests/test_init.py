@@ -105,7 +105,9 @@ def test_an_ensemble_start_trains_branches_and_head_together(synthetic_data: Pat
     # The file is a complete ensemble: eval rebuilds it and scores what training selected.
     scored = json_of(invoke("eval", synthetic_data, out, "--json"))
     assert scored["accuracy"] == pytest.approx(tuned.meta["metrics"]["best_val_accuracy"], abs=1e-6)
-    assert f"{tiny_ensemble} (2 epochs" in invoke("info", out).stdout
+    shown = invoke("info", out).stdout
+    assert f"{tiny_ensemble} (2 epochs" in shown and shown.count("(then fine-tuned with the head") == 2
+    assert "fine-tuned" not in invoke("info", tiny_ensemble).stdout
 
 
 def test_an_ensemble_start_scores_as_the_ensemble_before_it_moves(synthetic_data: Path, tiny_ensemble: Path) -> None:

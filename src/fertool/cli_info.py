@@ -50,10 +50,13 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
     if meta["kind"] == "ensemble":
         summary["features"] = meta.get("arch_args", {}).get("features")
         summary["head"] = head_shape(meta, tensors)
+        # An ensemble trained on from another (train-branch --init) changed its branches too:
+        # their records say how they were made and what they scored before that.
+        tuned = meta.get("init") is not None
         summary["branches"] = [
             {"arch": b.get("arch"), "seed": b.get("seed"), "val_accuracy": b.get("metrics", {}).get("best_val_accuracy"),
              "epochs": len(b.get("history", [])), "init_epochs": (b.get("init") or {}).get("epochs", 0),
-             "command": b.get("command")}
+             "command": b.get("command"), "fine_tuned_since": tuned}
             for b in meta.get("branches", [])
         ]
     return summary
@@ -118,8 +121,9 @@ def info(
                 acc_text = f"{acc:.2%}" if isinstance(acc, float) else "?"
                 # A branch trained on from another's weights: its epochs after the start's.
                 after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
+                since = " (then fine-tuned with the head: see init)" if branch["fine_tuned_since"] else ""
                 out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, "
-                          f"val {acc_text}: {escape(str(branch['command']))}", highlight=False)
+                          f"val {acc_text}{since}: {escape(str(branch['command']))}", highlight=False)
             continue
         if key == "init" and isinstance(value, dict):
             acc = value.get("val_accuracy")
