@@ -111,10 +111,12 @@ def test_head_has_three_dense_layers(branches):
 def test_hidden_and_dropout_shape_the_head_and_the_file_rebuilds_it(synthetic_data, branches, tmp_path, hidden, widths):
     out = tmp_path / "ens.safetensors"
     result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
-                                 "--hidden", hidden, "--dropout", "0.2", "--epochs", "1", "--json"])
+                                 "--hidden", hidden, "--dropout", "0.2", "--weight-decay", "0.05", "--epochs", "1",
+                                 "--json"])
     assert result.exit_code == 0, result.output
     model, meta = load_model(out)
     assert meta["arch_args"]["hidden"] == widths[:-1] and meta["arch_args"]["dropout"] == 0.2
+    assert meta["train_config"]["weight_decay"] == 0.05
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == widths
     assert linears[0].in_features == 3 * model.branches[0].backbone.feature_dim
@@ -123,7 +125,7 @@ def test_hidden_and_dropout_shape_the_head_and_the_file_rebuilds_it(synthetic_da
 
 @pytest.mark.parametrize(("option", "value"), [("--hidden", "0"), ("--hidden", "512,x"), ("--hidden", ""),
                                                ("--dropout", "1.0"), ("--epochs", "0"), ("--lr", "-1.0"),
-                                               ("--batch-size", "0"), ("--views", "mirror")])
+                                               ("--batch-size", "0"), ("--views", "mirror"), ("--weight-decay", "-1.0")])
 def test_bad_head_options_are_refused_before_anything_is_written(synthetic_data, branches, tmp_path, option, value):
     out = tmp_path / "ens.safetensors"
     result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out), option, value])

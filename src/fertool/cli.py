@@ -455,6 +455,7 @@ def ensemble_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Passes of the head over the training split.")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 100,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate of the head.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW's decoupled weight decay of the head.")] = 1e-4,
     hidden: Annotated[str, typer.Option("--hidden", help="Widths of the head's hidden layers, or none (one linear layer).")] = "512,256",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before each of the head's layers.")] = 0.5,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
@@ -478,7 +479,7 @@ def ensemble_command(
 
     check_output_path(output)
     config = EnsembleConfig(features=features, hidden=parse_hidden(hidden), dropout=dropout, epochs=epochs,
-                            batch_size=batch_size, lr=lr, augment=augment, views=views, val_split=val_split, seed=seed,
+                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, views=views, val_split=val_split, seed=seed,
                             device=device, precision=precision)
     config.validate()
     dataset = load_artifact(data, expect="dataset")

@@ -60,6 +60,8 @@ class EnsembleConfig:
         check_schedule(self.epochs, self.batch_size, self.lr)
         if not 0 <= self.dropout < 1:
             raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise BadInputError(f"--weight-decay {self.weight_decay}: must be 0 or more")
         if self.views not in TTA_MODES:
             raise BadInputError(f"--views {self.views}: choose one of {', '.join(TTA_MODES)}")
         if self.augment and self.views != "none":
