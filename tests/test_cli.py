@@ -731,3 +731,15 @@ def test_debug_traceback_in_a_real_process(tmp_path: Path) -> None:
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr and "BadInputError" in debug.stderr and "missing.csv" in debug.stderr
     assert not (tmp_path / "d.safetensors").exists()
+
+
+def test_the_arch_help_names_every_registered_architecture() -> None:
+    # The help is written out by hand (the CLI imports no torch until a command runs); this keeps
+    # it from drifting when an architecture is registered or renamed.
+    import typing
+
+    from fertool.models import list_models
+
+    option = typing.get_type_hints(cli.train_branch_command, include_extras=True)["arch"].__metadata__[0]
+    named = [part.strip().split(" ")[0] for part in option.help.split(" | ")]
+    assert sorted(named) == list_models()
