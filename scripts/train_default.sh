@@ -2,7 +2,7 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
-#   SEEDS="1:dexpression_bn_gentle_deep 2 3" EPOCHS=22 MORE=10 HIDDEN=480,256 \
+#   ARCH=dexpression_bn_gentle_deep SEEDS="1 2 3" EPOCHS=22 MORE="10 10" HIDDEN=416,256 HEAD_DROPOUT=0.3 \
 #     scripts/train_default.sh fer.safetensors   # the bundled one
 #   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
@@ -19,7 +19,8 @@
 # DEFAULT_OUT names another place for the packed model; HIDDEN the head's hidden widths (the
 # report's 512,256 by default; four branches want 256,256 to stay under 10 MB; one gentle_deep
 # branch 480,256, three 416,256); HEAD_EPOCHS the head's epochs (40: the head over three branches
-# was still rising at the report's 20). Later stages keep their first stage's architecture.
+# was still rising at the report's 20); HEAD_DROPOUT its dropout (the report's 0.5 when unset).
+# Later stages keep their first stage's architecture.
 set -euo pipefail
 data=${1:?usage: scripts/train_default.sh DATA [OUTDIR]}
 out=${2:-runs/default}
@@ -29,6 +30,7 @@ more=${MORE:-}
 mild=${MILD:-0}
 hidden=${HIDDEN:-512,256}
 head_epochs=${HEAD_EPOCHS:-40}
+head_dropout=${HEAD_DROPOUT:-0.5}
 arch=()
 [[ -n "${ARCH:-}" ]] && arch=(--arch "$ARCH")
 default_out=${DEFAULT_OUT:-src/fertool/default_model/default.safetensors}
@@ -72,7 +74,7 @@ for entry in $seeds; do
 done
 if (( ${#branches[@]} > 1 )); then
   [[ -f "$out/ensemble.safetensors" ]] || "$fertool" ensemble "$data" "${branches[@]}" -o "$out/ensemble.safetensors" \
-    --hidden "$hidden" --epochs "$head_epochs" --log "$out/ensemble.jsonl" --json > "$out/ensemble.json"
+    --hidden "$hidden" --dropout "$head_dropout" --epochs "$head_epochs" --log "$out/ensemble.jsonl" --json > "$out/ensemble.json"
 fi
 # The candidate with the best val accuracy becomes the default.
 best=$("$python" - "$out" "${branches[@]}" <<'PY'

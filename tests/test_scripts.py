@@ -29,7 +29,8 @@ def run_script(name: str, *args: object, env: dict[str, str]) -> subprocess.Comp
 
 def test_train_default_trains_continues_ensembles_and_packs(synthetic_data: Path, tmp_path: Path) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
-    env = {"SEEDS": "1 2", "EPOCHS": "1", "MORE": "1 1", "MILD": "1", "HIDDEN": "48,24", "HEAD_EPOCHS": "3", "DEFAULT_OUT": str(packed)}
+    env = {"SEEDS": "1 2", "EPOCHS": "1", "MORE": "1 1", "MILD": "1", "HIDDEN": "48,24", "HEAD_EPOCHS": "3",
+           "HEAD_DROPOUT": "0.3", "DEFAULT_OUT": str(packed)}
     done = run_script("train_default.sh", synthetic_data, out, env=env)
     assert done.returncode == 0, done.stderr
     for seed in (1, 2):
@@ -44,6 +45,7 @@ def test_train_default_trains_continues_ensembles_and_packs(synthetic_data: Path
     ensemble = load_artifact(out / "ensemble.safetensors").meta
     assert [b["init"]["file"] for b in ensemble["branches"]] == [str(out / f"branch{s}-more2.safetensors") for s in (1, 2)]
     assert ensemble["arch_args"]["hidden"] == [48, 24] and len(ensemble["history"]) == 3
+    assert ensemble["arch_args"]["dropout"] == 0.3
     model = load_artifact(packed)
     packing = model.meta["packing"]
     assert packing["split"] == "val" and set(packing["accuracy_fp32"]) == set(TTA_MODES)
