@@ -479,8 +479,8 @@ def ensemble_command(
 
     check_output_path(output)
     config = EnsembleConfig(features=features, hidden=parse_hidden(hidden), dropout=dropout, epochs=epochs,
-                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, views=views, val_split=val_split, seed=seed,
-                            device=device, precision=precision)
+                            batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, views=views,
+                            val_split=val_split, seed=seed, device=device, precision=precision)
     config.validate()
     dataset = load_artifact(data, expect="dataset")
     branches = [load_artifact(p, expect="branch") for p in branch_paths]
