@@ -112,10 +112,13 @@ def test_an_ensemble_start_trains_branches_and_head_together(synthetic_data: Pat
 
 def test_an_ensemble_start_scores_as_the_ensemble_before_it_moves(synthetic_data: Path, tiny_ensemble: Path) -> None:
     dataset, start = load_artifact(synthetic_data), load_artifact(tiny_ensemble)
+    start.meta["tta"] = "flip"  # as a head trained with --views flip records
     config = TrainConfig(arch="ensemble", epochs=1, lr=1e-12, optimizer="sgd", augment=False, init="digest")
     result = train_branch(dataset, config, init=start)
     assert result.best_val_accuracy == pytest.approx(val_accuracy(model_from_artifact(start), dataset), abs=1e-6)
     assert "normalization" not in result.meta  # each branch carries its own
+    # The epoch was chosen on plain faces, so eval's --tta auto must score it on them too.
+    assert "tta" not in result.meta and result.meta["branches"] == start.meta["branches"]
 
 
 def test_an_ensemble_start_refuses_an_arch(synthetic_data: Path, tiny_ensemble: Path, tmp_path: Path) -> None:
