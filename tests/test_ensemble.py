@@ -89,6 +89,14 @@ def test_the_head_trains_on_the_other_views_too(synthetic_data, branches):
     assert plain.history[0]["loss"] != pytest.approx(flipped.history[0]["loss"], abs=1e-6)
 
 
+def test_weight_decay_reaches_the_heads_optimizer(synthetic_data, branches):
+    # Same seed, so the same steps: only AdamW's decay can make one head's weights smaller.
+    dataset, arts = load_artifact(synthetic_data), [load_artifact(p) for p in branches]
+    norms = [train_ensemble(dataset, arts, EnsembleConfig(epochs=1, weight_decay=wd)).model.head[1].weight.norm().item()
+             for wd in (0.0, 20.0)]
+    assert norms[1] < 0.9 * norms[0]
+
+
 def test_the_view_cache_holds_each_view_through_the_branches(synthetic_data, branches):
     model = build_ensemble([load_artifact(p) for p in branches], EnsembleConfig()).eval()
     images = select_split(load_artifact(synthetic_data), "val")[0][:10]

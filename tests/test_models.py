@@ -10,7 +10,8 @@ from torch import nn
 
 from fertool.artifacts import load_artifact, save_tensors
 from fertool.errors import BadInputError
-from fertool.models import ChannelLRN, DeXpression, FERClassifier, build_classifier, create_model, list_models, model_from_artifact
+from fertool.models import (ChannelLRN, DeXpression, EnsembleClassifier, FERClassifier, build_classifier, create_model,
+                            list_models, model_from_artifact)
 
 
 def test_registry_lists_and_builds_models():
@@ -110,3 +111,20 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
                  meta={"arch": "dexpression", "arch_args": {}, **BRANCH_META})
     with pytest.raises(BadInputError, match="m.safetensors"):
         model_from_artifact(load_artifact(path))
+
+
+def test_an_unfrozen_ensemble_trains_its_convs_and_keeps_its_batch_norm_statistics():
+    torch.manual_seed(0)
+    branches = [build_classifier("dexpression_bn", {"num_classes": 7}, None) for _ in range(2)]
+    model = EnsembleClassifier(branches, hidden=(16,)).unfreeze().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.head.training and not any(b.training for b in model.branches)
+    # The branches' own classifiers never reach a penultimate head's output: frozen, so DDP does not wait on them.
+    assert all(not b.backbone.fc.weight.requires_grad and b.backbone.stem[0].weight.requires_grad for b in branches)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.rand(8, 1, 48, 48)).sum().backward()
+    optimizer.step()
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "branches.0.backbone.stem.0.weight" in moved and "head.1.weight" in moved
+    assert not any("running_" in k or "num_batches_tracked" in k or ".fc." in k for k in moved)
