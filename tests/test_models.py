@@ -55,6 +55,18 @@ def test_deep_and_gentle_variants_keep_the_feature_size():
         DeXpression(blocks=4)
 
 
+def test_wide_variant_scales_every_conv_and_widens_the_features():
+    x = torch.rand(2, 1, 48, 48)
+    base, wide = create_model("dexpression_bn_gentle_deep").eval(), create_model("dexpression_bn_gentle_wide").eval()
+    base_convs = [m.out_channels for m in base.modules() if isinstance(m, nn.Conv2d)]
+    wide_convs = [m.out_channels for m in wide.modules() if isinstance(m, nn.Conv2d)]
+    assert wide_convs == [round(c * 1.5) for c in base_convs]
+    assert wide.featex3.out_channels == 408 and wide.feature_dim == 408 * 3 * 3
+    assert wide.features(x).shape == (2, 408 * 3 * 3) and wide(x).shape == (2, 7)
+    with pytest.raises(BadInputError, match="width 0"):
+        DeXpression(width=0)
+
+
 def test_a_branch_trained_before_the_variants_still_loads():
     # results/fer2013 keeps FER2013 branches trained before `stem` and `blocks` existed; a strict
     # load (model_from_artifact) fails on any renamed or missing weight.

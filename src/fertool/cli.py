@@ -271,7 +271,7 @@ def train_branch_command(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact to write [default: branch<SEED>.safetensors; <INIT>-tuned.safetensors for an ensemble --init].", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", help="report (the paper's branch, Adam 1e-4, as the report trained it) | best (fertool's: see docs/RESULTS.md). Options below override it.")] = "report",
-    arch: Annotated[Optional[str], typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | dexpression_bn_deep (+ a third FeatEx block) | dexpression_bn_gentle_deep (+ two 3x3 convs for the 7x7/2 stem) | tiny (for tests). [recipe's]", show_default=False)] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | dexpression_bn_deep (+ a third FeatEx block) | dexpression_bn_gentle_deep (+ two 3x3 convs for the 7x7/2 stem) | dexpression_bn_gentle_wide (gentle_deep, 1.5x the channels) | tiny (for tests). [recipe's]", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split. [recipe's]", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. [recipe's]", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (the peak, with a schedule). [recipe's]", show_default=False)] = None,
