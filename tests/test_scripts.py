@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fertool.artifacts import load_artifact
 from fertool.evaluate import TTA_MODES
@@ -103,3 +104,51 @@ def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch
         assert int(row[3]) == views
         expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", mode, "--json"))["accuracy"]
         assert float(row[4].strip().rstrip("%")) == pytest.approx(100 * expected, abs=0.006)
+
+
+def test_average_weights_means_the_parameters_and_measures_batch_norm_again(synthetic_data: Path, tiny_branch: Path,
+                                                                           tmp_path: Path) -> None:
+    from clitools import invoke, json_of, ok
+
+    from fertool.evaluate import select_split, to_input
+    from fertool.models import model_from_artifact
+
+    # Two stages of one dexpression_bn run (it has batch norm to measure again), one epoch each.
+    first, second, averaged = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "avg.safetensors"
+    common = ["--epochs", "1", "--batch-size", "64", "--seed", "1", "--precision", "fp32"]
+    ok(invoke("train-branch", synthetic_data, "-o", first, "--arch", "dexpression_bn", "--lr", "1e-3", *common))
+    ok(invoke("train-branch", synthetic_data, "-o", second, "--init", first, "--lr", "1e-3", *common))
+    script = [sys.executable, str(ROOT / "scripts" / "average_weights.py")]
+    done = subprocess.run([*script, first, second, "-o", averaged, "--data", synthetic_data],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    a, b, avg = (load_artifact(p) for p in (first, second, averaged))
+    parameters = [n for n in avg.tensors if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(not torch.equal(a.tensors[n], b.tensors[n]) for n in parameters)  # the stages differ
+    for name in parameters:
+        torch.testing.assert_close(avg.tensors[name], (a.tensors[name] + b.tensors[name]) / 2)
+    # The first batch norm's statistics are those of the averaged stem conv over the train faces
+    # (batches of 256, each weighing the same), not the mean of the stages' statistics.
+    model = model_from_artifact(avg)
+    images, _, _ = select_split(load_artifact(synthetic_data), "train")
+    with torch.no_grad():
+        conv = model.backbone.stem[0]
+        batch_means = [conv(model.normalize(to_input(images[i:i + 256], torch.device("cpu")))).mean((0, 2, 3))
+                       for i in range(0, len(images), 256)]
+    measured = avg.tensors["backbone.stem.1.running_mean"]
+    torch.testing.assert_close(measured, torch.stack(batch_means).mean(0), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(measured, (a.tensors["backbone.stem.1.running_mean"]
+                                         + b.tensors["backbone.stem.1.running_mean"]) / 2, atol=1e-3)
+    # A branch like any other: eval scores what the script printed, and the file names its stages.
+    scored = json_of(invoke("eval", synthetic_data, averaged, "--split", "val", "--precision", "fp32", "--json"))
+    assert scored["accuracy"] == pytest.approx(report["val_accuracy"], abs=1e-6)
+    assert avg.meta["averaged"]["files"] == [str(first), str(second)] and avg.meta["arch"] == "dexpression_bn"
+
+    # Snapshots of two runs of different architectures are refused, and nothing is written.
+    refused = tmp_path / "refused.safetensors"
+    bad = subprocess.run([*script, first, tiny_branch, "-o", refused, "--data", synthetic_data],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "stages of one run" in bad.stderr and str(tiny_branch) in bad.stderr
+    assert not refused.exists()
