@@ -63,6 +63,14 @@ def test_train_branch_init_records_where_it_started(synthetic_data: Path, tiny_b
     assert invoke("ensemble", synthetic_data, out, out, "-o", ensemble, "--epochs", 1).exit_code == 0
     assert [b["init_epochs"] for b in json_of(invoke("info", ensemble, "--json"))["branches"]] == [2, 2]
     assert "2 epochs after 2 (--init)" in invoke("info", ensemble).stdout
+    # A third stage counts every epoch before it, down the chain: 2 (tiny_branch) + 2 (out).
+    third = tmp_path / "third.safetensors"
+    assert invoke("train-branch", synthetic_data, "-o", third, "--init", out, "--epochs", 1, "--lr", "1e-3").exit_code == 0
+    assert json_of(invoke("info", third, "--json"))["epochs_before"] == 4
+    assert json_of(invoke("info", out, "--json"))["epochs_before"] == 2
+    assert json_of(invoke("info", tiny_branch, "--json"))["epochs_before"] is None  # trained from scratch
+    assert invoke("ensemble", synthetic_data, third, out, "-o", ensemble, "--epochs", 1).exit_code == 0
+    assert "1 epochs after 4 (--init)" in invoke("info", ensemble).stdout
 
 
 def test_another_arch_than_the_starts_is_refused(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
@@ -113,7 +121,9 @@ def test_an_ensemble_start_trains_branches_and_head_together(synthetic_data: Pat
 def test_an_ensemble_start_scores_as_the_ensemble_before_it_moves(synthetic_data: Path, tiny_ensemble: Path) -> None:
     dataset, start = load_artifact(synthetic_data), load_artifact(tiny_ensemble)
     start.meta["tta"] = "flip"  # as a head trained with --views flip records
-    config = TrainConfig(arch="ensemble", epochs=1, lr=1e-12, optimizer="sgd", augment=False, init="digest")
+    # fp32 as val_accuracy scores it: auto would pick bf16 on a CPU with native bf16, a few faces apart.
+    config = TrainConfig(arch="ensemble", epochs=1, lr=1e-12, optimizer="sgd", augment=False, init="digest",
+                         precision="fp32")
     result = train_branch(dataset, config, init=start)
     assert result.best_val_accuracy == pytest.approx(val_accuracy(model_from_artifact(start), dataset), abs=1e-6)
     assert "normalization" not in result.meta  # each branch carries its own

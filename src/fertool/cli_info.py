@@ -35,6 +35,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "command": meta.get("command"),
         "init": start_provenance(meta.get("init")),  # the branch whose weights this run started from, if any
         "epochs": len(meta.get("history", [])) or config.get("epochs"),
+        "epochs_before": chain_epochs(meta.get("init")) or None,  # over the whole --init chain
         "best_epoch": metrics.get("best_epoch"),
         "val_split": metrics.get("val_split"),
         "val_accuracy": metrics.get("best_val_accuracy"),
@@ -55,7 +56,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         tuned = meta.get("init") is not None
         summary["branches"] = [
             {"arch": b.get("arch"), "seed": b.get("seed"), "val_accuracy": b.get("metrics", {}).get("best_val_accuracy"),
-             "epochs": len(b.get("history", [])), "init_epochs": (b.get("init") or {}).get("epochs", 0),
+             "epochs": len(b.get("history", [])), "init_epochs": chain_epochs(b.get("init")),
              "command": b.get("command"), "fine_tuned_since": tuned}
             for b in meta.get("branches", [])
         ]
@@ -71,6 +72,15 @@ def head_shape(meta: dict[str, Any], tensors: dict[str, Any]) -> str:
         return "none: the mean of the branches' probabilities"
     widths = [weights[0][1][1]] + [shape[0] for _, shape in weights]
     return " -> ".join(map(str, widths)) + f", dropout {meta.get('arch_args', {}).get('dropout')}"
+
+
+def chain_epochs(init: dict[str, Any] | None) -> int:
+    """Epochs trained before a run, over its whole --init chain (a branch trained in stages)."""
+    total = 0
+    while init:
+        total += init.get("epochs", 0)
+        init = init.get("init")
+    return total
 
 
 def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
