@@ -122,9 +122,13 @@ def test_the_bundled_model_scores_on_real_fer2013_what_it_records(fer2013_root: 
         pytest.skip("this source tree ships no default model")
     data = tmp_path / "fer.safetensors"
     assert invoke("prepare", fer2013_root, "-o", data).exit_code == 0
-    report = json_of(invoke("eval", data, "--split", "val", "--json"))
     meta = load_artifact(DEFAULT_MODEL).meta
     packing, tta = meta["packing"], meta["tta"]
     recorded = packing["accuracy_fp16"] if packing["weights"] == "fp16" else packing["accuracy_fp32"][tta]
-    assert report["count"] == 3589 and report["tta"] == tta
-    assert report["accuracy"] == pytest.approx(recorded, abs=0.0006)  # two faces of 3589
+    # pack_model measured in fp32 arithmetic: the same arithmetic gives it back within a face.
+    exact = json_of(invoke("eval", data, "--split", "val", "--precision", "fp32", "--json"))
+    assert exact["count"] == 3589 and exact["tta"] == tta
+    assert exact["accuracy"] == pytest.approx(recorded, abs=0.0003)
+    # What a user runs: --precision auto is bf16 on CPUs with native bf16, a few faces apart.
+    report = json_of(invoke("eval", data, "--split", "val", "--json"))
+    assert report["accuracy"] == pytest.approx(recorded, abs=0.0012)  # four faces of 3589
