@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fertool.artifacts import load_artifact, save_tensors
+from fertool.artifacts import Artifact, check_output_path, load_artifact, save_tensors
 from fertool.augment import PRESETS, Augment
 from fertool.evaluate import predict_logits, select_split, to_input
 from fertool.models import model_from_artifact
@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="dataset artifact: train faces for batch norm, val to score")
     parser.add_argument("--augment-preset", choices=sorted(PRESETS), help="augment the batch-norm pass (default: plain faces)")
     args = parser.parse_args()
+    check_output_path(args.output)  # before the minutes of work, not after
 
     snapshots = [load_artifact(path, expect="branch") for path in args.snapshots]
     first = snapshots[0].meta
@@ -77,7 +78,7 @@ def main() -> int:
     tensors = {name: (torch.stack([s.tensors[name].float() for s in snapshots]).mean(0)
                       if value.is_floating_point() else value)
                for name, value in snapshots[-1].tensors.items()}
-    model = model_from_artifact(type(snapshots[-1])(args.output, "branch", first, tensors))
+    model = model_from_artifact(Artifact(args.output, "branch", first, tensors))
     augment = None
     if args.augment_preset:
         augment = Augment(PRESETS[args.augment_preset], torch.Generator().manual_seed(0))
@@ -88,7 +89,8 @@ def main() -> int:
     averaged = {"files": [str(p) for p in args.snapshots], "val_accuracy": scores,
                 "batch_norm": args.augment_preset or "plain"}
     meta = {k: v for k, v in last.items() if k not in ("kind", "schema", "fertool_version")}
-    meta["metrics"] = {**last.get("metrics", {}), "best_val_accuracy": score}
+    # The average has no best epoch of its own: its one score, on the split it was measured on.
+    meta["metrics"] = {"best_val_accuracy": score, "val_split": "val"}
     meta["command"] = "python " + " ".join(sys.argv)
     save_tensors(args.output, model.state_dict(), kind="branch", meta={**meta, "averaged": averaged})
     print(json.dumps({"output": str(args.output), "snapshots_val_accuracy": scores, "val_accuracy": score,

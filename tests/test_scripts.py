@@ -145,6 +145,7 @@ def test_average_weights_means_the_parameters_and_measures_batch_norm_again(synt
     scored = json_of(invoke("eval", synthetic_data, averaged, "--split", "val", "--precision", "fp32", "--json"))
     assert scored["accuracy"] == pytest.approx(report["val_accuracy"], abs=1e-6)
     assert avg.meta["averaged"]["files"] == [str(first), str(second)] and avg.meta["arch"] == "dexpression_bn"
+    assert avg.meta["metrics"] == {"best_val_accuracy": report["val_accuracy"], "val_split": "val"}
 
     # Snapshots of two runs of different architectures are refused, and nothing is written.
     refused = tmp_path / "refused.safetensors"
