@@ -2,7 +2,7 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
-#   ARCH=dexpression_bn_gentle_deep SEEDS="1 2 3" EPOCHS=22 MORE="10 10 10" HIDDEN=416,256 HEAD_DROPOUT=0.3 \
+#   ARCH=dexpression_bn_gentle_deep SEEDS="1 2 3" EPOCHS=60 HIDDEN=416,256 HEAD_DROPOUT=0.3 \
 #     scripts/train_default.sh fer.safetensors   # the bundled one
 #   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
