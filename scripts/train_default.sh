@@ -2,12 +2,13 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
-#   ARCH=dexpression_bn_gentle_deep SEEDS="1 2 3" EPOCHS=60 HIDDEN=416,256 HEAD_DROPOUT=0.3 \
+#   ARCH=dexpression_bn_gentle_deep SEEDS="1@100 2 3" EPOCHS=60 HIDDEN=416,256 HEAD_DROPOUT=0.3 \
 #     scripts/train_default.sh fer.safetensors   # the bundled one
 #   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
 # Branches with `--recipe best` (one per seed in SEEDS, EPOCHS epochs each), of architecture ARCH
-# (the recipe's when unset); an entry SEED:ARCH in SEEDS sets one seed's. MORE lists further
+# (the recipe's when unset); an entry SEED:ARCH in SEEDS sets one seed's architecture, SEED@N (or
+# SEED:ARCH@N) its first stage's epochs. MORE lists further
 # stages, each training that many epochs from the previous stage's best weights (`--init`, cosine
 # from --lr 0.01: the way to go past what one sitting allows); MILD > 0 adds a last stage with the
 # report's milder augmentation (cosine from --lr 0.005), a fine-tune once the strong augmentation
@@ -52,11 +53,16 @@ train() {
 
 branches=()
 for entry in $seeds; do
+  branch_epochs=$epochs
+  if [[ "$entry" == *@* ]]; then
+    branch_epochs=${entry##*@}
+    entry=${entry%@*}
+  fi
   seed=${entry%%:*}
   branch_arch=("${arch[@]}")
   [[ "$entry" == *:* ]] && branch_arch=(--arch "${entry#*:}")
   last="branch$seed"
-  train "$last" --seed "$seed" --epochs "$epochs" "${branch_arch[@]}"
+  train "$last" --seed "$seed" --epochs "$branch_epochs" "${branch_arch[@]}"
   stage=0
   for extra in $more; do
     (( extra > 0 )) || continue
