@@ -130,6 +130,6 @@ def test_the_bundled_model_scores_on_real_fer2013_what_it_records(fer2013_root: 
     assert exact["count"] == 3589 and exact["tta"] == tta
     assert exact["accuracy"] == pytest.approx(recorded, abs=0.0003)
     # What a user runs: --precision auto is bf16 on CPUs with native bf16, a few faces apart
-    # (bf16 rounding flips borderline faces: 7 of 3589 for the crops-TTA default, 2 before).
+    # (bf16 rounding flips borderline faces: 5 of 3589 for this default, 7 for a crops-TTA one).
     report = json_of(invoke("eval", data, "--split", "val", "--json"))
     assert report["accuracy"] == pytest.approx(recorded, abs=0.003)  # eleven faces of 3589
