@@ -108,6 +108,14 @@ def test_pack_script_halves_weights_when_accuracy_holds(synthetic_data: Path, ti
     assert dtypes == ({torch.float16} if report["weights"] == "fp16" else {torch.float32})
     info = json_of(invoke("info", out, "--json"))
     assert info["tta"] == report["tta"]
+    # The copied history keeps six significant digits (the file's size limit), nothing less.
+    history = load_artifact(tiny_branch).meta["history"]
+    assert len(packed.meta["history"]) == len(history) > 0
+    for packed_epoch, epoch in zip(packed.meta["history"], history):
+        assert packed_epoch.keys() == epoch.keys()
+        for key, value in epoch.items():
+            expected = float(f"{value:.6g}") if isinstance(value, float) else value
+            assert packed_epoch[key] == expected, key
 
 
 def test_the_bundled_model_scores_on_real_fer2013_what_it_records(fer2013_root: Path, tmp_path: Path) -> None:
@@ -130,6 +138,7 @@ def test_the_bundled_model_scores_on_real_fer2013_what_it_records(fer2013_root: 
     assert exact["count"] == 3589 and exact["tta"] == tta
     assert exact["accuracy"] == pytest.approx(recorded, abs=0.0003)
     # What a user runs: --precision auto is bf16 on CPUs with native bf16, a few faces apart
-    # (bf16 rounding flips borderline faces: 5 of 3589 for this default, 7 for a crops-TTA one).
+    # (bf16 rounding flips borderline faces: the same count for this default, 5 of 3589 for the
+    # one before it, 7 for a crops-TTA one).
     report = json_of(invoke("eval", data, "--split", "val", "--json"))
     assert report["accuracy"] == pytest.approx(recorded, abs=0.003)  # eleven faces of 3589
