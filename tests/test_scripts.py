@@ -64,7 +64,7 @@ def test_train_default_trains_continues_ensembles_and_packs(synthetic_data: Path
 
 def test_train_default_arch_and_epochs_per_seed_reach_every_stage(synthetic_data: Path, tmp_path: Path) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
-    env = {"SEEDS": "1@2 2:dexpression_bn", "ARCH": "tiny", "EPOCHS": "1", "MORE": "1", "HIDDEN": "16,8",
+    env = {"SEEDS": "1@2 2:dexpression_bn@1", "ARCH": "tiny", "EPOCHS": "3", "MORE": "1", "HIDDEN": "16,8",
            "HEAD_EPOCHS": "1", "DEFAULT_OUT": str(packed)}
     done = run_script("train_default.sh", synthetic_data, out, env=env)
     assert done.returncode == 0, done.stderr
@@ -72,7 +72,7 @@ def test_train_default_arch_and_epochs_per_seed_reach_every_stage(synthetic_data
     archs = {n: load_artifact(out / f"{n}.safetensors").meta["arch"]
              for n in ("branch1", "branch1-more", "branch2", "branch2-more")}
     assert archs == {"branch1": "tiny", "branch1-more": "tiny", "branch2": "dexpression_bn", "branch2-more": "dexpression_bn"}
-    # SEED@N trains that seed's first stage N epochs instead of EPOCHS.
+    # SEED@N and SEED:ARCH@N train that seed's first stage N epochs instead of EPOCHS (3 here).
     epochs = {n: json.loads((out / f"{n}.json").read_text())["epochs"] for n in ("branch1", "branch2")}
     assert epochs == {"branch1": 2, "branch2": 1}
     ensemble = load_artifact(out / "ensemble.safetensors").meta
