@@ -240,6 +240,7 @@ def test_train_branch_metadata(trained: dict[str, Any], small_data: Path) -> Non
     config = meta["train_config"]
     assert (config["arch"], config["epochs"], config["seed"], config["lr"]) == ("tiny", 2, 7, 3e-3)
     assert config["augment"] is True and config["normalize"] is True and config["val_split"] == "val"
+    assert config["mixup"] == 0.0  # off unless asked for
     assert meta["seed"] == 7
     assert meta["dataset_sha256"] == dataset.meta["sha256"]
     metrics = meta["metrics"]
@@ -630,11 +631,26 @@ def test_cuda_without_cuda(synthetic_data: Path, tiny_branch: Path, tmp_path: Pa
 @pytest.mark.parametrize("option, value", [
     ("--epochs", 0), ("--epochs", -1), ("--batch-size", 0), ("--lr", 0), ("--lr", "-1e-3"), ("--lr", "nan"),
     ("--lr", "inf"),  # several batches an epoch: caught as divergence ("lower --lr")
+    ("--mixup", "-0.2"), ("--mixup", "nan"),
 ])
 def test_bad_training_numbers(option: str, value: Any, small_data: Path, tmp_path: Path) -> None:
     one_line_error(invoke("train-branch", small_data, "-o", tmp_path / "b.safetensors", "--arch", "tiny",
                           "--device", "cpu", option, value), option)
     assert listing(tmp_path) == []
+
+
+def test_mixup_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path) -> None:
+    runs = {}
+    for alpha in ("0", "0.4"):
+        output = tmp_path / f"mixup{alpha}.safetensors"
+        json_of(invoke("train-branch", small_data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, "--mixup", alpha,
+                       "--json"))
+        runs[alpha] = load_artifact(output).meta
+    assert runs["0.4"]["train_config"]["mixup"] == 0.4 and runs["0"]["train_config"]["mixup"] == 0.0
+    # Blended targets make a different loss from the same seed's plain run, and a finite one.
+    plain, blended = runs["0"]["history"][0], runs["0.4"]["history"][0]
+    assert np.isfinite(blended["loss"]) and blended["loss"] != plain["loss"]
+    assert 0 <= blended["train_accuracy"] <= 1
 
 
 @pytest.mark.parametrize("size", [0, -3])

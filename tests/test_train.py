@@ -87,11 +87,13 @@ def test_onecycle_warms_up_peaks_at_thirty_percent_and_anneals_to_almost_zero():
     assert learning_rate(TrainConfig(lr=0.3), 7, 10) == 0.3
 
 
-def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tmp_path):
+@pytest.mark.parametrize("mixup", [0.0, 0.2])
+def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tmp_path, mixup):
     # The schedule is a function of the global step, the momentum buffers travel in the
-    # checkpoint: stopping after epoch 2 of 3 and resuming must change nothing.
+    # checkpoint, and mixup draws from the saved augmentation stream: stopping after epoch 2 of
+    # 3 and resuming must change nothing.
     settings = dict(arch="tiny", epochs=3, lr=0.05, optimizer="sgd", schedule="onecycle", weight_decay=5e-4,
-                    label_smoothing=0.1, augment_preset="strong", seed=4)
+                    label_smoothing=0.1, augment_preset="strong", mixup=mixup, seed=4)
     whole = train_branch(dataset, TrainConfig(**settings))
     checkpoint = tmp_path / "run.ckpt"
     # The checkpoint of a 3-epoch run stopped in its third epoch (a 2-epoch run would have
@@ -106,7 +108,30 @@ def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tm
 
 @pytest.mark.parametrize("field, value, flag", [("optimizer", "rmsprop", "--optimizer"), ("schedule", "step", "--schedule"),
                                                 ("augment_preset", "wild", "--augment-preset"),
-                                                ("label_smoothing", 1.5, "--label-smoothing")])
+                                                ("label_smoothing", 1.5, "--label-smoothing"),
+                                                ("mixup", -0.2, "--mixup"), ("mixup", float("nan"), "--mixup")])
 def test_unknown_recipe_settings_are_refused(dataset, field, value, flag):
     with pytest.raises(BadInputError, match=flag):
         train_branch(dataset, TrainConfig(arch="tiny", epochs=1, **{field: value}))
+
+
+def test_mixup_blends_images_and_targets_by_one_weight_reproducibly():
+    from fertool.train import mixup
+
+    # Seven images of seven classes, image i the constant i: each target row then names the
+    # pair (i, partner) and the weight, and the image must be blended by exactly those.
+    x = torch.arange(7.0).view(7, 1, 1, 1).expand(7, 1, 4, 4).contiguous()
+    y = torch.arange(7)
+    mixed, targets = mixup(x, y, 7, 0.4, torch.Generator().manual_seed(3))
+    assert torch.equal(mixed, mixup(x, y, 7, 0.4, torch.Generator().manual_seed(3))[0])
+    assert not torch.equal(mixed, mixup(x, y, 7, 0.4, torch.Generator().manual_seed(4))[0])
+    assert targets.shape == (7, 7) and torch.allclose(targets.sum(1), torch.ones(7))
+    weight = targets.diagonal()
+    partner = torch.where(weight < 1, (targets - torch.diag(weight)).argmax(1), y)
+    assert sorted(partner.tolist()) == list(range(7))  # a permutation of the batch
+    moved = partner != y
+    assert moved.any() and torch.allclose(weight[moved], weight[moved][0].expand(int(moved.sum())))
+    assert 0 < weight[moved][0] < 1
+    expected = weight * y + (1 - weight) * partner
+    assert torch.allclose(mixed[:, 0, 0, 0], expected, atol=1e-5)
+    assert torch.equal(mixed, mixed[:, :, :1, :1].expand_as(mixed))  # every pixel by the same weight

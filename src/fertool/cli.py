@@ -280,6 +280,7 @@ def train_branch_command(
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="L2 penalty. [recipe's]", show_default=False)] = None,
     label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Share of each target spread over all classes. [recipe's]", show_default=False)] = None,
     augment_preset: Annotated[Optional[str], typer.Option("--augment-preset", help="report (flip, ±5°, ±10 % shift and zoom) | strong (±10°, ±15 %, random erasing). [recipe's]", show_default=False)] = None,
+    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. [recipe's]", metavar="ALPHA", show_default=False)] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random transforms of each batch (see --augment-preset).")] = True,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Zero mean, unit std from the training split.")] = True,
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test.")] = "val",
@@ -308,7 +309,7 @@ def train_branch_command(
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
     given = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
              "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
-             "augment_preset": augment_preset}
+             "augment_preset": augment_preset, "mixup": mixup}
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     start, start_sha256 = load_start(init, dataset) if init is not None else (None, "")
     if output is None:
@@ -458,6 +459,7 @@ def ensemble_command(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW's decoupled weight decay of the head.")] = 1e-4,
     hidden: Annotated[str, typer.Option("--hidden", help="Widths of the head's hidden layers, or none (one linear layer).")] = "512,256",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before each of the head's layers.")] = 0.5,
+    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. [recipe's]", metavar="ALPHA", show_default=False)] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
     views: Annotated[str, typer.Option("--views", help="Train the head on these views of each face and pick its epoch on their mean: none | flip | crops (as eval's --tta, which then uses them).")] = "none",
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch.")] = "val",

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -51,6 +52,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant | cosine | onecycle, stepped every batch
     label_smoothing: float = 0.0
     augment_preset: str = "report"  # a key of augment.PRESETS
+    mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs; 0 = off
     val_split: str = "val"
     init: str = ""  # sha256 of the branch file whose weights the run starts from; "" = random weights
     seed: int = 0
@@ -66,6 +68,8 @@ class TrainConfig:
                 raise BadInputError(f"{flag} {getattr(self, name)}: choose one of {', '.join(allowed)}")
         if not 0 <= self.label_smoothing < 1:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+        if not (math.isfinite(self.mixup) and self.mixup >= 0):
+            raise BadInputError(f"--mixup {self.mixup}: must be 0 (off) or a positive Beta alpha such as 0.2")
 
 
 def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
@@ -153,12 +157,31 @@ def normalization_of(dataset: Artifact, enabled: bool) -> dict[str, float] | Non
     return {"mean": float(dataset.meta["train_mean"]), "std": float(dataset.meta["train_std"])}
 
 
+def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each image with another of the batch (Zhang et al., 2018): one weight per batch from
+    Beta(alpha, alpha), the targets blended by the same weight, as class probabilities.
+
+    Drawn from `generator` (the run's augmentation stream, saved in checkpoints), so a resumed
+    run blends the same pairs. Beta comes from numpy, seeded by the generator: torch samples
+    Beta only from its global stream.
+    """
+    weight = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(alpha, alpha))
+    partner = torch.randperm(len(x), generator=generator).to(x.device)
+    targets = F.one_hot(y, num_classes).float()
+    return (weight * x + (1 - weight) * x[partner],
+            weight * targets + (1 - weight) * targets[partner])
+
+
 def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
                    batch_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], count: int, batch_size: int,
                    optimizer: torch.optim.Optimizer, shuffle_rng: torch.Generator, device: torch.device,
                    reporter: Reporter, lr_at: Callable[[int], float] | None = None,
                    label_smoothing: float = 0.0, cluster: Cluster = Cluster()) -> tuple[float, float]:
     """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels), `forward` logits.
+
+    Labels are class indices, or class probabilities (mixup); a probability target counts as a
+    hit when the logits' top class is its largest share.
 
     `lr_at(batch)` sets the learning rate of each batch of the pass. With several ranks, each
     takes its slice of every global batch (see distributed.py). Returns (mean loss, accuracy)
@@ -182,7 +205,7 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(y)
-        hits += (logits.detach().argmax(1) == y).sum()
+        hits += (logits.detach().argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
         seen += len(y)
         reporter.batch_done(len(y) * cluster.world_size)
     totals = cluster.sum(torch.stack([loss_sum, hits.float(), seen.float()]))
@@ -192,10 +215,11 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
 def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
                     augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
                     reporter: Reporter, cluster: Cluster = Cluster(),
-                    model: torch.nn.Module | None = None) -> tuple[float, float]:
+                    model: torch.nn.Module | None = None, num_classes: int = 0) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, accuracy).
 
     `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
+    `num_classes` is needed only with `config.mixup`, whose targets are class probabilities.
     """
     model = model or state.module
     model.train()
@@ -204,6 +228,9 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         x = to_input(images[index], device)
         if augment is not None:
             x = augment(x).contiguous(memory_format=torch.channels_last)
+        if config.mixup > 0:
+            x, y = mixup(x, labels[index], num_classes, config.mixup, state.augment_rng)
+            return x.contiguous(memory_format=torch.channels_last), y
         return x, labels[index]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -308,7 +335,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
         started = time.perf_counter()
         loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter,
-                                          cluster=cluster, model=step_model)
+                                          cluster=cluster, model=step_model, num_classes=len(classes))
         train_seconds = time.perf_counter() - started
         cluster.sync_buffers(model)  # every rank then scores rank 0's model and makes the same choices
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
