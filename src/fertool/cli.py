@@ -459,7 +459,6 @@ def ensemble_command(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW's decoupled weight decay of the head.")] = 1e-4,
     hidden: Annotated[str, typer.Option("--hidden", help="Widths of the head's hidden layers, or none (one linear layer).")] = "512,256",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout before each of the head's layers.")] = 0.5,
-    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. [recipe's]", metavar="ALPHA", show_default=False)] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
     views: Annotated[str, typer.Option("--views", help="Train the head on these views of each face and pick its epoch on their mean: none | flip | crops (as eval's --tta, which then uses them).")] = "none",
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch.")] = "val",
