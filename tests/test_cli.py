@@ -416,6 +416,7 @@ def test_eval_table(synthetic_data: Path, tiny_branch: Path) -> None:
     assert "accuracy" in table
     assert f"{report['accuracy']:.2%}" in table
     assert f"({report['count']} images)" in table
+    assert "[val]" in table  # the split, in the title: Rich markup must not swallow it
 
 
 def test_eval_json(synthetic_data: Path, tiny_branch: Path) -> None:
@@ -747,6 +748,14 @@ def test_debug_traceback_in_a_real_process(tmp_path: Path) -> None:
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr and "BadInputError" in debug.stderr and "missing.csv" in debug.stderr
     assert not (tmp_path / "d.safetensors").exists()
+
+
+@pytest.mark.parametrize("command, text", [("train-branch", "[recipe's]"), ("eval", "[default: the bundled model]"),
+                                           ("filters", "[default: the first 64]")])
+def test_bracketed_help_text_survives_rich_markup(command: str, text: str) -> None:
+    # typer renders help as Rich markup, where "[...]" is a style tag and vanishes unless escaped.
+    help_text = " ".join(ok(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})).stdout.split())
+    assert text in help_text
 
 
 def test_the_arch_help_names_every_registered_architecture() -> None:

@@ -268,19 +268,19 @@ def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, 
 @user_errors
 def train_branch_command(
     data: DataArg,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact to write [default: branch<SEED>.safetensors; <INIT>-tuned.safetensors for an ensemble --init].", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Artifact to write \\[default: branch<SEED>.safetensors; <INIT>-tuned.safetensors for an ensemble --init].", show_default=False)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of weights, shuffling, augmentation and dropout.")] = 1,
     recipe: Annotated[str, typer.Option("--recipe", help="report (the paper's branch, Adam 1e-4, as the report trained it) | best (fertool's: see docs/RESULTS.md). Options below override it.")] = "report",
-    arch: Annotated[Optional[str], typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | dexpression_bn_deep (+ a third FeatEx block) | dexpression_bn_gentle_deep (+ two 3x3 convs for the 7x7/2 stem) | dexpression_bn_gentle_wide (gentle_deep, 1.5x the channels) | tiny (for tests). [recipe's]", show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split. [recipe's]", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. [recipe's]", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (the peak, with a schedule). [recipe's]", show_default=False)] = None,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam | sgd (Nesterov momentum 0.9). [recipe's]", show_default=False)] = None,
-    schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant | cosine | onecycle, stepped every batch. [recipe's]", show_default=False)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="L2 penalty. [recipe's]", show_default=False)] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Share of each target spread over all classes. [recipe's]", show_default=False)] = None,
-    augment_preset: Annotated[Optional[str], typer.Option("--augment-preset", help="report (flip, ±5°, ±10 % shift and zoom) | strong (±10°, ±15 %, random erasing). [recipe's]", show_default=False)] = None,
-    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. [recipe's]", metavar="ALPHA", show_default=False)] = None,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="dexpression (the paper's branch) | dexpression_bn (batch norm instead of LRN) | dexpression_bn_deep (+ a third FeatEx block) | dexpression_bn_gentle_deep (+ two 3x3 convs for the 7x7/2 stem) | dexpression_bn_gentle_wide (gentle_deep, 1.5x the channels) | tiny (for tests). \\[recipe's]", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Passes over the training split. \\[recipe's]", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per step. \\[recipe's]", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (the peak, with a schedule). \\[recipe's]", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adam | sgd (Nesterov momentum 0.9). \\[recipe's]", show_default=False)] = None,
+    schedule: Annotated[Optional[str], typer.Option("--schedule", help="constant | cosine | onecycle, stepped every batch. \\[recipe's]", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="L2 penalty. \\[recipe's]", show_default=False)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Share of each target spread over all classes. \\[recipe's]", show_default=False)] = None,
+    augment_preset: Annotated[Optional[str], typer.Option("--augment-preset", help="report (flip, ±5°, ±10 % shift and zoom) | strong (±10°, ±15 %, random erasing). \\[recipe's]", show_default=False)] = None,
+    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. \\[recipe's]", metavar="ALPHA", show_default=False)] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random transforms of each batch (see --augment-preset).")] = True,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Zero mean, unit std from the training split.")] = True,
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test.")] = "val",
@@ -374,7 +374,7 @@ def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Any)
 @user_errors
 def eval_command(
     data: DataArg,
-    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A branch or ensemble artifact [default: the bundled model].", show_default=False)] = None,
+    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A branch or ensemble artifact \\[default: the bundled model].", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
     tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror) | crops (flip, plus two zoomed-in centre crops: 6 views).")] = "auto",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
@@ -428,7 +428,7 @@ def eval_command(
     if as_json:
         print_json(summary)
         return
-    out.print(report_table(report, f"{model_path} on {data} [{split}]" + (f", TTA {tta}" if tta != "none" else "")))
+    out.print(report_table(report, escape(f"{model_path} on {data} [{split}]") + (f", TTA {tta}" if tta != "none" else "")))
     out.print(f"accuracy {report['accuracy']:.2%} ({report['count']} images), macro F1 {report['macro_f1']:.3f}; "
               f"{summary['images_per_second']:,.0f} images/s on {run_device}", highlight=False)
 

@@ -52,7 +52,7 @@ def confusion(
     output: Annotated[Path, typer.Option("-o", "--output", help="Figure to write (png, pdf or svg).")] = Path("confusion.png"),
     counts: Annotated[bool, typer.Option("--counts", help="Colour by raw counts instead of the share of each true class.")] = False,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Also write the matrix of counts as CSV.", show_default=False)] = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Figure title [default: model, split and accuracy].", show_default=False)] = None,
+    title: Annotated[Optional[str], typer.Option("--title", help="Figure title \\[default: model, split and accuracy].", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Draw the confusion matrix of saved predictions; name the most-confused pairs and the worst class.
@@ -176,7 +176,7 @@ def saliency(
     target: Annotated[str, typer.Option("--target", help="Class to explain: predicted | true (with --data) | a class name.")] = "predicted",
     data: Annotated[Optional[Path], typer.Option("--data", help="Take the images from this dataset artifact instead.", show_default=False)] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="Dataset indices for --data, e.g. 3,17,40-42.", show_default=False)] = None,
-    layer: Annotated[Optional[str], typer.Option("--layer", help="gradcam only: the layer [default: the last conv block].", show_default=False)] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="gradcam only: the layer \\[default: the last conv block].", show_default=False)] = None,
     npz: Annotated[Optional[Path], typer.Option("--npz", help="Also write the raw maps (npz).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -226,10 +226,10 @@ def saliency(
 @app.command()
 @user_errors
 def filters(
-    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A model file [default: the bundled model].", show_default=False)] = None,
+    model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A model file \\[default: the bundled model].", show_default=False)] = None,
     layer: Annotated[str, typer.Option("--layer", help="Layer name (see --list-layers), e.g. featex1, stem.0.")] = "featex1",
     output: Annotated[Path, typer.Option("-o", "--output", help="Figure to write.")] = Path("filters.png"),
-    select: Annotated[Optional[str], typer.Option("--filters", help="Filter indices, e.g. 0-15,40 [default: the first 64].", show_default=False)] = None,
+    select: Annotated[Optional[str], typer.Option("--filters", help="Filter indices, e.g. 0-15,40 \\[default: the first 64].", show_default=False)] = None,
     steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 48,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the starting noise.")] = 0,
     image: Annotated[Optional[Path], typer.Option("--image", help="Instead, draw the layer's outputs (activation maps) for this image.", show_default=False)] = None,
@@ -279,7 +279,7 @@ def filters(
 def curves(
     models: Annotated[list[Path], typer.Argument(metavar="MODEL...", help="Branch or ensemble artifacts with a training history.", show_default=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Figure to write.")] = Path("curves.png"),
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated names for the legend [default: file names].", show_default=False)] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated names for the legend \\[default: file names].", show_default=False)] = None,
 ) -> None:
     """Plot loss and train/val accuracy per epoch from models' recorded histories, one line per model.
 

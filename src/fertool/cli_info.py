@@ -100,7 +100,7 @@ def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
 @app.command()
 @user_errors
 def info(
-    path: Annotated[Optional[Path], typer.Argument(metavar="[FILE]", help="Any fertool artifact [default: the bundled model].", show_default=False)] = None,
+    path: Annotated[Optional[Path], typer.Argument(metavar="[FILE]", help="Any fertool artifact \\[default: the bundled model].", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a model (or any artifact) is and how it was made: architecture, data, command, epochs, accuracy.
