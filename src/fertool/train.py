@@ -215,11 +215,11 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
 def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
                     augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
                     reporter: Reporter, cluster: Cluster = Cluster(),
-                    model: torch.nn.Module | None = None, num_classes: int = 0) -> tuple[float, float]:
+                    model: torch.nn.Module | None = None, *, num_classes: int) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, accuracy).
 
     `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
-    `num_classes` is needed only with `config.mixup`, whose targets are class probabilities.
+    `num_classes` sizes mixup's probability targets (`config.mixup`).
     """
     model = model or state.module
     model.train()
