@@ -30,7 +30,7 @@ from fertool.errors import BadInputError, ExitCode
 from clitools import _debug_off, invoke, json_of, listing, ok, one_line_error, runner, stderr_of  # noqa: F401
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "holdout": 3}
 TRAIN = ["--arch", "tiny", "--device", "cpu", "--lr", "3e-3"]  # fast, comparable runs
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -125,6 +125,53 @@ def test_prepare_synthetic_json_matches_artifact(tmp_path: Path) -> None:
     ok(invoke("prepare", "--synthetic", 70, "--seed", 4, "-o", other, "--json"))
     assert load_artifact(again).meta["sha256"] == art.meta["sha256"]
     assert load_artifact(other).meta["sha256"] != art.meta["sha256"]
+
+
+def test_prepare_holdout_sets_aside_a_fraction_of_each_class_of_train(tmp_path: Path) -> None:
+    plain, held = tmp_path / "plain.safetensors", tmp_path / "held.safetensors"
+    ok(invoke("prepare", "--synthetic", 700, "-o", plain, "--json"))
+    summary = json_of(invoke("prepare", "--synthetic", 700, "--holdout", 0.2, "-o", held, "--json"))
+    before, after = load_artifact(plain), load_artifact(held)
+    assert torch.equal(before.tensors["images"], after.tensors["images"])
+    old, new = before.tensors["split"], after.tensors["split"]
+    # Only training faces move, and only to the holdout; val and test stay as they were.
+    assert torch.equal(new[old != 0], old[old != 0])
+    assert set(new[old == 0].tolist()) == {0, 3}
+    labels = after.tensors["labels"]
+    for label, name in enumerate(CLASSES):
+        in_train = int(((old == 0) & (labels == label)).sum())
+        assert after.meta["counts"]["holdout"][name] == round(0.2 * in_train) > 0
+    assert summary["counts"]["holdout"] == int((new == 3).sum())
+    assert summary["counts"]["train"] + summary["counts"]["holdout"] == before.meta["counts"]["train"]["total"]
+    assert after.meta["holdout"] == {"fraction": 0.2, "seed": 0}
+    # Normalisation statistics come from the faces branches train on, not the holdout.
+    train_pixels = after.tensors["images"][new == 0].double() / 255
+    assert after.meta["train_mean"] == pytest.approx(float(train_pixels.mean()), abs=1e-5)
+    assert "holdout 20 % of each class" in " ".join(invoke("info", held).stdout.split())
+
+    # The holdout seed decides which faces: same seed, same file content; another, other faces.
+    again, other = tmp_path / "again.safetensors", tmp_path / "other.safetensors"
+    ok(invoke("prepare", "--synthetic", 700, "--holdout", 0.2, "-o", again, "--json"))
+    ok(invoke("prepare", "--synthetic", 700, "--holdout", 0.2, "--holdout-seed", 1, "-o", other, "--json"))
+    assert load_artifact(again).meta["sha256"] == after.meta["sha256"]
+    moved = load_artifact(other).tensors["split"]
+    assert not torch.equal(moved, new) and int((moved == 3).sum()) == int((new == 3).sum())
+
+
+@pytest.mark.parametrize("fraction", ["1", "1.5", "-0.1", "nan"])
+def test_prepare_refuses_a_holdout_fraction_outside_0_1(fraction: str, tmp_path: Path) -> None:
+    output = tmp_path / "d.safetensors"
+    one_line_error(invoke("prepare", "--synthetic", 70, "--holdout", fraction, "-o", output), f"--holdout {fraction}")
+    assert not output.exists()
+
+
+def test_prepare_refuses_a_holdout_of_a_split_without_training_faces(tmp_path: Path) -> None:
+    for label, name in enumerate(CLASSES):
+        write_gray(tmp_path / "faces" / name / "a.png", random_faces(1, label)[0])
+    output = tmp_path / "d.safetensors"
+    result = invoke("prepare", tmp_path / "faces", "--split", "test", "--holdout", 0.1, "-o", output)
+    one_line_error(result, "sets aside no face of the 0 in train")
+    assert not output.exists()
 
 
 def test_prepare_table_output(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from fertool.ensemble import EnsembleConfig, average_ensemble, branch_outputs, b
 from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import predict_logits, select_split
 from fertool.models import load_model
+from fertool.train import SilentReporter, TrainConfig, train_branch
 
 from clitools import one_line_error
 
@@ -183,3 +184,67 @@ def test_a_dataset_is_refused_where_a_branch_goes(synthetic_data, branches, tmp_
     assert result.exit_code != 0
     assert "is a dataset artifact" in result.output + (result.stderr or "")
     assert not (tmp_path / "e.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A synthetic data set with 20 % of train held out, and two tiny branches trained on it."""
+    folder = tmp_path_factory.mktemp("holdout")
+    data = folder / "held.safetensors"
+    assert runner.invoke(app, ["prepare", "--synthetic", "700", "--holdout", "0.2", "-o", str(data)]).exit_code == 0
+    paths = []
+    for seed in (1, 2):
+        path = folder / f"b{seed}.safetensors"
+        result = runner.invoke(app, ["train-branch", str(data), "-o", str(path), "--arch", "tiny",
+                                     "--epochs", "1", "--lr", "3e-3", "--seed", str(seed)])
+        assert result.exit_code == 0, result.output
+        paths.append(path)
+    return data, paths
+
+
+class CountingReporter(SilentReporter):
+    """Records how many faces each epoch goes through."""
+
+    def __init__(self) -> None:
+        self.images: list[int] = []
+
+    def epoch_start(self, epoch: int, epochs: int, images: int) -> None:
+        self.images.append(images)
+
+
+def test_branches_never_train_on_the_holdout_and_a_head_trains_on_it_alone(held_out):
+    data, paths = held_out
+    dataset = load_artifact(data)
+    counts = dataset.meta["counts"]
+    branch_reporter = CountingReporter()
+    train_branch(dataset, TrainConfig(arch="tiny", epochs=1, device="cpu"), reporter=branch_reporter)
+    assert branch_reporter.images == [counts["train"]["total"]]
+
+    head_reporter = CountingReporter()
+    config = EnsembleConfig(epochs=2, train_split="holdout")
+    train_ensemble(dataset, [load_artifact(p) for p in paths], config, reporter=head_reporter)
+    assert head_reporter.images == [counts["holdout"]["total"]] * 2
+
+    head = train_head(data, paths, data.parent / "head.safetensors", "--train-split", "holdout", "--epochs", "1")
+    assert load_artifact(data.parent / "head.safetensors").meta["train_config"]["train_split"] == "holdout"
+    assert head["val_split"] == "val"
+
+
+def test_a_holdout_head_over_a_branch_of_another_data_set_is_refused(held_out, branches, tmp_path):
+    data, paths = held_out
+    out = tmp_path / "head.safetensors"
+    result = runner.invoke(app, ["ensemble", str(data), str(paths[0]), str(branches[0]), "-o", str(out),
+                                 "--train-split", "holdout"])
+    one_line_error(result, branches[0].name, "trained on another data set", "holdout")
+    assert not out.exists()
+    # With the usual training split the same pair is allowed: nothing was held out of them.
+    train_head(data, [paths[0], branches[0]], out, "--epochs", "1")
+
+
+@pytest.mark.parametrize(("split", "needle"), [("holdout", "prepare SOURCE --holdout"), ("val", "--train-split val is also --val-split")])
+def test_a_head_split_that_cannot_work_is_refused(synthetic_data, branches, tmp_path, split, needle):
+    out = tmp_path / "head.safetensors"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
+                                 "--train-split", split])
+    one_line_error(result, needle)
+    assert not out.exists()

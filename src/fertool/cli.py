@@ -107,6 +107,8 @@ def prepare(
     split: Annotated[Optional[str], typer.Option("--split", help="train | val | test: the split of a ROOT/<class>/* folder.", show_default=False)] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable images (and report how many) instead of stopping.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic faces.")] = 0,
+    holdout: Annotated[float, typer.Option("--holdout", help="Set aside this fraction of each class of train as split 'holdout': no branch trains on it, and `ensemble --train-split holdout` trains a head on it.", show_default=False)] = 0.0,
+    holdout_seed: Annotated[int, typer.Option("--holdout-seed", help="Seed that picks the holdout faces.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Read FER2013 (Kaggle CSV or image folders) or draw synthetic faces into one dataset file.
@@ -115,9 +117,11 @@ def prepare(
     """
     from fertool import data
     from fertool.artifacts import check_output_path, save_tensors
-    from fertool.prepare import dataset_artifact
+    from fertool.prepare import check_holdout_fraction, dataset_artifact, hold_out
 
     check_output_path(output)
+    if holdout:
+        check_holdout_fraction(holdout)  # before minutes of reading, not after
     started = time.perf_counter()
     if synthetic < 0:
         raise BadInputError(f"--synthetic {synthetic}: give a positive number of faces")
@@ -134,7 +138,11 @@ def prepare(
         if split is not None:
             raise FertoolError(f"{source}: --split applies to a folder of class folders, not a CSV (its Usage column gives the split)")
         raw = data.load_csv(source)
+    if holdout:
+        raw = hold_out(raw, holdout, holdout_seed)
     tensors, meta = dataset_artifact(raw)
+    if holdout:
+        meta["holdout"] = {"fraction": holdout, "seed": holdout_seed}
     save_tensors(output, tensors, kind="dataset", meta=meta)
     summary = {"output": str(output), "source": meta["source"], "images": int(len(raw.labels)),
                "counts": {name: c["total"] for name, c in meta["counts"].items()},
@@ -283,7 +291,7 @@ def train_branch_command(
     mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. \\[recipe's]", metavar="ALPHA", show_default=False)] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random transforms of each batch (see --augment-preset).")] = True,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Zero mean, unit std from the training split.")] = True,
-    val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test.")] = "val",
+    val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test | holdout.")] = "val",
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
@@ -375,7 +383,7 @@ def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Any)
 def eval_command(
     data: DataArg,
     model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A branch or ensemble artifact \\[default: the bundled model].", show_default=False)] = None,
-    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
+    split: Annotated[str, typer.Option("--split", help="train | val | test | holdout")] = "val",
     tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror) | crops (flip, plus two zoomed-in centre crops: 6 views).")] = "auto",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (100 was fastest on a 2-core CPU; GPUs like more).")] = 100,
@@ -462,6 +470,7 @@ def ensemble_command(
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment images on their way through the frozen branches (slower).")] = False,
     views: Annotated[str, typer.Option("--views", help="Train the head on these views of each face and pick its epoch on their mean: none | flip | crops (as eval's --tta, which then uses them).")] = "none",
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch.")] = "val",
+    train_split: Annotated[str, typer.Option("--train-split", help="Split the head learns from: train, or holdout (faces set aside by prepare --holdout, which the branches never saw).")] = "train",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the head's weights and shuffling.")] = 0,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -481,7 +490,8 @@ def ensemble_command(
     check_output_path(output)
     config = EnsembleConfig(features=features, hidden=parse_hidden(hidden), dropout=dropout, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, views=views,
-                            val_split=val_split, seed=seed, device=device, precision=precision)
+                            val_split=val_split, train_split=train_split, seed=seed, device=device,
+                            precision=precision)
     config.validate()
     dataset = load_artifact(data, expect="dataset")
     branches = [load_artifact(p, expect="branch") for p in branch_paths]

@@ -92,8 +92,8 @@ def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "dataset", "source": meta.get("source"), "classes": meta.get("classes"),
-            "image_size": meta.get("image_size"), "counts": meta.get("counts"), "skipped": meta.get("skipped"),
-            "train_mean": meta.get("train_mean"), "train_std": meta.get("train_std"), "sha256": meta.get("sha256"),
+            "image_size": meta.get("image_size"), "counts": meta.get("counts"), "holdout": meta.get("holdout"),
+            "skipped": meta.get("skipped"), "train_mean": meta.get("train_mean"), "train_std": meta.get("train_std"), "sha256": meta.get("sha256"),
             "fertool_version": meta.get("fertool_version")}
 
 
@@ -143,6 +143,8 @@ def info(
             value = f"{value:.2%}" if key == "val_accuracy" else f"{value:.4f}"
         if key == "train_seconds" and isinstance(value, (int, float)):
             value = f"{value / 60:.1f} min"
+        if key == "holdout" and isinstance(value, dict):
+            value = f"{value.get('fraction') * 100:g} % of each class of train set aside (--holdout-seed {value.get('seed')})"
         if key == "counts" and isinstance(value, dict):
             value = ", ".join(f"{split} {c.get('total')}" for split, c in value.items())
         out.print(f"[bold]{key:>15}[/] {escape(str(value))}", highlight=False)

@@ -35,7 +35,9 @@ from fertool.errors import BadInputError
 from fertool.synthetic import draw_faces
 
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-SPLITS: tuple[str, ...] = ("train", "val", "test")  # split codes 0, 1, 2
+# Codes 0-2 come from the source; 3 marks training faces that `prepare --holdout` set aside, so
+# no branch trains on them and an ensemble head can learn from faces its branches never saw.
+SPLITS: tuple[str, ...] = ("train", "val", "test", "holdout")  # split codes 0, 1, 2, 3
 IMAGE_SIZE = 48
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
@@ -71,7 +73,7 @@ class RawDataset:
 
     images: np.ndarray  # uint8, N x 48 x 48
     labels: np.ndarray  # int64, N, indices into CLASSES
-    split: np.ndarray  # uint8, N (0 train, 1 val, 2 test)
+    split: np.ndarray  # uint8, N: codes into SPLITS
     source: str  # e.g. "csv:fer2013.csv", "folders:/data/fer", "synthetic:n=2000,seed=0"
     skipped: list[str] = field(default_factory=list)  # "path: reason", with skip_bad
     masks: np.ndarray | None = None  # synthetic only: 1 where eyes, brows, mouth are drawn

@@ -52,12 +52,16 @@ class EnsembleConfig:
     augment: bool = False
     views: str = "none"  # or "flip" | "crops": the test-time views the head trains and is selected on
     val_split: str = "val"
+    train_split: str = "train"  # or "holdout": faces the branches never trained on (prepare --holdout)
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
 
     def validate(self) -> None:
         check_schedule(self.epochs, self.batch_size, self.lr)
+        if self.train_split == self.val_split:
+            raise BadInputError(f"--train-split {self.train_split} is also --val-split: the head would be picked "
+                                "on the faces it learnt from; choose two different splits")
         if not 0 <= self.dropout < 1:
             raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -98,6 +102,22 @@ def check_compatible(branches: list[Artifact]) -> None:
                     f"{other.path}: its {key} {other.meta.get(key)} differ from {first.path}'s {first.meta.get(key)}; "
                     "ensemble branches trained on the same kind of data"
                 )
+
+
+def check_unseen(dataset: Artifact, branches: list[Artifact]) -> None:
+    """Refuse a holdout head over a branch that may have trained on the holdout's faces.
+
+    Branches train on split "train" only, so the holdout of the data set they were trained on is
+    unseen; a branch trained on another data set (one without the holdout, or another draw of
+    it) may have learnt those very faces, and the head would trust it as it does on train.
+    """
+    for branch in branches:
+        if branch.meta.get("dataset_sha256") != dataset.meta["sha256"]:
+            seen = str(branch.meta.get("dataset_sha256"))[:12]
+            raise BadInputError(f"{branch.path}: trained on another data set (sha256 {seen}..., "
+                                f"not {dataset.meta['sha256'][:12]}...), so it may have seen {dataset.path}'s "
+                                f"holdout faces; train the branches on "
+                                f"{dataset.path} (train-branch uses its train split only), or use --train-split train")
 
 
 def build_ensemble(branches: list[Artifact], config: EnsembleConfig, average: bool = False) -> EnsembleClassifier:
@@ -152,7 +172,7 @@ def view_mean_logits(head: torch.nn.Module, inputs: torch.Tensor) -> torch.Tenso
 def train_ensemble(dataset: Artifact, branches: list[Artifact], config: EnsembleConfig,
                    reporter: Reporter | None = None, checkpoint: Path | None = None,
                    resume: bool = False) -> TrainResult:
-    """Train the head on the train split; keep the epoch that is best on `config.val_split`.
+    """Train the head on `config.train_split`; keep the epoch that is best on `config.val_split`.
 
     With `checkpoint`, the head's state is saved after every epoch; `resume` continues from it.
     """
@@ -160,8 +180,10 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     reporter = reporter or SilentReporter()
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
+    if config.train_split == "holdout":
+        check_unseen(dataset, branches)
     model = build_ensemble(branches, config).to(device)
-    train_images, train_labels, _ = select_split(dataset, "train")
+    train_images, train_labels, _ = select_split(dataset, config.train_split)
     val_images, val_labels, _ = select_split(dataset, config.val_split)
     train_labels, val_labels = train_labels.to(device), val_labels.to(device)
     head = model.head

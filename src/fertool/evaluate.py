@@ -17,10 +17,11 @@ from torch import nn
 
 from fertool.artifacts import Artifact
 from fertool.augment import zoom_about_centre
+from fertool.data import SPLITS
 from fertool.errors import BadInputError
 from fertool.runtime import autocast
 
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
 
 def select_split(dataset: Artifact, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -29,10 +30,10 @@ def select_split(dataset: Artifact, split: str) -> tuple[torch.Tensor, torch.Ten
         raise BadInputError(f"split {split!r}: choose one of {', '.join(SPLIT_CODES)}")
     indices = torch.nonzero(dataset.tensors["split"] == SPLIT_CODES[split]).flatten()
     if len(indices) == 0:
-        counts = dataset.meta.get("counts", {})
-        raise BadInputError(
-            f"{dataset.path}: has no {split} images (counts: {counts}); choose another split with --split/--val-split"
-        )
+        counts = ", ".join(f"{name} {c.get('total')}" for name, c in dataset.meta.get("counts", {}).items())
+        fix = ("set some training faces aside with `fertool prepare SOURCE --holdout 0.1`" if split == "holdout"
+               else "choose another split with --split/--val-split")
+        raise BadInputError(f"{dataset.path}: has no {split} images ({counts}); {fix}")
     return dataset.tensors["images"][indices], dataset.tensors["labels"][indices], indices
 
 

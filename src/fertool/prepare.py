@@ -6,10 +6,13 @@
 The metadata records per-split counts, the training split's mean and std (what `--normalize`
 uses, computed on train only so validation never leaks into preprocessing) and a sha256 of the
 content, which every model trained on it copies, so a model says exactly what it saw.
+
+    raw = hold_out(raw, fraction=0.1, seed=0)   # 10 % of each class of train -> split "holdout"
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from fertool.data import CLASSES, SPLITS, RawDataset
+from fertool.errors import BadInputError
 
 DATASET_SCHEMA = 1
 
@@ -45,6 +49,35 @@ def train_statistics(images: np.ndarray, split: np.ndarray) -> tuple[float, floa
     train = images[split == 0] if (split == 0).any() else images
     pixels = torch.from_numpy(train).float().div_(255.0)  # float64 sums would double the memory for nothing
     return float(pixels.mean()), float(pixels.std())
+
+
+HOLDOUT = SPLITS.index("holdout")
+
+
+def check_holdout_fraction(fraction: float) -> None:
+    if not 0 < fraction < 1:
+        raise BadInputError(f"--holdout {fraction}: give the fraction of the training faces to set aside, e.g. 0.1")
+
+
+def hold_out(raw: RawDataset, fraction: float, seed: int = 0) -> RawDataset:
+    """`raw` with `fraction` of each class's training faces moved to the holdout split.
+
+    Per class, so the holdout has train's class mix (disgust is 1.5 % of it); drawn with `seed`,
+    so the same source and seed always hold out the same faces. Branches train on split 0 only,
+    so an ensemble head trained on the holdout (`ensemble --train-split holdout`) learns how the
+    branches behave on faces they never saw, not on faces they have memorised.
+    """
+    check_holdout_fraction(fraction)
+    rng = np.random.default_rng(seed)
+    split = raw.split.copy()
+    for label in range(len(CLASSES)):
+        candidates = np.flatnonzero((raw.split == 0) & (raw.labels == label))
+        count = int(round(fraction * len(candidates)))
+        split[rng.permutation(candidates)[:count]] = HOLDOUT
+    if not (split == HOLDOUT).any():
+        raise BadInputError(f"--holdout {fraction}: sets aside no face of the {int((raw.split == 0).sum())} in train; "
+                            "give a larger fraction")
+    return dataclasses.replace(raw, split=split)
 
 
 def dataset_artifact(raw: RawDataset) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -19,7 +19,7 @@ import torch
 
 from fertool.errors import BadInputError
 
-SPLIT_COUNT = 3  # train, val, test: the codes a dataset's `split` tensor may hold
+SPLIT_COUNT = 4  # train, val, test, holdout (fertool.data.SPLITS): the codes a `split` tensor may hold
 
 
 class _Checker:
