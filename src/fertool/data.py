@@ -1,7 +1,8 @@
 """Data sources: the FER2013 CSV, folders of face images, and built-in synthetic faces.
 
 Every source returns a `RawDataset`: uint8 N x 48 x 48 images, int64 labels in FER2013's class
-order (`CLASSES`) and a split code per image (0 train, 1 val, 2 test).
+order (`CLASSES`) and a split code per image (0 train, 1 val, 2 test; `prepare --holdout` later
+moves some training faces to 3, holdout).
 
     from pathlib import Path
     from fertool.data import load_csv, load_folders, synthetic_faces
