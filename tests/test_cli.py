@@ -805,6 +805,21 @@ def test_bracketed_help_text_survives_rich_markup(command: str, text: str) -> No
     assert text in help_text
 
 
+def test_bracketed_paths_print_as_written(tiny_branch: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rich reads "[v2]" as a style tag and drops it unless markup is off for paths.
+    monkeypatch.chdir(tmp_path)  # short relative paths, so no table wraps them
+    folder = Path("runs[v2]")
+    folder.mkdir()
+    data = folder / "faces[v2].safetensors"
+    assert f"{data}  (synthetic" in ok(invoke("prepare", "--synthetic", 70, "-o", data)).stdout
+    assert f"{data} [val]" in " ".join(ok(invoke("eval", data, tiny_branch, "--split", "val")).stdout.split())
+    assert f"file {data}" in " ".join(ok(invoke("info", data)).stdout.split())
+    one_line_error(invoke("eval", folder / "gone[v2].safetensors", tiny_branch), f"{folder / 'gone[v2].safetensors'}: no such file")
+    photo = Path("f[v2].png")
+    write_gray(photo, np.full((60, 60), 128))
+    assert str(photo) in "".join(ok(invoke("predict", tiny_branch, photo, "--no-detect")).stdout.split())
+
+
 def test_the_arch_help_names_every_registered_architecture() -> None:
     # The help is written out by hand (the CLI imports no torch until a command runs); this keeps
     # it from drifting when an architecture is registered or renamed.

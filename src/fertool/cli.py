@@ -28,6 +28,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fertool import __version__
 from fertool.errors import BadInputError, ExitCode, FertoolError, Terminated
@@ -39,8 +40,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(soft_wrap=True)  # results
-err = Console(stderr=True)  # progress, logs and error lines
+# Markup off: what these print is mostly paths and class names, and Rich would take the "[v2]" of
+# "runs/[v2]/model.safetensors" for a style tag and drop it. Styled lines pass markup=True and
+# escape what they interpolate.
+out = Console(soft_wrap=True, markup=False)  # results
+err = Console(stderr=True, markup=False)  # progress, logs and error lines
 _debug = {"on": bool(os.environ.get("FERTOOL_DEBUG"))}
 
 
@@ -54,13 +58,13 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except FertoolError as error:
             if _debug["on"]:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(int(error.exit_code)) from None
         except KeyboardInterrupt as stop:
             if _debug["on"]:
                 raise
             terminated = isinstance(stop, Terminated)
-            err.print("[bold red]terminated[/]" if terminated else "[bold red]interrupted[/]", highlight=False)
+            err.print("[bold red]terminated[/]" if terminated else "[bold red]interrupted[/]", markup=True, highlight=False)
             raise typer.Exit(int(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED)) from None
 
     return wrapper
@@ -132,7 +136,7 @@ def prepare(
     elif source is None:
         raise FertoolError("no SOURCE: pass fer2013.csv, an image folder, or --synthetic N")
     elif source.is_dir():
-        with err.status(f"reading images under {source}", spinner="dots") if err.is_terminal else contextlib.nullcontext():
+        with err.status(Text(f"reading images under {source}"), spinner="dots") if err.is_terminal else contextlib.nullcontext():
             raw = data.load_folders(source, split=split, skip_bad=skip_bad)
     else:
         if split is not None:
@@ -240,10 +244,10 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
             raise
         if checkpoint.exists():
             err.print(f"stopped; the last finished epoch is saved in {checkpoint}: add --resume to the same command to continue",
-                      highlight=False, markup=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True)
         else:
             err.print("stopped before the first epoch finished; nothing to resume, run the command again",
-                      highlight=False, markup=False, soft_wrap=True)
+                      highlight=False, soft_wrap=True)
         raise
     finally:
         if previous is not None:
@@ -436,7 +440,7 @@ def eval_command(
     if as_json:
         print_json(summary)
         return
-    out.print(report_table(report, escape(f"{model_path} on {data} [{split}]") + (f", TTA {tta}" if tta != "none" else "")))
+    out.print(report_table(report, f"{model_path} on {data} [{split}]" + (f", TTA {tta}" if tta != "none" else "")))
     out.print(f"accuracy {report['accuracy']:.2%} ({report['count']} images), macro F1 {report['macro_f1']:.3f}; "
               f"{summary['images_per_second']:,.0f} images/s on {run_device}", highlight=False)
 

@@ -133,7 +133,7 @@ def info(
                 after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
                 since = " (then fine-tuned with the head: see init)" if branch["fine_tuned_since"] else ""
                 out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, "
-                          f"val {acc_text}{since}: {escape(str(branch['command']))}", highlight=False)
+                          f"val {acc_text}{since}: {branch['command']}", highlight=False)
             continue
         if key == "init" and isinstance(value, dict):
             acc = value.get("val_accuracy")
@@ -147,4 +147,4 @@ def info(
             value = f"{value.get('fraction') * 100:g} % of each class of train set aside (--holdout-seed {value.get('seed')})"
         if key == "counts" and isinstance(value, dict):
             value = ", ".join(f"{split} {c.get('total')}" for split, c in value.items())
-        out.print(f"[bold]{key:>15}[/] {escape(str(value))}", highlight=False)
+        out.print(f"[bold]{key:>15}[/] {escape(str(value))}", markup=True, highlight=False)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import numpy as np
 import typer
-from rich.markup import escape
+from rich.text import Text
 from rich.table import Table
 
 from fertool.cli import DeviceOpt, JsonOpt, app, err, out, print_json, user_errors
@@ -150,10 +150,10 @@ def results_table(rows: list[dict[str, Any]], classes: list[str], title: str) ->
         table.add_column(name[:3], justify="right", no_wrap=True)
     for row in rows:
         if not row["faces"]:
-            table.add_row(escape(row["path"]), "[dim]no face[/]", "", *[""] * len(classes))
+            table.add_row(row["path"], Text("no face", style="dim"), "", *[""] * len(classes))
         for face in row["faces"]:
             probs = face["probabilities"]
-            table.add_row(escape(row["path"]), ",".join(map(str, face["box"])), face["label"],
+            table.add_row(row["path"], ",".join(map(str, face["box"])), face["label"],
                           *(f"{probs[name]:.0%}" for name in classes))
     return table
 
@@ -239,7 +239,7 @@ def predict(
 
     files, problems = expand_inputs(inputs)
     for problem in problems:
-        err.print(f"skipped {problem}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"skipped {problem}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
         results, crops = scan_photos(files, DetectConfig(margin=margin), no_detect, problems, progress)
         task = progress.add_task("classifying", total=len(crops))
@@ -257,7 +257,7 @@ def predict(
         print_summary(rows, classes, model_name, annotate_dir)
     if problems:
         err.print(f"[bold red]error:[/] {len(problems)} input(s) could not be read (named above); "
-                  f"the results cover the other {len(rows)}", highlight=False, soft_wrap=True)
+                  f"the results cover the other {len(rows)}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(int(ExitCode.BAD_INPUT))
 
 
@@ -276,7 +276,7 @@ def scan_photos(files: list[Path], config: DetectConfig, no_detect: bool, proble
             photo = read_photo(path, config.max_side)
         except BadInputError as error:
             problems.append(str(error))
-            err.print(f"skipped {error}", highlight=False, markup=False, soft_wrap=True)
+            err.print(f"skipped {error}", highlight=False, soft_wrap=True)
             progress.advance(task)
             continue
         whole = no_detect or photo.size == (IMAGE_SIZE, IMAGE_SIZE)  # a face crop already
