@@ -241,6 +241,24 @@ def test_a_holdout_head_over_a_branch_of_another_data_set_is_refused(held_out, b
     train_head(data, [paths[0], branches[0]], out, "--epochs", "1")
 
 
+@pytest.mark.parametrize(("options", "needle"), [
+    (["--val-split", "holdout"], "picked on the holdout"),
+    (["--init", "OTHER"], "--init start"),  # started from weights trained on another data set
+])
+def test_a_holdout_head_over_a_branch_that_saw_the_holdout_is_refused(held_out, branches, tmp_path, options, needle):
+    data, paths = held_out
+    suspect = tmp_path / "suspect.safetensors"
+    options = [str(branches[0]) if option == "OTHER" else option for option in options]
+    result = runner.invoke(app, ["train-branch", str(data), "-o", str(suspect), "--arch", "tiny", "--epochs", "1",
+                                 "--lr", "3e-3", *options])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "head.safetensors"
+    result = runner.invoke(app, ["ensemble", str(data), str(paths[0]), str(suspect), "-o", str(out),
+                                 "--train-split", "holdout"])
+    one_line_error(result, suspect.name, needle)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("split", "needle"), [("holdout", "prepare SOURCE --holdout"), ("val", "--train-split val is also --val-split")])
 def test_a_head_split_that_cannot_work_is_refused(synthetic_data, branches, tmp_path, split, needle):
     out = tmp_path / "head.safetensors"

@@ -273,7 +273,7 @@ def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, 
     # The start's epochs travel along, so `curves` draws the whole run without the start's file.
     return {"file": str(path), "sha256": sha256, "command": meta.get("command"),
             "epochs": len(history), "val_accuracy": metrics.get("best_val_accuracy"), "history": history,
-            "init": meta.get("init")}
+            "dataset_sha256": meta.get("dataset_sha256"), "init": meta.get("init")}
 
 
 @app.command("train-branch")

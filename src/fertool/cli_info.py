@@ -93,8 +93,8 @@ def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
 def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "dataset", "source": meta.get("source"), "classes": meta.get("classes"),
             "image_size": meta.get("image_size"), "counts": meta.get("counts"), "holdout": meta.get("holdout"),
-            "skipped": meta.get("skipped"), "train_mean": meta.get("train_mean"), "train_std": meta.get("train_std"), "sha256": meta.get("sha256"),
-            "fertool_version": meta.get("fertool_version")}
+            "skipped": meta.get("skipped"), "train_mean": meta.get("train_mean"), "train_std": meta.get("train_std"),
+            "sha256": meta.get("sha256"), "fertool_version": meta.get("fertool_version")}
 
 
 @app.command()

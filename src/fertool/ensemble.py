@@ -109,15 +109,25 @@ def check_unseen(dataset: Artifact, branches: list[Artifact]) -> None:
 
     Branches train on split "train" only, so the holdout of the data set they were trained on is
     unseen; a branch trained on another data set (one without the holdout, or another draw of
-    it) may have learnt those very faces, and the head would trust it as it does on train.
+    it), or started with --init from one that was, may have learnt those very faces, and the head
+    would trust it there as it does on train. So would a branch whose epoch was picked on them.
     """
+    fix = (f"train the branches on {dataset.path} (train-branch uses its train split only), "
+           "or use --train-split train")
     for branch in branches:
-        if branch.meta.get("dataset_sha256") != dataset.meta["sha256"]:
-            seen = str(branch.meta.get("dataset_sha256"))[:12]
-            raise BadInputError(f"{branch.path}: trained on another data set (sha256 {seen}..., "
-                                f"not {dataset.meta['sha256'][:12]}...), so it may have seen {dataset.path}'s "
-                                f"holdout faces; train the branches on "
-                                f"{dataset.path} (train-branch uses its train split only), or use --train-split train")
+        if branch.meta.get("train_config", {}).get("val_split") == "holdout":
+            raise BadInputError(f"{branch.path}: its best epoch was picked on the holdout (--val-split holdout), "
+                                f"so the head would learn where the branch looks best; {fix}")
+        chain, start = [(str(branch.path), branch.meta)], branch.meta.get("init")
+        while start:  # each --init start records the data set it was trained on
+            chain.append((f"{branch.path}'s --init start {start.get('file')}", start))
+            start = start.get("init")
+        for name, record in chain:
+            seen = record.get("dataset_sha256")
+            if seen != dataset.meta["sha256"]:
+                raise BadInputError(f"{name}: trained on another data set (sha256 {str(seen)[:12]}..., not "
+                                    f"{dataset.meta['sha256'][:12]}...), so it may have seen {dataset.path}'s "
+                                    f"holdout faces; {fix}")
 
 
 def build_ensemble(branches: list[Artifact], config: EnsembleConfig, average: bool = False) -> EnsembleClassifier:
