@@ -79,6 +79,18 @@ def test_train_default_arch_and_epochs_per_seed_reach_every_stage(synthetic_data
     assert [b["arch"] for b in ensemble["branches"]] == ["tiny", "dexpression_bn"]
 
 
+def test_train_default_head_average_averages_instead_of_training_a_head(synthetic_data: Path, tmp_path: Path) -> None:
+    out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
+    env = {"SEEDS": "1 2", "ARCH": "tiny", "EPOCHS": "1", "HEAD": "average", "DEFAULT_OUT": str(packed)}
+    done = run_script("train_default.sh", synthetic_data, out, env=env)
+    assert done.returncode == 0, done.stderr
+    ensemble = load_artifact(out / "ensemble.safetensors").meta
+    assert ensemble["arch_args"]["features"] == "average" and ensemble["history"] == []
+    assert not (out / "ensemble.jsonl").exists()  # nothing was trained
+    bad = run_script("train_default.sh", synthetic_data, tmp_path / "bad", env={**env, "HEAD": "mean"})
+    assert bad.returncode != 0 and "HEAD=mean" in bad.stderr
+
+
 def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(synthetic_data: Path,
                                                                               tmp_path: Path) -> None:
     out = tmp_path / "ablation"
