@@ -168,3 +168,46 @@ def test_average_weights_means_the_parameters_and_measures_batch_norm_again(synt
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "stages of one run" in bad.stderr and str(tiny_branch) in bad.stderr
     assert not refused.exists()
+
+
+def test_compare_averages_scores_each_subset_as_an_average_ensemble_does(synthetic_data: Path, tiny_branch: Path,
+                                                                         tmp_path: Path) -> None:
+    from clitools import invoke, json_of, ok
+
+    other = tmp_path / "other.safetensors"
+    ok(invoke("train-branch", synthetic_data, "-o", other, "--arch", "tiny", "--epochs", "1", "--lr", "3e-3",
+              "--seed", "2"))
+    preds = {}
+    for name, model in (("tiny", tiny_branch), ("other", other)):
+        preds[name] = tmp_path / f"{name}.npz"
+        ok(invoke("eval", synthetic_data, model, "--tta", "crops", "--precision", "fp32", "-o", preds[name]))
+    script = [sys.executable, str(ROOT / "scripts" / "compare_averages.py")]
+    done = subprocess.run([*script, preds["tiny"], preds["other"]], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): line.split("|") for line in done.stdout.splitlines()[2:]}
+    assert set(rows) == {"tiny", "other", "tiny + other"}
+
+    # The pair's row is what the `ensemble --average` file of the two scores under the same TTA.
+    averaged = tmp_path / "avg.safetensors"
+    ok(invoke("ensemble", synthetic_data, tiny_branch, other, "--average", "-o", averaged))
+    for name, model in (("tiny", tiny_branch), ("other", other), ("tiny + other", averaged)):
+        expected = json_of(invoke("eval", synthetic_data, model, "--tta", "crops", "--precision", "fp32", "--json"))
+        assert float(rows[name][2].strip().rstrip("%")) == pytest.approx(100 * expected["accuracy"], abs=0.006)
+    # Sizes: each model's tensors at two bytes an element; the pair is the sum.
+    tiny_bytes = 2 * sum(t.numel() for t in load_artifact(tiny_branch).tensors.values() if t.is_floating_point())
+    assert float(rows["tiny"][3]) == pytest.approx(tiny_bytes / 2 ** 20, abs=0.006)
+    assert float(rows["tiny + other"][3]) == pytest.approx(2 * tiny_bytes / 2 ** 20, abs=0.006)
+
+    # --max-mib leaves out what would not fit: here only single models fit.
+    limit = str(1.5 * tiny_bytes / 2 ** 20)
+    done = subprocess.run([*script, preds["tiny"], preds["other"], "--max-mib", limit], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {line.split("|")[1].strip() for line in done.stdout.splitlines()[2:]} == {"tiny", "other"}
+
+    # Predictions under another TTA are refused in one line naming the file.
+    flip = tmp_path / "flip.npz"
+    ok(invoke("eval", synthetic_data, other, "--tta", "flip", "-o", flip))
+    done = subprocess.run([*script, preds["tiny"], flip], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1 and str(flip) in done.stderr and "--tta" in done.stderr
