@@ -108,6 +108,15 @@ def test_pack_script_halves_weights_when_accuracy_holds(synthetic_data: Path, ti
     assert dtypes == ({torch.float16} if report["weights"] == "fp16" else {torch.float32})
     info = json_of(invoke("info", out, "--json"))
     assert info["tta"] == report["tta"]
+    # In words: the accuracy `eval` reproduces with the file's own weights and TTA, and each TTA tried.
+    packed_line = next(line for line in invoke("info", out).output.splitlines() if line.strip().startswith("packed"))
+    packing = packed.meta["packing"]
+    if report["weights"] == "fp16":
+        assert f"{packing['accuracy_fp16']:.2%} on val with its fp16 weights" in packed_line
+    else:
+        assert "fp32 weights kept" in packed_line
+    assert all(f"{tta} {acc:.2%}" in packed_line for tta, acc in packing["accuracy_fp32"].items())
+    assert str(tiny_branch) in packed_line
     # The copied history keeps six significant digits (the file's size limit), nothing less.
     history = load_artifact(tiny_branch).meta["history"]
     assert len(packed.meta["history"]) == len(history) > 0

@@ -90,6 +90,22 @@ def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**{k: v for k, v in init.items() if k != "history"}, "init": start_provenance(init.get("init"))}
 
 
+def packed_line(packing: dict[str, Any]) -> str:
+    """scripts/pack_model.py's record in words: what `eval` gives with the file as it is, then what it weighed.
+
+    The file's val_accuracy is the model's as it was trained (one view, full precision); a packed
+    file is scored again with its own TTA and weights, and that is the figure `eval` reproduces.
+    """
+    scores = packing.get("accuracy_fp32", {})
+    tried = ", ".join(f"{tta} {acc:.2%}" for tta, acc in scores.items() if isinstance(acc, float))
+    kept = packing.get("accuracy_fp16")
+    if packing.get("weights") == "fp16" and isinstance(kept, float):
+        head = f"{kept:.2%} on {packing.get('split')} with its fp16 weights"
+    else:
+        head = f"fp32 weights kept (fp16 moved {packing.get('split')} accuracy)"
+    return f"{head}; fp32 by --tta: {tried}; from {packing.get('from')}"
+
+
 def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "dataset", "source": meta.get("source"), "classes": meta.get("classes"),
             "image_size": meta.get("image_size"), "counts": meta.get("counts"), "holdout": meta.get("holdout"),
@@ -145,6 +161,8 @@ def info(
             value = f"{value / 60:.1f} min"
         if key == "holdout" and isinstance(value, dict):
             value = f"{value.get('fraction') * 100:g} % of each class of train set aside (--holdout-seed {value.get('seed')})"
+        if key == "packed" and isinstance(value, dict):
+            value = packed_line(value)
         if key == "counts" and isinstance(value, dict):
             value = ", ".join(f"{split} {c.get('total')}" for split, c in value.items())
         out.print(f"[bold]{key:>15}[/] {escape(str(value))}", markup=True, highlight=False)
