@@ -125,6 +125,31 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
         model_from_artifact(load_artifact(path))
 
 
+def test_a_file_whose_arguments_ask_for_huge_layers_is_refused_before_allocating(tmp_path):
+    """arch_args come from the file: image_size 48000 would make a 16 GB classifier layer.
+
+    Run in a child with its address space capped at 6 GiB: building that layer for real fails
+    there for want of memory, so only a check of the shapes before building passes this test.
+    """
+    import resource
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.safetensors"
+    save_tensors(path, build_classifier("dexpression", {}, None).state_dict(), kind="branch",
+                 meta={"arch": "dexpression", "arch_args": {"image_size": 48000}, **BRANCH_META})
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    code = ("import sys\nfrom fertool.errors import BadInputError\nfrom fertool.models import load_model\n"
+            "try:\n    load_model(sys.argv[1])\nexcept BadInputError as err:\n    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=cap_memory)
+    assert done.returncode == 0, done.stderr
+    assert str(path) in done.stdout and "backbone.fc.weight has shape" in done.stdout, done.stdout
+
+
 def test_an_unfrozen_ensemble_trains_its_convs_and_keeps_its_batch_norm_statistics():
     torch.manual_seed(0)
     branches = [build_classifier("dexpression_bn", {"num_classes": 7}, None) for _ in range(2)]

@@ -315,9 +315,25 @@ def build_from_meta(meta: dict[str, Any]) -> nn.Module:
     return build_classifier(meta["arch"], meta.get("arch_args", {}), meta.get("normalization"))
 
 
+def check_shapes(expected: dict[str, torch.Tensor], tensors: dict[str, Any]) -> None:
+    """The file's tensors are exactly the architecture's: same names, same shapes."""
+    missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, want in expected.items():
+        if tuple(tensors[name].shape) != tuple(want.shape):
+            raise ValueError(f"{name} has shape {list(tensors[name].shape)}, its architecture {list(want.shape)}")
+
+
 def model_from_artifact(artifact: Artifact) -> nn.Module:
     """Rebuild a branch or an ensemble from its artifact alone: architecture, arguments, weights."""
     try:
+        # Shapes first, on the meta device, which allocates nothing: arch_args are a stranger's
+        # numbers, and an image_size of 48000 would ask for 16 GB before load_state_dict could
+        # see that no weights of that size are in the file.
+        with torch.device("meta"):
+            skeleton = build_from_meta(artifact.meta)
+        check_shapes(skeleton.state_dict(), artifact.tensors)
         model = build_from_meta(artifact.meta)
         model.load_state_dict(artifact.tensors, strict=True)
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
