@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="dataset artifact: train faces for batch norm, val to score")
     parser.add_argument("--augment-preset", choices=sorted(PRESETS), help="augment the batch-norm pass (default: plain faces)")
     args = parser.parse_args()
-    check_output_path(args.output)  # before the minutes of work, not after
+    check_output_path(args.output, inputs=[*args.snapshots, args.data])  # before the minutes of work, not after
 
     snapshots = [load_artifact(path, expect="branch") for path in args.snapshots]
     first = snapshots[0].meta
@@ -91,7 +92,7 @@ def main() -> int:
     meta = {k: v for k, v in last.items() if k not in ("kind", "schema", "fertool_version")}
     # The average has no best epoch of its own: its one score, on the split it was measured on.
     meta["metrics"] = {"best_val_accuracy": score, "val_split": "val"}
-    meta["command"] = "python " + " ".join(sys.argv)
+    meta["command"] = shlex.join(["python", *sys.argv])
     save_tensors(args.output, model.state_dict(), kind="branch", meta={**meta, "averaged": averaged})
     print(json.dumps({"output": str(args.output), "snapshots_val_accuracy": scores, "val_accuracy": score,
                       "batch_norm": averaged["batch_norm"]}))

@@ -381,6 +381,36 @@ def test_unwritable_outputs_fail_before_any_work(command: str, case: str, good: 
     assert not target.exists()
 
 
+# An output named like one of the command's inputs would replace it (a model overwritten by its
+# own predictions, a data set by a branch): refused before any work, the input left as it was.
+OUTPUT_OVER_INPUT = {
+    "prepare": (["prepare", "{csv}", "-o", "{csv}"], "csv"),
+    "train-branch": (["train-branch", "{data}", "-o", "{data}", "--arch", "tiny", "--epochs", "1"], "data"),
+    "eval": (["eval", "{data}", "{model}", "-o", "{model}"], "model"),
+    "ensemble": (["ensemble", "{data}", "{model}", "{model}", "-o", "{model}"], "model"),
+    "confusion": (["confusion", "{preds}", "-o", "{preds}"], "preds"),
+    "saliency": (["saliency", "{model}", "{image}", "-o", "{image}"], "image"),
+    "filters": (["filters", "{model}", "--layer", "body.2", "--steps", "2", "-o", "{model}"], "model"),
+    "curves": (["curves", "{model}", "-o", "{model}"], "model"),
+}
+
+
+@pytest.mark.parametrize("command", list(OUTPUT_OVER_INPUT))
+def test_an_output_that_is_an_input_is_refused(command: str, good: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    csv = tmp_path / "faces.csv"
+    csv.write_text("emotion,pixels,Usage\n3," + " ".join(["128"] * 48 * 48) + ",Training\n")
+    files = {"csv": csv, **{k: shutil.copy(v, tmp_path / v.name) for k, v in good.items()}}
+    args, victim = OUTPUT_OVER_INPUT[command]
+    before = Path(files[victim]).read_bytes()
+    result = invoke(*[a.format(**{k: str(v) for k, v in files.items()}) for a in args])
+    one_line_error(result, str(files[victim]), code=3)
+    assert "is also an input" in result.stderr
+    assert Path(files[victim]).read_bytes() == before
+    assert not list(tmp_path.glob(".*.part"))
+
+
 # ---------------------------------------------------------------- --debug, and the count
 
 
@@ -397,6 +427,6 @@ def test_the_matrix_is_as_documented() -> None:
     """docs/RELIABILITY.md states how many cases this file tries; keep the two in step."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md").read_text()
     total = (len(MATRIX) + 4 * 3 + len(BAD_IMAGES) * 2 + len(BAD_IMAGES) + len(BAD_ROWS) + len(BAD_CSV_FILES)
-             + 2 * len(OUTPUT_COMMANDS) + 1)
+             + 2 * len(OUTPUT_COMMANDS) + len(OUTPUT_OVER_INPUT) + 1)
     assert f"{total} cases" in doc, f"docs/RELIABILITY.md should say '{total} cases'"
     assert f"{len(MATRIX)} slot cases" in doc

@@ -98,6 +98,8 @@ def test_saliency_errors_name_the_problem(tiny_branch, synthetic_data, tmp_path)
         ([str(tiny_branch), str(tmp_path / "missing.png")], "missing.png"),
         ([str(tiny_branch), "--data", str(synthetic_data), "--index", "999999"], "out of range"),
         ([str(tiny_branch), "--data", str(synthetic_data), "--index", "x"], "--index"),
+        ([str(tiny_branch), "--data", str(synthetic_data), "--index", "5-3"], "low-high"),
+        ([str(tiny_branch), "--data", str(synthetic_data), "--index", ","], "names no image"),
         ([str(tiny_branch), "--data", str(synthetic_data), "--target", "bored"], "bored"),
     ]
     for args, needle in cases:

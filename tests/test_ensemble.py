@@ -168,6 +168,27 @@ def test_average_cli_writes_a_model_eval_accepts(synthetic_data, branches, tmp_p
     assert evaluated["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
 
 
+def test_average_records_the_accuracy_eval_gives_with_its_views(synthetic_data, branches, tmp_path):
+    """--views with --average: the file asks eval for those views, and records its score under them."""
+    out = tmp_path / "avg.safetensors"
+    args = ["ensemble", str(synthetic_data), *map(str, branches), "--average", "--views", "crops", "--precision", "fp32"]
+    result = runner.invoke(app, [*args, "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert load_artifact(out).meta["tta"] == "crops"
+    evaluated = json.loads(runner.invoke(app, ["eval", str(synthetic_data), str(out), "--precision", "fp32",
+                                               "--json"]).stdout)
+    assert evaluated["tta"] == "crops"
+    assert evaluated["accuracy"] == pytest.approx(json.loads(result.stdout)["best_val_accuracy"], abs=1e-6)
+
+
+def test_a_log_in_a_missing_folder_fails_before_any_work(synthetic_data, branches, tmp_path):
+    out, log = tmp_path / "e.safetensors", tmp_path / "no" / "such" / "log.jsonl"
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o", str(out),
+                                 "--log", str(log), "--epochs", "1"])
+    one_line_error(result, str(log), code=3)
+    assert not out.exists() and not (tmp_path / "e.safetensors.ckpt").exists()
+
+
 def test_branches_of_other_classes_are_refused(branches, tmp_path):
     odd = load_artifact(branches[0])
     path = tmp_path / "odd.safetensors"

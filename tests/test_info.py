@@ -24,6 +24,21 @@ def test_info_of_a_branch_says_how_it_was_made(tiny_branch: Path) -> None:
     assert "val_accuracy" in text and "%" in text
 
 
+def test_the_recorded_command_runs_again_with_spaces_in_paths(synthetic_data: Path, tmp_path: Path) -> None:
+    """`info` shows the command that made a model; a path with a space must come back quoted."""
+    import shlex
+    import subprocess
+    import sys
+
+    folder = tmp_path / "my runs"
+    folder.mkdir()
+    out = folder / "branch 1.safetensors"
+    args = ["train-branch", str(synthetic_data), "-o", str(out), "--arch", "tiny", "--epochs", "1"]
+    done = subprocess.run([sys.executable, "-m", "fertool", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert shlex.split(load_artifact(out).meta["command"]) == ["fertool", *args]
+
+
 def test_info_of_an_ensemble_lists_its_branches(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
     ensemble = tmp_path / "e.safetensors"
     assert invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", ensemble, "--epochs", 1).exit_code == 0

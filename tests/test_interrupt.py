@@ -90,6 +90,14 @@ def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_da
     assert saved.meta["epoch"] == 1 and len(log.read_text().splitlines()) == 1  # epoch 2 was cut off
     assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.safetensors", "branch.safetensors.ckpt", "log.jsonl"]
 
+    # The same command without --resume would start over and overwrite the finished epoch: refused.
+    kept = checkpoint.read_bytes()
+    forgot = subprocess.run(fertool("train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log),
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert forgot.returncode == 3 and forgot.stderr.count("\n") == 1, forgot.stderr
+    assert str(checkpoint) in forgot.stderr and "--resume" in forgot.stderr
+    assert checkpoint.read_bytes() == kept and output.read_bytes() == before
+
     run("train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log, "--resume")
     assert same_weights(output, uninterrupted)
     assert not checkpoint.exists()
@@ -110,6 +118,9 @@ def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_data: 
     assert "--resume" in stopped.stderr and "Traceback" not in stopped.stderr
     assert not output.exists()
     assert load_artifact(checkpoint, expect="checkpoint").meta["epoch"] == 1
+    forgot = subprocess.run(fertool(*args, "-o", output), env=ENV, capture_output=True, text=True, timeout=300)
+    assert forgot.returncode == 3 and str(checkpoint) in forgot.stderr and "--resume" in forgot.stderr
+    assert not output.exists()
     run(*args, "-o", output, "--resume")
     assert same_weights(output, reference)
     assert not checkpoint.exists()
@@ -161,3 +172,29 @@ def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_n
     saved = load_artifact(tmp_path / "branch.safetensors.ckpt", expect="checkpoint")
     assert saved.meta["epoch"] == 1
     assert all(torch.isfinite(t).all() for k, t in saved.tensors.items() if t.is_floating_point())
+
+
+def test_sigterm_while_a_file_is_written_leaves_nothing_half_written(tmp_path: Path):
+    """Any command, not only training: SIGTERM mid-write unwinds, and the atomic writer removes its part file.
+
+    The child's safetensors writer is replaced by one that writes a few bytes, then receives
+    SIGTERM and would take 30 s to finish: the one moment a killed process would leave a `.part`.
+    """
+    code = (
+        "import os, signal, sys, time\n"
+        "import fertool.artifacts as artifacts\n"
+        "def stopped_midway(tensors, path, metadata=None):\n"
+        "    open(path, 'wb').write(b'half a file')\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "artifacts.save_file = stopped_midway\n"
+        "from fertool.cli import app\n"
+        "sys.argv = ['fertool', 'prepare', '--synthetic', '50', '-o', sys.argv[1]]\n"
+        "app()\n"
+    )
+    output = tmp_path / "data.safetensors"
+    done = subprocess.run([sys.executable, "-c", code, str(output)], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 143, (done.returncode, done.stderr)
+    assert "terminated" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -84,9 +84,13 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def check_output_path(path: Path | str) -> None:
-    """Fail early (before hours of training) when `path` cannot be written."""
+def check_output_path(path: Path | str, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Fail early (before hours of training) when `path` cannot be written, or would replace one of `inputs`."""
     path = Path(path)
+    for given in inputs:
+        if given is not None and Path(given).exists() and path.resolve() == Path(given).resolve():
+            raise BadInputError(f"{path}: is also an input of this command, and writing it would replace it; "
+                                "choose another output path")
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise BadInputError(f"{path}: is a directory; give a file name for the output, e.g. {path}/out.safetensors")

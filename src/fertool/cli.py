@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -48,13 +49,33 @@ err = Console(stderr=True, markup=False)  # progress, logs and error lines
 _debug = {"on": bool(os.environ.get("FERTOOL_DEBUG"))}
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind the command like Ctrl-C instead of killing it where it stands.
+
+    The handler only raises: an artifact being written is then abandoned by its atomic writer
+    (no `.part` file left behind) and a training run keeps its last checkpoint.
+    """
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    # Signal handlers can only be set from the main thread (tests may call commands from others).
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn FertoolError into one line on stderr and its exit code; Ctrl-C into exit 130."""
+    """Turn FertoolError into one line on stderr and its exit code; Ctrl-C into exit 130, SIGTERM into 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except FertoolError as error:
             if _debug["on"]:
                 raise
@@ -123,7 +144,7 @@ def prepare(
     from fertool.artifacts import check_output_path, save_tensors
     from fertool.prepare import check_holdout_fraction, dataset_artifact, hold_out
 
-    check_output_path(output)
+    check_output_path(output, inputs=[source])
     if holdout:
         check_holdout_fraction(holdout)  # before minutes of reading, not after
     started = time.perf_counter()
@@ -221,22 +242,36 @@ class ProgressReporter:
                 log.write(json.dumps(record) + "\n")
 
 
+def recorded_command() -> str:
+    """The command line as a shell would take it again (paths with spaces quoted): `info` shows it."""
+    return shlex.join(["fertool", *sys.argv[1:]])
+
+
 def checkpoint_path(output: Path) -> Path:
     """Where train-branch and ensemble keep their per-epoch checkpoint: beside the output, named after it."""
     return output.with_name(output.name + ".ckpt")
 
 
+def run_checkpoint(output: Path, resume: bool) -> Path:
+    """The checkpoint of a run about to start; one left by a stopped run needs --resume or deleting.
+
+    A fresh run overwrites the checkpoint after its first epoch, so forgetting --resume would
+    throw away every epoch the stopped run had finished: refused before any work instead.
+    """
+    checkpoint = checkpoint_path(output)
+    if checkpoint.exists() and not resume:
+        raise BadInputError(f"{checkpoint}: a stopped run's checkpoint; add --resume to continue it, or delete the "
+                            "file to start again")
+    return checkpoint
+
+
 @contextlib.contextmanager
 def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C while training, and say how to resume when either stops the run.
+    """Say how to resume when Ctrl-C or SIGTERM (see `sigterm_as_interrupt`) stops a training run.
 
-    The signal handler only raises: the exception unwinds through the loop, so an artifact being
-    written is abandoned by its atomic writer and the checkpoint of the last finished epoch stays.
+    The exception unwinds through the loop, so an artifact being written is abandoned by its
+    atomic writer and the checkpoint of the last finished epoch stays.
     """
-    def terminate(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         yield
     except KeyboardInterrupt:
@@ -249,9 +284,6 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
             err.print("stopped before the first epoch finished; nothing to resume, run the command again",
                       highlight=False, soft_wrap=True)
         raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def load_start(path: Path, dataset: Any) -> tuple[Any, str]:
@@ -315,7 +347,7 @@ def train_branch_command(
     from fertool.train import RECIPES, TrainConfig, train_branch
 
     if log is not None:
-        check_output_path(log)
+        check_output_path(log, inputs=[data, init])
     dataset = load_artifact(data, expect="dataset")
     if recipe not in RECIPES:
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
@@ -327,7 +359,7 @@ def train_branch_command(
     if output is None:
         tuned = start is not None and start.kind == "ensemble"
         output = Path(f"{init.stem}-tuned.safetensors" if tuned else f"branch{seed}.safetensors")
-    check_output_path(output)
+    check_output_path(output, inputs=[data, init])
     if start is not None:
         # The start decides the architecture (train_branch refuses an --arch that disagrees)
         # and the normalisation its weights were learned with (an ensemble's branches carry theirs).
@@ -336,7 +368,7 @@ def train_branch_command(
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
                          device=device, precision=precision, init=start_sha256)
     config.validate()
-    checkpoint = checkpoint_path(output)
+    checkpoint = run_checkpoint(output, resume)
     with process_group(resolve_device(device)) as cluster:
         # Under torchrun every rank trains; rank 0 alone reports, checkpoints and writes.
         with resumable(checkpoint, quiet=not cluster.is_main), ProgressReporter(log if cluster.is_main else None,
@@ -352,7 +384,7 @@ def train_branch_command(
             "train_config": asdict(config), "seed": seed, "metrics": metrics, "history": result.history,
             "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],
             "device": result.device, "precision": result.precision,
-            "command": "fertool " + " ".join(sys.argv[1:])}
+            "command": recorded_command()}
     if start is not None:
         meta["init"] = init_provenance(init, start_sha256, start.meta)
     save_tensors(output, result.model.state_dict(), kind=start.meta["kind"] if start is not None else "branch", meta=meta)
@@ -405,16 +437,16 @@ def eval_command(
     from fertool.evaluate import classification_report, predict_logits, select_split
     from fertool.runtime import precision_name, resolve_device, resolve_precision
 
-    if output is not None:
-        check_output_path(output)
-    if batch_size < 1:
-        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
-    dataset = load_artifact(data, expect="dataset")
     from fertool.cli_analysis import default_model_path
     from fertool.evaluate import model_tta
     from fertool.models import load_model
 
     model_path = model_path or default_model_path()
+    if output is not None:
+        check_output_path(output, inputs=[data, model_path])
+    if batch_size < 1:
+        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
+    dataset = load_artifact(data, expect="dataset")
     model, meta = load_model(model_path)
     check_model_fits(meta, model_path, dataset)
     tta = model_tta(meta, tta)
@@ -489,9 +521,11 @@ def ensemble_command(
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
     from fertool.ensemble import EnsembleConfig, average_ensemble, ensemble_meta, parse_hidden, train_ensemble
     from fertool.evaluate import predict_logits, select_split
-    from fertool.runtime import resolve_device
+    from fertool.runtime import resolve_device, resolve_precision
 
-    check_output_path(output)
+    check_output_path(output, inputs=[data, *branch_paths])
+    if log is not None:  # a bad log path fails now, not after the cached passes and an epoch
+        check_output_path(log, inputs=[data, *branch_paths])
     config = EnsembleConfig(features=features, hidden=parse_hidden(hidden), dropout=dropout, epochs=epochs,
                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment, views=views,
                             val_split=val_split, train_split=train_split, seed=seed, device=device,
@@ -504,12 +538,17 @@ def ensemble_command(
     if average:
         model = average_ensemble(branches)
         images, labels, _ = select_split(dataset, val_split)
-        logits = predict_logits(model, images, resolve_device(device))
+        # Scored as `eval` will score the file: on the chosen device and precision, with the views
+        # it asks for (`--views`), so the accuracy it records is the one eval gives back.
+        run_device = resolve_device(device)
+        logits = predict_logits(model.to(run_device), images, run_device, resolve_precision(precision, run_device),
+                                tta=config.views)
+        model.cpu()
         accuracy = (logits.argmax(1) == labels).float().mean().item()
         meta = {**ensemble_meta(branches, model, config), "metrics": {"best_val_accuracy": accuracy, "val_split": val_split}, "history": []}
         history: list[dict[str, Any]] = []
     else:
-        checkpoint = checkpoint_path(output)
+        checkpoint = run_checkpoint(output, resume)
         with resumable(checkpoint), ProgressReporter(log) as reporter:
             result = train_ensemble(dataset, branches, config, reporter=reporter, checkpoint=checkpoint, resume=resume)
         model, accuracy, history = result.model, result.best_val_accuracy, result.history
@@ -518,7 +557,7 @@ def ensemble_command(
                             "images_per_second": result.images_per_second, "seconds": result.seconds},
                 "history": history}
     meta.update({"seed": seed, "dataset_sha256": dataset.meta["sha256"], "dataset_source": dataset.meta["source"],
-                 "normalization": None, "command": "fertool " + " ".join(sys.argv[1:])})
+                 "normalization": None, "command": recorded_command()})
     save_tensors(output, model.state_dict(), kind="ensemble", meta=meta)
     checkpoint_path(output).unlink(missing_ok=True)
     branch_accuracy = {str(b.path): b.meta.get("metrics", {}).get("best_val_accuracy") for b in branches}

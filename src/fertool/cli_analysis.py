@@ -65,7 +65,7 @@ def confusion(
 
     for path in (output, csv_path):
         if path is not None:
-            check_output_path(path)
+            check_output_path(path, inputs=[predictions])
     preds = load_artifact(predictions, expect="predictions")
     classes = preds.meta["classes"]
     report = classification_report(preds.tensors["logits"], preds.tensors["labels"], classes)
@@ -125,12 +125,17 @@ def default_model_path() -> Path:
 def parse_indices(text: str) -> list[int]:
     """'3,17,40-42' -> [3, 17, 40, 41, 42]."""
     indices: list[int] = []
+    usage = f"--index {text}: expected numbers like 3,17,40-42"
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             low, _, high = part.partition("-")
+            if high and int(high) < int(low):
+                raise BadInputError(f"{usage} (a range runs low-high, not {part})")
             indices.extend(range(int(low), int(high) + 1) if high else [int(low)])
     except ValueError as err:
-        raise BadInputError(f"--index {text}: expected numbers like 3,17,40-42") from err
+        raise BadInputError(usage) from err
+    if not indices:
+        raise BadInputError(f"{usage} (it names no image)")
     return indices
 
 
@@ -188,10 +193,10 @@ def saliency(
     from fertool.plots import saliency_figure, save_figure
     from fertool.saliency import explain
 
+    model_path, image_paths = split_model_and_images(list(paths or []))
     for path in (output, npz):
         if path is not None:
-            check_output_path(path)
-    model_path, image_paths = split_model_and_images(list(paths or []))
+            check_output_path(path, inputs=[model_path, data, *image_paths])
     model, meta, model_name = resolve_model(model_path)
     images, labels, names = gather_images(image_paths, data, index)
     import torch
@@ -249,7 +254,7 @@ def filters(
         for info in fx.list_layers(model):
             out.print(f"{info.short_name}\t{info.type}\t{info.channels}x{info.height}x{info.width}", highlight=False)
         return
-    check_output_path(output)
+    check_output_path(output, inputs=[model_path, image])
     info = fx.find_layer(model, layer)
     if image is not None:
         from fertool.data import read_image
@@ -288,7 +293,7 @@ def curves(
     from fertool.artifacts import MODEL_KINDS, check_output_path, load_artifact
     from fertool.plots import curves_figure, save_figure
 
-    check_output_path(output)
+    check_output_path(output, inputs=models)
     names = [s.strip() for s in labels.split(",")] if labels else [p.stem for p in models]
     if len(names) != len(models):
         raise BadInputError(f"--labels gives {len(names)} names for {len(models)} models; give one per model")

@@ -145,7 +145,7 @@ def read_image(path: Path) -> np.ndarray:
     """Decode one image file to uint8 48 x 48; any decode failure raises `BadInputError`."""
     pixels, reason = _try_read(Path(path))
     if pixels is None:
-        raise BadInputError(f"{path}: cannot read image ({reason}); fix or remove it, or pass --skip-bad")
+        raise BadInputError(f"{path}: cannot read image ({reason}); pass a PNG, JPEG or other image Pillow reads")
     return pixels
 
 
