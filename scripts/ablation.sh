@@ -18,20 +18,23 @@ epochs=${2:-30}
 out=${3:-ablation}
 fertool=${FERTOOL:-fertool}
 mkdir -p "$out"
-declare -A flags=(
-  [plain]="--no-augment --no-normalize"
-  [augment]="--augment --no-normalize"
-  [normalize]="--no-augment --normalize"
-  [both]="--augment --normalize"
-)
+# A function, not an associative array: macOS's /bin/bash 3.2 has none.
+flags() {
+  case $1 in
+    plain) echo "--no-augment --no-normalize" ;;
+    augment) echo "--augment --no-normalize" ;;
+    normalize) echo "--no-augment --normalize" ;;
+    both) echo "--augment --normalize" ;;
+  esac
+}
 train() {
   local name=$1 target="$out/$1.safetensors"
   [[ -f "$target" ]] && return 0
   local resume=()
   [[ -f "$target.ckpt" ]] && resume=(--resume)
   # shellcheck disable=SC2086  # the flags are meant to split
-  "$fertool" train-branch "$data" -o "$target" --recipe report --seed 1 --epochs "$epochs" ${flags[$name]} \
-    --log "$out/$name.jsonl" "${resume[@]}" --json > "$out/$name.json"
+  "$fertool" train-branch "$data" -o "$target" --recipe report --seed 1 --epochs "$epochs" $(flags "$name") \
+    --log "$out/$name.jsonl" ${resume[@]+"${resume[@]}"} --json > "$out/$name.json"
 }
 if [[ ${PARALLEL:-0} == 1 ]]; then
   pids=()

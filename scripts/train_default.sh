@@ -2,10 +2,12 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
+#   ARCH=dexpression_bn_gentle_wide SEEDS="1 2" EPOCHS=100 HEAD=average \
+#     scripts/train_default.sh fer.safetensors   # the bundled one (70.66 %)
 #   SEEDS="1:dexpression_bn_gentle_wide 2:dexpression_bn_gentle_deep 3:dexpression_bn_gentle_deep" EPOCHS=100 \
-#     HEAD=average scripts/train_default.sh fer.safetensors   # the bundled one
+#     HEAD=average scripts/train_default.sh fer.safetensors   # the one before it (70.35 %)
 #   ARCH=dexpression_bn_gentle_deep SEEDS="1 2 3" EPOCHS=100 HIDDEN=416,256 HEAD_DROPOUT=0.3 \
-#     scripts/train_default.sh fer.safetensors   # the one before it (69.8 %)
+#     scripts/train_default.sh fer.safetensors   # the one before that (69.8 %)
 #   ARCH=dexpression_bn_gentle_deep SEEDS="1@100 2 3" EPOCHS=60 ...   # seed 1 100 epochs, the others 60
 #   SEEDS="1 2 3" EPOCHS=22 MORE="10 10" MILD=6 scripts/train_default.sh fer.safetensors   # 2 stages more
 #
@@ -26,7 +28,8 @@
 # branch 480,256, three 416,256); HEAD_EPOCHS the head's epochs (40: the head over three branches
 # was still rising at the report's 20); HEAD_DROPOUT its dropout (the report's 0.5 when unset);
 # HEAD=average joins the branches by averaging their probabilities instead of training a head.
-# Later stages keep their first stage's architecture.
+# Later stages keep their first stage's architecture. Empty arrays are expanded as
+# ${a[@]+"${a[@]}"}: under set -u, bash before 4.4 (macOS's /bin/bash) calls "${a[@]}" unbound.
 set -euo pipefail
 data=${1:?usage: scripts/train_default.sh DATA [OUTDIR]}
 out=${2:-runs/default}
@@ -53,7 +56,7 @@ train() {
   [[ -f "$target" ]] && return 0
   local resume=()
   [[ -f "$target.ckpt" ]] && resume=(--resume)
-  "$fertool" train-branch "$data" -o "$target" --recipe best --log "$out/$name.jsonl" "$@" "${resume[@]}" --json \
+  "$fertool" train-branch "$data" -o "$target" --recipe best --log "$out/$name.jsonl" "$@" ${resume[@]+"${resume[@]}"} --json \
     > "$out/$name.json"
 }
 
@@ -65,10 +68,10 @@ for entry in $seeds; do
     entry=${entry%@*}
   fi
   seed=${entry%%:*}
-  branch_arch=("${arch[@]}")
+  branch_arch=(${arch[@]+"${arch[@]}"})
   [[ "$entry" == *:* ]] && branch_arch=(--arch "${entry#*:}")
   last="branch$seed"
-  train "$last" --seed "$seed" --epochs "$branch_epochs" "${branch_arch[@]}"
+  train "$last" --seed "$seed" --epochs "$branch_epochs" ${branch_arch[@]+"${branch_arch[@]}"}
   stage=0
   for extra in $more; do
     (( extra > 0 )) || continue
