@@ -52,10 +52,26 @@ def test_confusion_writes_figure_csv_and_names_the_worst(predictions, tmp_path):
     assert top["count"] == matrix[i, j] and i != j
 
 
-def test_confusion_counts_mode_and_table_output(predictions, tmp_path):
+def test_confusion_counts_mode_and_table_output(predictions, tmp_path, monkeypatch):
+    import fertool.plots
+
+    drawn = {}
+    real_save = fertool.plots.save_figure
+
+    def keep(figure, path):  # the figure as drawn, then saved for real
+        drawn[Path(path).name] = figure.axes[0].images[0].get_array()
+        real_save(figure, path)
+
+    monkeypatch.setattr(fertool.plots, "save_figure", keep)
     result = run("confusion", predictions, "-o", tmp_path / "c.png", "--counts")
     assert "worst class" in result.stdout
     assert_real_png(tmp_path / "c.png")
+    run("confusion", predictions, "-o", tmp_path / "rates.png")
+    # --counts colours the cells by count; without it, by the share of each true class (rows sum to 1).
+    labels = load_artifact(predictions).tensors["labels"]
+    assert drawn["c.png"].sum() == len(labels)
+    rates = np.asarray(drawn["rates.png"])
+    assert np.allclose(rates.sum(1)[rates.sum(1) > 0], 1.0)
 
 
 def test_confusion_refuses_a_model(tiny_branch, tmp_path):
@@ -154,9 +170,20 @@ def test_filters_unknown_layer_lists_the_names(tiny_branch, tmp_path):
     assert "body.0" in result.stderr and "--list-layers" in result.stderr
 
 
-def test_curves_one_line_per_model(tiny_branch, tmp_path):
+def test_curves_one_line_per_model(tiny_branch, tmp_path, monkeypatch):
+    import fertool.plots
+
+    legends = []
+    real_save = fertool.plots.save_figure
+
+    def keep(figure, path):
+        legends.extend(t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        real_save(figure, path)
+
+    monkeypatch.setattr(fertool.plots, "save_figure", keep)
     png = tmp_path / "curves.png"
     run("curves", tiny_branch, tiny_branch, "--labels", "first,second", "-o", png)
     assert_real_png(png)
+    assert {"first", "second"} <= set(legends)
     result = runner.invoke(app, ["curves", str(tiny_branch), "--labels", "a,b", "-o", str(tmp_path / "x.png")])
     assert result.exit_code != 0 and "--labels" in result.stderr
