@@ -85,12 +85,24 @@ def test_csv_has_one_row_per_face_with_the_json_numbers(photos, found):
 
 
 def test_table_names_each_photo_and_the_faces_found(photos, monkeypatch):
-    monkeypatch.chdir(photos)  # short names: the table folds long paths
+    monkeypatch.chdir(photos)  # short names, as a user in the photos' folder types them
     result = predict("astronaut.png", "coffee.jpg")
     text = result.stdout
     assert "astronaut.png" in text and "coffee.jpg" in text
     assert "happy" in text and "no face" in text
     assert "1 face in 2 photos, 1 without a face" in text
+
+
+def test_piped_table_keeps_a_long_path_on_one_line(photos, tmp_path):
+    """Output that is not a terminal gets the table's natural width: a folded path breaks grep."""
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "holiday-photos-2026"
+    deep.mkdir(parents=True)
+    photo = deep / "the-astronaut-smiling-at-the-camera.png"
+    photo.write_bytes((photos / "astronaut.png").read_bytes())
+    assert len(str(photo)) > 80
+    lines = predict(photo).stdout.splitlines()
+    row = [line for line in lines if str(photo) in line]
+    assert len(row) == 1 and "happy" in row[0], lines
 
 
 def test_a_48x48_face_crop_is_classified_whole_like_the_face_in_the_photo(photos, found, tmp_path):

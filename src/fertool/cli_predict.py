@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import numpy as np
 import typer
-from rich.text import Text
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from fertool.cli import DeviceOpt, JsonOpt, app, err, out, print_json, user_errors
 from fertool.cli_analysis import resolve_model, split_model_and_images
@@ -289,7 +291,14 @@ def scan_photos(files: list[Path], config: DetectConfig, no_detect: bool, proble
 
 
 def print_summary(rows: list[dict[str, Any]], classes: list[str], model_name: str, annotate_dir: Path | None) -> None:
-    out.print(results_table(rows, classes, model_name))
+    table = results_table(rows, classes, model_name)
+    # A terminal folds long paths to fit; piped into a file, grep or less a folded path is two
+    # broken lines, so the table gets its natural width there instead of the default 80 columns.
+    if out.is_terminal:
+        out.print(table)
+    else:  # Console.print(width=) cannot exceed the console's width, so a console as wide as the table
+        width = max(out.width, Measurement.get(out, out.options.update_width(100_000), table).maximum)
+        Console(file=out.file, width=width, soft_wrap=True, markup=False).print(table)
     faces = sum(len(row["faces"]) for row in rows)
     without = sum(1 for row in rows if not row["faces"])
     line = f"{faces} face{'s' if faces != 1 else ''} in {len(rows)} photo{'s' if len(rows) != 1 else ''}"
