@@ -43,6 +43,10 @@ if [[ ${PARALLEL:-0} == 1 ]]; then
   done
   status=0
   for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  # 130/143: stopped (Ctrl-C, kill, a time limit); each setting saved its last epoch.
+  if (( status == 130 || status == 143 )); then
+    echo "ablation: stopped; run the same command again to resume all four" >&2; exit "$status"
+  fi
   (( status == 0 )) || { echo "ablation: a setting failed; see $out/*.err" >&2; exit "$status"; }
 else
   for name in plain augment normalize both; do train "$name"; done

@@ -106,6 +106,17 @@ def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(syn
     assert all(json.loads((out / f"{name}.json").read_text())["epochs"] == 1 for name in settings)
 
 
+def test_a_stopped_ablation_says_to_rerun_and_keeps_the_stop_status(tmp_path: Path) -> None:
+    """A time limit that stops the four side-by-side runs is not "a setting failed"."""
+    stopped = tmp_path / "fertool"
+    stopped.write_text("#!/bin/sh\nexit 143\n")  # what fertool exits with after SIGTERM, its epoch saved
+    stopped.chmod(0o755)
+    done = run_script("ablation.sh", tmp_path / "data.safetensors", 1, tmp_path / "out",
+                      env={"PARALLEL": "1", "FERTOOL": str(stopped)})
+    assert done.returncode == 143
+    assert "stopped; run the same command again to resume" in done.stderr and "failed" not in done.stderr
+
+
 def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch: Path) -> None:
     from clitools import invoke, json_of
 
