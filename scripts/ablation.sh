@@ -6,7 +6,8 @@
 #   PARALLEL=1 scripts/ablation.sh fer.safetensors 12 runs/ablation   # all four at once
 #
 # Writes OUTDIR/{plain,augment,normalize,both}.safetensors with their logs, then prints the
-# table docs/RESULTS.md shows (best val accuracy, epoch, wall time). Re-running resumes any
+# table docs/RESULTS.md shows (best val accuracy and epoch, the val curve by quarters, the last
+# epoch's train accuracy, wall time). Re-running resumes any
 # setting whose checkpoint is there, and skips any that is finished.
 #
 # PARALLEL=1 trains the four settings side by side, one thread each: on a small machine the
@@ -55,11 +56,20 @@ for name in plain augment normalize both; do
   "$fertool" info "$out/$name.safetensors" --json
 done | python3 -c '
 import json, sys
-print("| setting | best val accuracy | best epoch / epochs | wall time |")
-print("| --- | --- | --- | --- |")
+# Per setting: the best epoch (the saved weights), the val curve at each quarter of the run
+# from its log (whether it is still rising), and train accuracy in the last epoch (over-fitting).
+print("| setting | best val accuracy | best epoch / epochs | val at 1/4, 1/2, 3/4, end | train, last epoch | wall time |")
+print("| --- | --- | --- | --- | --- | --- |")
 for line in sys.stdin:
     i = json.loads(line)
-    name = i["file"].rsplit("/", 1)[-1].removesuffix(".safetensors")
-    accuracy, minutes, best, epochs = i["val_accuracy"], i["train_seconds"] / 60, i["best_epoch"], i["epochs"]
-    print(f"| {name} | {accuracy:.1%} | {best} / {epochs} | {minutes:.0f} min |")
+    log = i["file"].removesuffix(".safetensors") + ".jsonl"
+    name = log.rsplit("/", 1)[-1].removesuffix(".jsonl")
+    with open(log) as lines:
+        history = {e["epoch"]: e for e in map(json.loads, lines)}  # a resumed epoch: its last entry
+    epochs, best, accuracy = i["epochs"], i["best_epoch"], i["val_accuracy"]
+    marks = sorted({max(1, round(epochs * q / 4)) for q in (1, 2, 3, 4)})
+    curve = " / ".join(format(history[e]["val_accuracy"], ".1%") for e in marks if e in history)
+    at = ", ".join(map(str, marks))
+    last, minutes = history[max(history)]["train_accuracy"], i["train_seconds"] / 60
+    print(f"| {name} | {accuracy:.1%} | {best} / {epochs} | {curve} (epochs {at}) | {last:.1%} | {minutes:.0f} min |")
 '

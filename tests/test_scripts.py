@@ -98,6 +98,12 @@ def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(syn
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["plain", "augment", "normalize", "both"]
+    for row in rows:  # best val, its epoch, the val curve and the last train accuracy come from the log
+        name = row.split("|")[1].strip()
+        log = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
+        cells = [cell.strip() for cell in row.split("|")[2:-1]]
+        assert cells[1] == "1 / 1" and cells[0] == f"{max(e['val_accuracy'] for e in log):.1%}"
+        assert cells[2] == f"{log[-1]['val_accuracy']:.1%} (epochs 1)" and cells[3] == f"{log[-1]['train_accuracy']:.1%}"
     settings = {name: load_artifact(out / f"{name}.safetensors").meta["train_config"]
                 for name in ("plain", "augment", "normalize", "both")}
     assert [(s["augment"], s["normalize"]) for s in settings.values()] == [(False, False), (True, False),
