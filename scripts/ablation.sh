@@ -7,8 +7,8 @@
 #
 # Writes OUTDIR/{plain,augment,normalize,both}.safetensors with their logs, then prints the
 # table docs/RESULTS.md shows (best val accuracy and epoch, the val curve by quarters, the last
-# epoch's train accuracy, wall time). Re-running resumes any
-# setting whose checkpoint is there, and skips any that is finished.
+# epoch's train accuracy, wall time). Re-running resumes any setting whose checkpoint is there,
+# and skips any that is finished.
 #
 # PARALLEL=1 trains the four settings side by side, one thread each: on a small machine the
 # four then share the cores for the whole run and reach the same epoch together, so an
