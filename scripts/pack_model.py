@@ -9,7 +9,7 @@ the weights as fp16 when the fp16 copy's predictions give the same accuracy (wit
 and prints what it measured. The result's metadata names
 the source file and these measurements (`fertool info` shows them). The copied metadata keeps
 six significant digits of every float: the training histories of three 100-epoch branches are
-100 KB of JSON at full precision, enough to push the file past the package's 10 MiB, and
+100 KB of JSON at full precision, enough to push the file past the package's 10 MB, and
 `fertool curves` draws the same lines from six digits.
 """
 

@@ -65,7 +65,7 @@ def test_info_and_eval_without_a_model_use_the_bundled_one(synthetic_data: Path)
     assert default_model_path() == bundled
     info = json_of(invoke("info", "--json"))
     assert info["kind"] in ("branch", "ensemble") and info["val_accuracy"] > 0.5
-    assert bundled.stat().st_size <= 10 * 2**20  # the package stays small
+    assert bundled.stat().st_size <= 10_000_000  # the package stays small: issue 5 allows 10 MB
     result = json_of(invoke("eval", synthetic_data, "--json"))  # synthetic faces: any score, but it runs
     assert result["model"] == str(bundled) and result["tta"] == info["tta"]
 
