@@ -268,13 +268,13 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
         if before:
             _plot_run(ax_loss, ax_acc, list(before), colour, faint=True)
         stars += _plot_run(ax_loss, ax_acc, list(history), colour)
-    _label_stars(ax_acc, stars)
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
     ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.margins(x=0.04, y=0.1)  # room for the stars and their labels
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
+    _label_stars(ax_acc, stars)  # after the margins: it lays the labels out in the final limits
     runs = [Line2D([], [], color=_COLOURS[i % len(_COLOURS)], lw=2, label=label) for i, label in enumerate(labels)]
     if any(earlier):
         runs.append(Line2D([], [], color="gray", lw=2, alpha=_FAINT, label="before --init"))
@@ -313,29 +313,31 @@ _LABEL_STEP = 12  # points between stacked labels: one line of font size 8 and i
 
 
 def _label_stars(ax: Axes, stars: list[tuple[float, float, str]]) -> None:
-    """Write each star's accuracy below it; stars at about the same place (runs that all peak
-    on their last epoch) get their labels stacked, best first, instead of on top of one another."""
+    """Write each star's accuracy below it. A label that would touch one already written near the
+    same epochs (runs that all peak at the end) goes under it instead: labels stack, best first.
+
+    Call it once the axes' limits are final: the stacking is worked out in points from them.
+    """
     low, high = ax.get_xlim()
+    bottom, top = ax.get_ylim()
     close_epochs = (high - low) / 12  # a label is about a twelfth of the panel wide
-    groups: list[list[tuple[float, float, str]]] = []
-    for star in sorted(stars, key=lambda s: -s[1]):
-        near = next((g for g in groups if abs(star[0] - g[0][0]) <= close_epochs and g[-1][1] - star[1] < 2.0), None)
-        if near is None:
-            groups.append([star])
-        else:
-            near.append(star)
-    for group in groups:
-        for j, (epoch, value, colour) in enumerate(group):
-            # Near either edge the label leans inwards, or half of it would fall outside the panel.
-            align, dx = "center", 0
-            if epoch > high - (high - low) / 10:
-                align, dx = "right", 8
-            elif epoch < low + (high - low) / 10:
-                align, dx = "left", -8
-            # Below the star: the train curve (dashed) usually runs above the val curve there.
-            ax.annotate(f"{value:.1f} %", (epoch, value), textcoords="offset points",
-                        xytext=(dx, -16 - _LABEL_STEP * j), ha=align, fontsize=8, color=colour,
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    points_per_percent = ax.bbox.height * 72 / ax.figure.dpi / (top - bottom)
+    written: list[tuple[float, float]] = []  # (epoch, height in points) of each label so far
+    for epoch, value, colour in sorted(stars, key=lambda s: -s[1]):
+        star = (value - bottom) * points_per_percent
+        label = star - 16  # below the star: the train curve (dashed) usually runs above the val curve there
+        while clashes := [y for e, y in written if abs(e - epoch) <= close_epochs and abs(y - label) < _LABEL_STEP]:
+            label = min(clashes) - _LABEL_STEP
+        written.append((epoch, label))
+        # Near either edge the label leans inwards, or half of it would fall outside the panel.
+        align, dx = "center", 0
+        if epoch > high - (high - low) / 10:
+            align, dx = "right", 8
+        elif epoch < low + (high - low) / 10:
+            align, dx = "left", -8
+        ax.annotate(f"{value:.1f} %", (epoch, value), textcoords="offset points",
+                    xytext=(dx, round(label - star, 2)), ha=align, fontsize=8, color=colour, zorder=6,  # over stars
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
 def _style_handles(train: str, val: str) -> list[Line2D]:
