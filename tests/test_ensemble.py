@@ -17,7 +17,7 @@ from fertool.evaluate import predict_logits, select_split
 from fertool.models import load_model
 from fertool.train import SilentReporter, TrainConfig, train_branch
 
-from clitools import one_line_error
+from clitools import one_line_error, stderr_of
 
 runner = CliRunner()
 
@@ -54,6 +54,51 @@ def train_head(data: Path, branches: list[Path], out: Path, *options: str) -> di
     result = runner.invoke(app, ["ensemble", str(data), *map(str, branches), "-o", str(out), *options, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def test_ensemble_says_what_it_computes_before_its_first_epoch(synthetic_data, branches, tmp_path):
+    """Caching the branches' outputs took 8 minutes for three wide FER2013 branches, silent until
+    epoch 1's line: off a terminal (`2> head.log`) a line per split says what is being computed."""
+    result = runner.invoke(app, ["ensemble", str(synthetic_data), *map(str, branches), "-o",
+                                 str(tmp_path / "ens.safetensors"), "--epochs", "1", "--views", "flip"])
+    assert result.exit_code == 0, result.output
+    stderr = stderr_of(result)
+    if stderr is None:
+        pytest.skip("this click mixes stderr into stdout")
+    counts = load_artifact(synthetic_data).meta["counts"]
+    lines = stderr.splitlines()
+    assert lines[0] == (f"computing the 3 frozen branches' outputs for the {counts['val']['total']:,} val faces "
+                        "(flip views), once")
+    assert lines[1] == (f"computing the 3 frozen branches' outputs for the {counts['train']['total']:,} train faces "
+                        "(flip views), once")
+    assert lines[2].startswith("epoch   1")
+
+
+class CountingOutputs(SilentReporter):
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, int]] = []
+        self.counted: list[int] = []
+
+    def stage(self, text: str, images: int) -> None:
+        self.stages.append((text, images))
+        self.counted.append(0)
+
+    def epoch_start(self, epoch: int, epochs: int, images: int) -> None:
+        self.counted.append(0)  # the epochs' faces go here, apart from the stages'
+
+    def batch_done(self, images: int) -> None:
+        self.counted[-1] += images
+
+
+def test_the_cache_stages_count_every_face_once_whatever_the_views(synthetic_data, branches):
+    dataset = load_artifact(synthetic_data)
+    counts = dataset.meta["counts"]
+    reporter = CountingOutputs()
+    train_ensemble(dataset, [load_artifact(p) for p in branches], EnsembleConfig(epochs=1, views="crops"), reporter=reporter)
+    # What each stage announced is what batch_done then counted: faces, not views x faces.
+    expected = [counts["val"]["total"], counts["train"]["total"]]
+    assert [images for _, images in reporter.stages] == expected == reporter.counted[:2]
+    assert reporter.counted[2:] == [counts["train"]["total"]]
 
 
 @pytest.mark.parametrize("features", ["penultimate", "logits"])

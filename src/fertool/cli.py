@@ -200,7 +200,7 @@ class ProgressReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[speed]}"), TimeRemainingColumn(),
             console=err, transient=True, disable=not (enabled and err.is_terminal),
         )
@@ -217,10 +217,20 @@ class ProgressReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
+    def stage(self, text: str, images: int) -> None:
+        # One line, on a terminal or not, like the epoch lines: the ensemble's feature cache can
+        # take minutes before epoch 1, and a log file should not look stuck meanwhile.
+        if self.enabled:
+            err.print(text, highlight=False, soft_wrap=True)  # one line in a log, whatever its length
+        self._bar("outputs", images)
+
     def epoch_start(self, epoch: int, epochs: int, images: int) -> None:
+        self._bar(f"epoch {epoch}/{epochs}", images)
+
+    def _bar(self, description: str, images: int) -> None:
         if self.task is not None:
             self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=images, epoch=f"{epoch}/{epochs}", speed="")
+        self.task = self.progress.add_task(description, total=images, speed="")
         self.seen, self.started = 0, time.perf_counter()
 
     def batch_done(self, images: int) -> None:

@@ -154,7 +154,8 @@ def ensemble_meta(branches: list[Artifact], model: EnsembleClassifier, config: E
 
 @torch.inference_mode()
 def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torch.device,
-                   dtype: torch.dtype | None, views: str = "none", batch_size: int = 100) -> torch.Tensor:
+                   dtype: torch.dtype | None, views: str = "none", batch_size: int = 100,
+                   reporter: Reporter | None = None) -> torch.Tensor:
     """The head's inputs for uint8 images, views x N x features, computed once (the branches are frozen).
 
     Filled in place: six views of FER2013's training faces through three branches are 5 GB.
@@ -168,6 +169,8 @@ def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torc
             if outputs is None:
                 outputs = torch.empty(len(batch_views), len(images), features.shape[1], device=device)
             outputs[v, start : start + len(view)] = features
+        if reporter is not None:
+            reporter.batch_done(len(batch_views[0]))
     assert outputs is not None, "no images"  # select_split never returns an empty split
     return outputs
 
@@ -202,8 +205,16 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     data_sha256 = _fingerprint(dataset, branches)
     if resume:
         resume_from(state, checkpoint, _settings(config), data_sha256, dataset.path, defaults=_settings(EnsembleConfig()))
-    val_inputs = branch_outputs(model, val_images, device, dtype, config.views)
-    cached = None if config.augment else branch_outputs(model, train_images, device, dtype, config.views)
+
+    def cache(images: torch.Tensor, split: str) -> torch.Tensor:
+        # Minutes for big branches before the first epoch line: say what is happening, even in a log file.
+        views = "" if config.views == "none" else f" ({config.views} views)"
+        reporter.stage(f"computing the {len(branches)} frozen branches' outputs for the {len(images):,} {split} faces"
+                       f"{views}, once", len(images))
+        return branch_outputs(model, images, device, dtype, config.views, reporter=reporter)
+
+    val_inputs = cache(val_images, config.val_split)
+    cached = None if config.augment else cache(train_images, config.train_split)
     augment = Augment(AugmentConfig(), state.augment_rng) if config.augment else None
 
     def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

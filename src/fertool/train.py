@@ -121,12 +121,16 @@ def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimize
 class Reporter(Protocol):
     """What the training loop tells its caller (the CLI draws progress bars from it)."""
 
+    def stage(self, text: str, images: int) -> None: ...  # a long step before epoch 1; batch_done counts its faces
     def epoch_start(self, epoch: int, epochs: int, images: int) -> None: ...
     def batch_done(self, images: int) -> None: ...
     def epoch_end(self, record: dict[str, Any]) -> None: ...
 
 
 class SilentReporter:
+    def stage(self, text: str, images: int) -> None:
+        pass
+
     def epoch_start(self, epoch: int, epochs: int, images: int) -> None:
         pass
 
