@@ -65,7 +65,7 @@ for line in sys.stdin:
     log = i["file"].removesuffix(".safetensors") + ".jsonl"
     name = log.rsplit("/", 1)[-1].removesuffix(".jsonl")
     with open(log) as lines:
-        history = {e["epoch"]: e for e in map(json.loads, lines)}  # a resumed epoch: its last entry
+        history = {e["epoch"]: e for e in map(json.loads, lines)}  # an epoch logged twice (trained again into the same log): its last
     epochs, best, accuracy = i["epochs"], i["best_epoch"], i["val_accuracy"]
     marks = sorted({max(1, round(epochs * q / 4)) for q in (1, 2, 3, 4)})
     curve = " / ".join(format(history[e]["val_accuracy"], ".1%") for e in marks if e in history)

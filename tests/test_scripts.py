@@ -112,6 +112,30 @@ def test_ablation_trains_the_four_settings_side_by_side_and_prints_the_table(syn
     assert all(json.loads((out / f"{name}.json").read_text())["epochs"] == 1 for name in settings)
 
 
+def test_ablation_table_reads_each_log_by_quarters_and_its_latest_run(tmp_path: Path) -> None:
+    """The table of a finished 8-epoch ablation: val at epochs 2, 4, 6, 8 and the last train
+    accuracy from each log. A log can hold an older run first (an artifact deleted to train it
+    again: `--log` appends), so an epoch counts by its last entry. The settings are finished, so
+    the script trains nothing and only asks `fertool info` (a stand-in here)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for k, name in enumerate(("plain", "augment", "normalize", "both")):
+        (out / f"{name}.safetensors").write_bytes(b"")
+        older = [{"epoch": e, "val_accuracy": 0.99, "train_accuracy": 0.99} for e in range(1, 9)]
+        latest = [{"epoch": e, "val_accuracy": 0.1 * k + 0.01 * e, "train_accuracy": 0.5 + 0.01 * e} for e in range(1, 9)]
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in older + latest))
+    info = tmp_path / "fertool"
+    info.write_text('#!/bin/sh\n# fertool info FILE --json\n'
+                    'echo "{\\"file\\": \\"$2\\", \\"epochs\\": 8, \\"best_epoch\\": 8, '
+                    '\\"val_accuracy\\": 0.5, \\"train_seconds\\": 600}"\n')
+    info.chmod(0o755)
+    done = run_script("ablation.sh", tmp_path / "data.safetensors", 8, out, env={"FERTOOL": str(info)})
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
+    assert rows[0] == "| plain | 50.0% | 8 / 8 | 2.0% / 4.0% / 6.0% / 8.0% (epochs 2, 4, 6, 8) | 58.0% | 10 min |"
+    assert rows[3] == "| both | 50.0% | 8 / 8 | 32.0% / 34.0% / 36.0% / 38.0% (epochs 2, 4, 6, 8) | 58.0% | 10 min |"
+
+
 def test_a_stopped_ablation_says_to_rerun_and_keeps_the_stop_status(tmp_path: Path) -> None:
     """A time limit that stops the four side-by-side runs is not "a setting failed"."""
     stopped = tmp_path / "fertool"
