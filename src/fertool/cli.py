@@ -308,6 +308,17 @@ def load_start(path: Path, dataset: Any) -> tuple[Any, str]:
     return start, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def load_teacher(path: Path) -> tuple[Any, str]:
+    """(artifact, sha256) of the predictions `--teacher` names; distill.py checks they fit the data."""
+    import hashlib
+
+    from fertool.artifacts import load_artifact
+
+    teacher = load_artifact(path, expect="predictions")
+    # The digest ties a checkpoint to its teacher: --resume with other predictions is refused.
+    return teacher, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, Any]:
     """What a model trained from another's weights records of that start (shown by fertool info)."""
     metrics = meta.get("metrics", {})
@@ -343,22 +354,30 @@ def train_branch_command(
     log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")] = False,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model's weights (and its architecture and normalisation): train a branch longer on a fresh schedule, fine-tune it on other data, or give an ensemble to train its branches and head together (the output is an ensemble).", show_default=False)] = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Distil: a teacher's predictions on this data's train split (`fertool eval DATA TEACHER --split train -o teacher.npz`), blended into every target.", metavar="PREDS", show_default=False)] = None,
+    teacher_weight: Annotated[Optional[float], typer.Option("--teacher-weight", help="The teacher's share of each target, 0-1 (the label keeps the rest). \\[0.5 with --teacher]", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="Softens the teacher's probabilities: softmax(logits / T).")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Train one DeXpression branch; keep the weights of its best epoch on the validation split.
 
     With --init ENSEMBLE it fine-tunes a trained ensemble end to end instead (branches and head).
+    With --teacher it learns from a trained model's predictions as well as the labels (distillation).
 
     Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --recipe best
     """
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
     from fertool.distributed import process_group
     from fertool.runtime import resolve_device
+    from fertool.distill import teacher_provenance
     from fertool.train import RECIPES, TrainConfig, train_branch
 
     if log is not None:
-        check_output_path(log, inputs=[data, init])
+        check_output_path(log, inputs=[data, init, teacher])
     dataset = load_artifact(data, expect="dataset")
+    if teacher_weight is not None and teacher is None:
+        raise BadInputError(f"--teacher-weight {teacher_weight}: needs --teacher PREDS, the teacher's predictions")
+    teacher_file, teacher_sha256 = load_teacher(teacher) if teacher is not None else (None, "")
     if recipe not in RECIPES:
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
     given = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
@@ -369,14 +388,16 @@ def train_branch_command(
     if output is None:
         tuned = start is not None and start.kind == "ensemble"
         output = Path(f"{init.stem}-tuned.safetensors" if tuned else f"branch{seed}.safetensors")
-    check_output_path(output, inputs=[data, init])
+    check_output_path(output, inputs=[data, init, teacher])
     if start is not None:
         # The start decides the architecture (train_branch refuses an --arch that disagrees)
         # and the normalisation its weights were learned with (an ensemble's branches carry theirs).
         settings["arch"] = arch or start.meta["arch"]
         normalize = start.meta.get("normalization") is not None or start.meta["kind"] == "ensemble"
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
-                         device=device, precision=precision, init=start_sha256)
+                         device=device, precision=precision, init=start_sha256, teacher=teacher_sha256,
+                         teacher_weight=(0.5 if teacher_weight is None else teacher_weight) if teacher is not None else 0.0,
+                         temperature=temperature)
     config.validate()
     checkpoint = run_checkpoint(output, resume)
     with process_group(resolve_device(device)) as cluster:
@@ -384,7 +405,7 @@ def train_branch_command(
         with resumable(checkpoint, quiet=not cluster.is_main), ProgressReporter(log if cluster.is_main else None,
                                                                                 enabled=cluster.is_main) as reporter:
             result = train_branch(dataset, config, reporter=reporter, checkpoint=checkpoint, resume=resume,
-                                  cluster=cluster, init=start)
+                                  cluster=cluster, init=start, teacher=teacher_file)
     if not cluster.is_main:
         return
     metrics = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
@@ -397,6 +418,8 @@ def train_branch_command(
             "command": recorded_command()}
     if start is not None:
         meta["init"] = init_provenance(init, start_sha256, start.meta)
+    if teacher_file is not None:
+        meta["teacher"] = teacher_provenance(teacher_file, teacher_sha256)
     save_tensors(output, result.model.state_dict(), kind=start.meta["kind"] if start is not None else "branch", meta=meta)
     checkpoint.unlink(missing_ok=True)
     summary = {"output": str(output), "epochs": len(result.history), **metrics,

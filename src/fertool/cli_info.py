@@ -34,6 +34,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "data_sha256": meta.get("dataset_sha256"),
         "command": meta.get("command"),
         "init": start_provenance(meta.get("init")),  # the branch whose weights this run started from, if any
+        "teacher": meta.get("teacher"),  # the predictions a distilled branch learned from, if any
         "epochs": len(meta.get("history", [])) or config.get("epochs"),
         "epochs_before": chain_epochs(meta.get("init")) or None,  # over the whole --init chain
         "best_epoch": metrics.get("best_epoch"),
@@ -155,6 +156,8 @@ def info(
             acc = value.get("val_accuracy")
             acc_text = f", val {acc:.2%}" if isinstance(acc, float) else ""
             value = f"{value.get('file')} ({value.get('epochs')} epochs{acc_text}): {value.get('command')}"
+        if key == "teacher" and isinstance(value, dict):
+            value = f"{value.get('file')}: {value.get('model')}'s predictions (tta {value.get('tta')})"
         if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):
             value = f"{value:.2%}" if key == "val_accuracy" else f"{value:.4f}"
         if key == "train_seconds" and isinstance(value, (int, float)):

@@ -30,6 +30,7 @@ from fertool.augment import PRESETS, Augment
 from fertool.checkpoint import TrainingState, save_checkpoint
 from fertool.distributed import Cluster
 from fertool.checkpoint import resume as resume_from
+from fertool.distill import blend_targets, teacher_probabilities
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
 from fertool.models import EnsembleClassifier, FERClassifier, build_classifier, model_from_artifact
@@ -53,6 +54,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment_preset: str = "report"  # a key of augment.PRESETS
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs; 0 = off
+    teacher: str = ""  # sha256 of the teacher's predictions (distill.py); "" = no teacher
+    teacher_weight: float = 0.0  # the teacher's share of each target
+    temperature: float = 1.0  # softens the teacher's probabilities (> 1: flatter)
     val_split: str = "val"
     init: str = ""  # sha256 of the branch file whose weights the run starts from; "" = random weights
     seed: int = 0
@@ -70,6 +74,10 @@ class TrainConfig:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
             raise BadInputError(f"--mixup {self.mixup}: must be 0 (off) or a positive Beta alpha such as 0.2")
+        if not 0 <= self.teacher_weight <= 1:
+            raise BadInputError(f"--teacher-weight {self.teacher_weight}: must be in [0, 1]")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise BadInputError(f"--temperature {self.temperature}: must be positive (1 = the teacher's own probabilities)")
 
 
 def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
@@ -168,11 +176,12 @@ def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
 
     Drawn from `generator` (the run's augmentation stream, saved in checkpoints), so a resumed
     run blends the same pairs. Beta comes from numpy, seeded by the generator: torch samples
-    Beta only from its global stream.
+    Beta only from its global stream. `y` is class indices, or already class probabilities
+    (a teacher's blend).
     """
     weight = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(alpha, alpha))
     partner = torch.randperm(len(x), generator=generator).to(x.device)
-    targets = F.one_hot(y, num_classes).float()
+    targets = y.float() if y.is_floating_point() else F.one_hot(y, num_classes).float()
     return (weight * x + (1 - weight) * x[partner],
             weight * targets + (1 - weight) * targets[partner])
 
@@ -219,11 +228,13 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
 def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
                     augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
                     reporter: Reporter, cluster: Cluster = Cluster(),
-                    model: torch.nn.Module | None = None, *, num_classes: int) -> tuple[float, float]:
+                    model: torch.nn.Module | None = None, *, num_classes: int,
+                    teacher: torch.Tensor | None = None) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, accuracy).
 
     `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
-    `num_classes` sizes mixup's probability targets (`config.mixup`).
+    `num_classes` sizes mixup's probability targets (`config.mixup`). `teacher`, class
+    probabilities per training face (distill.py), is blended into each target by `config.teacher_weight`.
     """
     model = model or state.module
     model.train()
@@ -232,10 +243,11 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         x = to_input(images[index], device)
         if augment is not None:
             x = augment(x).contiguous(memory_format=torch.channels_last)
+        y = labels[index] if teacher is None else blend_targets(labels[index], teacher[index], config.teacher_weight)
         if config.mixup > 0:
-            x, y = mixup(x, labels[index], num_classes, config.mixup, state.augment_rng)
+            x, y = mixup(x, y, num_classes, config.mixup, state.augment_rng)
             return x.contiguous(memory_format=torch.channels_last), y
-        return x, labels[index]
+        return x, y
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(device, dtype):
@@ -296,7 +308,7 @@ def initial_model(dataset: Artifact, config: TrainConfig,
 
 def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | None = None,
                  checkpoint: Path | None = None, resume: bool = False, cluster: Cluster = Cluster(),
-                 init: Artifact | None = None) -> TrainResult:
+                 init: Artifact | None = None, teacher: Artifact | None = None) -> TrainResult:
     """Train one branch on the dataset's train split, keeping the best weights on `config.val_split`.
 
     With a `cluster` of several ranks (torchrun), every rank calls this; only rank 0 should pass
@@ -304,9 +316,13 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     (continued training on a fresh schedule, or fine-tuning on other data); `config.init`
     should then hold its digest, so a checkpoint is only resumed with the same start. An
     ensemble artifact as `init` (with `config.arch` "ensemble") trains its branches and head
-    together, end to end, and the result is an ensemble again.
+    together, end to end, and the result is an ensemble again. `teacher`, a predictions artifact
+    of the train split, adds its probabilities to the targets (distillation; `config.teacher`
+    should hold its digest and `config.teacher_weight` its share).
     """
     config.validate()
+    if (teacher is None) != (config.teacher_weight == 0):
+        raise BadInputError("--teacher-weight needs --teacher PREDS, and a teacher needs a weight above 0")
     if config.batch_size < cluster.world_size:
         raise BadInputError(f"--batch-size {config.batch_size}: is the global batch, give at least one image "
                             f"to each of the {cluster.world_size} processes")
@@ -316,6 +332,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     train_images, train_labels, _ = select_split(dataset, "train")
     val_images, val_labels, _ = select_split(dataset, config.val_split)
     train_images, train_labels = train_images.to(device), train_labels.to(device)
+    soft = None if teacher is None else teacher_probabilities(teacher, dataset, config.temperature).to(device)
     val_images, val_labels = val_images.to(device), val_labels.to(device)
 
     torch.manual_seed(config.seed)  # initial weights and dropout
@@ -339,7 +356,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
         started = time.perf_counter()
         loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter,
-                                          cluster=cluster, model=step_model, num_classes=len(classes))
+                                          cluster=cluster, model=step_model, num_classes=len(classes), teacher=soft)
         train_seconds = time.perf_counter() - started
         cluster.sync_buffers(model)  # every rank then scores rank 0's model and makes the same choices
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)

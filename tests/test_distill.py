@@ -1,0 +1,158 @@
+"""Distillation (`train-branch --teacher PREDS`): the teacher's predictions reach the targets,
+only predictions of this data's train split are taken, and the run records its teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clitools import invoke, json_of, listing, ok, one_line_error
+from fertool.artifacts import load_artifact, save_npz
+from fertool.distill import blend_targets, teacher_probabilities
+from fertool.errors import BadInputError
+from fertool.evaluate import predict_logits, select_split
+from fertool.train import TrainConfig, train_branch
+from trainhelpers import ctrl_c_in_epoch
+
+TRAIN = ["--arch", "tiny", "--device", "cpu", "--lr", "3e-3"]
+
+
+def write_teacher(path: Path, dataset, logits: np.ndarray, split: str = "train", **changes) -> Path:
+    """A predictions artifact as `fertool eval DATA MODEL --split SPLIT -o PATH` writes it."""
+    _, labels, indices = select_split(dataset, split)
+    arrays = {"logits": logits.astype(np.float32), "labels": labels.numpy(), "indices": indices.numpy()}
+    meta = {"model": "teacher.safetensors", "model_kind": "branch", "dataset": str(dataset.path),
+            "dataset_sha256": dataset.meta["sha256"], "split": split, "classes": dataset.meta["classes"],
+            "tta": "none"}
+    for key, value in changes.items():
+        if key in arrays:
+            arrays[key] = value
+        else:
+            meta[key] = value
+    save_npz(path, arrays, kind="predictions", meta=meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(synthetic_data):
+    return load_artifact(synthetic_data, expect="dataset")
+
+
+def next_class_teacher(dataset, tmp_path: Path) -> Path:
+    """A teacher sure of the wrong answer: each face's next class, (label + 1) mod 7."""
+    _, labels, _ = select_split(dataset, "train")
+    shifted = (labels.numpy() + 1) % 7
+    return write_teacher(tmp_path / "next.npz", dataset, np.eye(7)[shifted] * 20.0)
+
+
+def test_a_student_of_the_teacher_alone_learns_the_teachers_answers(dataset, tmp_path):
+    # Weight 1: the labels are gone from the targets, so whatever the student learns came from
+    # the teacher. It names each face's next class; the student must learn to do the same.
+    teacher = load_artifact(next_class_teacher(dataset, tmp_path))
+    config = TrainConfig(arch="dexpression_bn", epochs=3, lr=1e-3, batch_size=32, augment=False, seed=0,
+                         teacher="t", teacher_weight=1.0)
+    student = train_branch(dataset, config, teacher=teacher).model
+    images, labels, _ = select_split(dataset, "train")
+    predicted = predict_logits(student, images, torch.device("cpu")).argmax(1)
+    agrees_with_teacher = (predicted == (labels + 1) % 7).float().mean().item()
+    agrees_with_labels = (predicted == labels).float().mean().item()
+    # Three short epochs do not learn the faces fully (42 % when written; chance is 14 %), but the
+    # student already sides with the teacher against the labels.
+    assert agrees_with_teacher > 0.3 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
+
+
+def test_targets_blend_label_and_teacher_and_keep_the_label_on_top_up_to_half():
+    labels = torch.tensor([0, 2])
+    teacher = torch.tensor([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]])
+    targets = blend_targets(labels, teacher, 0.5)
+    assert torch.allclose(targets, torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.15, 0.75]]))
+    assert torch.allclose(targets.sum(1), torch.ones(2))
+    # A confident, wrong teacher at weight 0.5 at most ties the label: the hit count stays honest.
+    assert torch.equal(blend_targets(labels, torch.tensor([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0]]), 0.45).argmax(1), labels)
+
+
+def test_temperature_softens_the_teachers_probabilities(dataset, tmp_path):
+    _, labels, _ = select_split(dataset, "train")
+    logits = np.eye(7)[labels.numpy()] * 4.0
+    teacher = load_artifact(write_teacher(tmp_path / "t.npz", dataset, logits))
+    sharp, soft = teacher_probabilities(teacher, dataset, 1.0), teacher_probabilities(teacher, dataset, 4.0)
+    assert torch.allclose(sharp.sum(1), torch.ones(len(labels))) and torch.allclose(soft.sum(1), torch.ones(len(labels)))
+    assert torch.equal(sharp.argmax(1), labels) and torch.equal(soft.argmax(1), labels)
+    top = sharp.max(1).values
+    assert top[0].item() == pytest.approx(np.exp(4) / (np.exp(4) + 6)) and (soft.max(1).values < top).all()
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"split": "val"}, "train split"),
+    ({"dataset_sha256": "0" * 64}, "other data"),
+    ({"classes": ["a", "b", "c", "d", "e", "f", "g"]}, "classes"),
+])
+def test_a_teacher_for_other_faces_is_refused(dataset, tmp_path, change, needle):
+    split = change.get("split", "train")
+    count = len(select_split(dataset, split)[0])
+    path = write_teacher(tmp_path / "t.npz", dataset, np.zeros((count, 7)), split=split,
+                         **{k: v for k, v in change.items() if k != "split"})
+    with pytest.raises(BadInputError, match=needle):
+        teacher_probabilities(load_artifact(path), dataset, 1.0)
+
+
+def test_a_teacher_in_another_order_is_refused(dataset, tmp_path):
+    _, _, indices = select_split(dataset, "train")
+    path = write_teacher(tmp_path / "t.npz", dataset, np.zeros((len(indices), 7)), indices=indices.numpy()[::-1].copy())
+    with pytest.raises(BadInputError, match="one prediction per train face in order"):
+        teacher_probabilities(load_artifact(path), dataset, 1.0)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_train_branch_with_a_teacher_from_eval_records_it(synthetic_data, tiny_branch, tmp_path):
+    # The chain a user runs: eval writes the teacher's predictions, train-branch learns from them.
+    teacher = tmp_path / "teacher.npz"
+    ok(invoke("eval", synthetic_data, tiny_branch, "--split", "train", "-o", teacher))
+    runs = {}
+    for name, extra in {"plain": [], "taught": ["--teacher", teacher, "--temperature", 2]}.items():
+        output = tmp_path / f"{name}.safetensors"
+        json_of(invoke("train-branch", synthetic_data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, *extra, "--json"))
+        runs[name] = load_artifact(output).meta
+    config = runs["taught"]["train_config"]
+    assert config["teacher_weight"] == 0.5 and config["temperature"] == 2.0 and len(config["teacher"]) == 64
+    assert runs["taught"]["teacher"]["file"] == str(teacher) and runs["taught"]["teacher"]["model"] == str(tiny_branch)
+    assert runs["plain"]["train_config"]["teacher"] == "" and "teacher" not in runs["plain"]
+    assert runs["taught"]["history"][0]["loss"] != runs["plain"]["history"][0]["loss"]
+    info = ok(invoke("info", tmp_path / "taught.safetensors")).stdout
+    assert f"teacher {teacher}: {tiny_branch}'s predictions" in " ".join(info.split())
+
+
+def test_bad_teachers_are_one_line_errors_and_write_nothing(synthetic_data, tiny_branch, tmp_path):
+    val_preds = tmp_path / "val.npz"
+    ok(invoke("eval", synthetic_data, tiny_branch, "--split", "val", "-o", val_preds))
+    out = tmp_path / "out"
+    out.mkdir()
+    train = ["train-branch", synthetic_data, "-o", out / "b.safetensors", "--epochs", 1, *TRAIN]
+    one_line_error(invoke(*train, "--teacher", val_preds), str(val_preds), "train split")
+    one_line_error(invoke(*train, "--teacher", tiny_branch), str(tiny_branch), "predictions")
+    one_line_error(invoke(*train, "--teacher-weight", 0.3), "--teacher-weight", "--teacher")
+    one_line_error(invoke(*train, "--teacher", val_preds, "--teacher-weight", 1.5), "--teacher-weight")
+    one_line_error(invoke(*train, "--teacher", val_preds, "--temperature", 0), "--temperature")
+    assert listing(out) == []
+
+
+def test_a_resumed_run_keeps_its_teacher(dataset, tmp_path):
+    # The teacher's digest is one of the run's settings: a checkpoint resumes only with the same
+    # predictions, and then ends where the uninterrupted run does.
+    _, labels, _ = select_split(dataset, "train")
+    teacher = load_artifact(write_teacher(tmp_path / "t.npz", dataset, np.random.default_rng(0).normal(size=(len(labels), 7))))
+    settings = dict(arch="tiny", epochs=2, lr=3e-3, seed=2, teacher="a" * 64, teacher_weight=0.5, temperature=2.0)
+    whole = train_branch(dataset, TrainConfig(**settings), teacher=teacher)
+    checkpoint = tmp_path / "run.ckpt"
+    with ctrl_c_in_epoch(2):
+        train_branch(dataset, TrainConfig(**settings), teacher=teacher, checkpoint=checkpoint)
+    with pytest.raises(BadInputError, match="teacher"):
+        train_branch(dataset, TrainConfig(**{**settings, "teacher": "b" * 64}), teacher=teacher,
+                     checkpoint=checkpoint, resume=True)
+    resumed = train_branch(dataset, TrainConfig(**settings), teacher=teacher, checkpoint=checkpoint, resume=True)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
