@@ -367,9 +367,9 @@ def train_branch_command(
     Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --recipe best
     """
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
+    from fertool.distill import teacher_provenance
     from fertool.distributed import process_group
     from fertool.runtime import resolve_device
-    from fertool.distill import teacher_provenance
     from fertool.train import RECIPES, TrainConfig, train_branch
 
     if log is not None:
@@ -378,6 +378,10 @@ def train_branch_command(
     if teacher_weight is not None and teacher is None:
         raise BadInputError(f"--teacher-weight {teacher_weight}: needs --teacher PREDS, the teacher's predictions")
     teacher_file, teacher_sha256 = load_teacher(teacher) if teacher is not None else (None, "")
+    if teacher is None:
+        teacher_weight = 0.0
+    elif teacher_weight is None:
+        teacher_weight = 0.5  # as much teacher as label
     if recipe not in RECIPES:
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
     given = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
@@ -396,8 +400,7 @@ def train_branch_command(
         normalize = start.meta.get("normalization") is not None or start.meta["kind"] == "ensemble"
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
                          device=device, precision=precision, init=start_sha256, teacher=teacher_sha256,
-                         teacher_weight=(0.5 if teacher_weight is None else teacher_weight) if teacher is not None else 0.0,
-                         temperature=temperature)
+                         teacher_weight=teacher_weight, temperature=temperature)
     config.validate()
     checkpoint = run_checkpoint(output, resume)
     with process_group(resolve_device(device)) as cluster:
