@@ -176,6 +176,8 @@ SLOTS: dict[str, tuple[list[str], tuple[str, ...]]] = {
                           ("data",)),
     "train-branch --init": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--init", "BAD", "--epochs", "1"],
                             ("model", "model-on-data")),
+    "train-branch --teacher": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--arch", "tiny", "--teacher", "BAD",
+                                "--epochs", "1"], ("preds",)),
     "eval DATA": (["eval", "BAD", "{model}", "-o", "OUT/p.npz"], ("data", "data-for-model")),
     "eval MODEL": (["eval", "{data}", "BAD", "-o", "OUT/p.npz"], ("model", "model-on-data")),
     "ensemble DATA": (["ensemble", "BAD", "{model}", "{model}", "-o", "OUT/e.safetensors"], ("data",)),
