@@ -48,12 +48,14 @@ def next_class_teacher(dataset, tmp_path: Path) -> Path:
     return write_teacher(tmp_path / "next.npz", dataset, np.eye(7)[shifted] * 20.0)
 
 
-def test_a_student_of_the_teacher_alone_learns_the_teachers_answers(dataset, tmp_path):
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_a_student_of_the_teacher_alone_learns_the_teachers_answers(dataset, tmp_path, mixup):
     # Weight 1: the labels are gone from the targets, so whatever the student learns came from
-    # the teacher. It names each face's next class; the student must learn to do the same.
+    # the teacher. It names each face's next class; the student must learn to do the same, with
+    # mixup too (which must blend the teacher's targets, not the labels).
     teacher = load_artifact(next_class_teacher(dataset, tmp_path))
     config = TrainConfig(arch="dexpression_bn", epochs=3, lr=1e-3, batch_size=32, augment=False, seed=0,
-                         teacher="t", teacher_weight=1.0)
+                         teacher="t", teacher_weight=1.0, mixup=mixup)
     student = train_branch(dataset, config, teacher=teacher).model
     images, labels, _ = select_split(dataset, "train")
     predicted = predict_logits(student, images, torch.device("cpu")).argmax(1)
@@ -72,6 +74,21 @@ def test_targets_blend_label_and_teacher_and_keep_the_label_on_top_up_to_half():
     assert torch.allclose(targets.sum(1), torch.ones(2))
     # A confident, wrong teacher at weight 0.5 at most ties the label: the hit count stays honest.
     assert torch.equal(blend_targets(labels, torch.tensor([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0]]), 0.45).argmax(1), labels)
+
+
+def test_mixup_blends_the_teachers_targets_not_fresh_one_hot_labels():
+    # With --mixup the blended targets must carry the teacher's share: mixup receives the
+    # probabilities and pairs them as it pairs the images. Its draws do not depend on the
+    # targets, so the same seed with one-hot targets of four "classes", one per image, gives
+    # the mixing matrix itself: row i holds how much of each image image i became.
+    from fertool.train import mixup
+
+    x = torch.rand(4, 1, 2, 2)
+    probabilities = torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.7, 0.3], [0.5, 0.0, 0.5], [0.2, 0.2, 0.6]])
+    _, mixing = mixup(x, torch.arange(4), 4, 0.4, torch.Generator().manual_seed(1))
+    _, targets = mixup(x, probabilities, 3, 0.4, torch.Generator().manual_seed(1))
+    assert not torch.allclose(mixing, torch.eye(4))  # this seed does blend
+    assert torch.allclose(targets, mixing @ probabilities, atol=1e-6)
 
 
 def test_temperature_softens_the_teachers_probabilities(dataset, tmp_path):
@@ -104,6 +121,15 @@ def test_a_teacher_in_another_order_is_refused(dataset, tmp_path):
     path = write_teacher(tmp_path / "t.npz", dataset, np.zeros((len(indices), 7)), indices=indices.numpy()[::-1].copy())
     with pytest.raises(BadInputError, match="one prediction per train face in order"):
         teacher_probabilities(load_artifact(path), dataset, 1.0)
+
+
+def test_a_teacher_needs_a_share_and_a_share_needs_a_teacher(dataset, tmp_path):
+    _, labels, _ = select_split(dataset, "train")
+    teacher = load_artifact(write_teacher(tmp_path / "t.npz", dataset, np.zeros((len(labels), 7))))
+    with pytest.raises(BadInputError, match="--teacher-weight 0: a teacher needs a share above 0"):
+        train_branch(dataset, TrainConfig(arch="tiny", epochs=1, teacher="t", teacher_weight=0.0), teacher=teacher)
+    with pytest.raises(BadInputError, match="--teacher-weight 0.3: needs --teacher"):
+        train_branch(dataset, TrainConfig(arch="tiny", epochs=1, teacher_weight=0.3))
 
 
 # ---------------------------------------------------------------- the command

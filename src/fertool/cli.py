@@ -296,27 +296,23 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
         raise
 
 
+def load_with_digest(path: Path, expect: str | tuple[str, ...]) -> tuple[Any, str]:
+    """(artifact, sha256 of its file) for a file a run learns from (--init, --teacher).
+
+    The digest goes into the run's settings, so a checkpoint resumes only with the same file.
+    """
+    import hashlib
+
+    from fertool.artifacts import load_artifact
+
+    return load_artifact(path, expect=expect), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def load_start(path: Path, dataset: Any) -> tuple[Any, str]:
     """(artifact, sha256) of the model `--init` names, checked: a branch or an ensemble, for this data."""
-    import hashlib
-
-    from fertool.artifacts import load_artifact
-
-    start = load_artifact(path, expect=("branch", "ensemble"))
+    start, digest = load_with_digest(path, ("branch", "ensemble"))
     check_model_fits(start.meta, path, dataset)
-    # The digest ties a checkpoint to its starting weights: --resume with another --init is refused.
-    return start, hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load_teacher(path: Path) -> tuple[Any, str]:
-    """(artifact, sha256) of the predictions `--teacher` names; distill.py checks they fit the data."""
-    import hashlib
-
-    from fertool.artifacts import load_artifact
-
-    teacher = load_artifact(path, expect="predictions")
-    # The digest ties a checkpoint to its teacher: --resume with other predictions is refused.
-    return teacher, hashlib.sha256(path.read_bytes()).hexdigest()
+    return start, digest
 
 
 def init_provenance(path: Path, sha256: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -375,13 +371,10 @@ def train_branch_command(
     if log is not None:
         check_output_path(log, inputs=[data, init, teacher])
     dataset = load_artifact(data, expect="dataset")
-    if teacher_weight is not None and teacher is None:
-        raise BadInputError(f"--teacher-weight {teacher_weight}: needs --teacher PREDS, the teacher's predictions")
-    teacher_file, teacher_sha256 = load_teacher(teacher) if teacher is not None else (None, "")
-    if teacher is None:
-        teacher_weight = 0.0
-    elif teacher_weight is None:
-        teacher_weight = 0.5  # as much teacher as label
+    # distill.py checks that the predictions fit the data; train_branch that a weight has a teacher.
+    teacher_file, teacher_sha256 = load_with_digest(teacher, "predictions") if teacher is not None else (None, "")
+    if teacher_weight is None:
+        teacher_weight = 0.5 if teacher is not None else 0.0  # with a teacher: as much teacher as label
     if recipe not in RECIPES:
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
     given = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,

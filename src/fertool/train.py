@@ -321,8 +321,10 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     should hold its digest and `config.teacher_weight` its share).
     """
     config.validate()
-    if (teacher is None) != (config.teacher_weight == 0):
-        raise BadInputError("--teacher-weight needs --teacher PREDS, and a teacher needs a weight above 0")
+    if teacher is None and config.teacher_weight > 0:
+        raise BadInputError(f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS, the teacher's predictions")
+    if teacher is not None and config.teacher_weight == 0:
+        raise BadInputError("--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one")
     if config.batch_size < cluster.world_size:
         raise BadInputError(f"--batch-size {config.batch_size}: is the global batch, give at least one image "
                             f"to each of the {cluster.world_size} processes")
