@@ -7,7 +7,7 @@
 `auto` picks the fastest precision that is correct on the machine. bf16 is only fast on CPUs
 with native bf16 matrix units (Intel AMX, AVX512-BF16): on an AVX2 CPU, bf16 autocast made a
 DeXpression training step ~10x slower than fp32 (measured on this project's AMD EPYC dev box),
-so there `auto` stays fp32.
+and ~3x slower on an AVX-512 Xeon without AVX512-BF16, so there `auto` stays fp32.
 """
 
 from __future__ import annotations
@@ -45,14 +45,17 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 matrices natively (AMX or AVX512-BF16)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if "AVX512" not in capability and "AMX" not in capability:
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """True where the CPU multiplies bf16 matrices natively (AMX or AVX512-BF16).
+
+    Asks for the instructions themselves: oneDNN's own `_is_mkldnn_bf16_supported()` also says
+    yes on AVX-512 CPUs without them (Skylake to Ice Lake), where it emulates bf16 and a training
+    step ran ~3x slower than fp32 (an Intel Xeon in this project's docs/RESULTS.md).
+    """
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    # Private probes (torch >= 2.3); where one is missing the answer is fp32: at worst a missed
+    # speed-up, never the 3-10x slow-down of emulated bf16.
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
