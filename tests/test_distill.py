@@ -3,49 +3,25 @@ only predictions of this data's train split are taken, and the run records its t
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from clitools import invoke, json_of, listing, ok, one_line_error
-from fertool.artifacts import load_artifact, save_npz
+from fertool.artifacts import load_artifact
 from fertool.distill import blend_targets, teacher_probabilities
 from fertool.errors import BadInputError
-from fertool.evaluate import predict_logits, select_split
+from fertool.evaluate import select_split
 from fertool.train import TrainConfig, train_branch
-from trainhelpers import ctrl_c_in_epoch
+from trainhelpers import agreement_on_train, ctrl_c_in_epoch, next_class_teacher, write_teacher
 
 TRAIN = ["--arch", "tiny", "--device", "cpu", "--lr", "3e-3"]
-
-
-def write_teacher(path: Path, dataset, logits: np.ndarray, split: str = "train", **changes) -> Path:
-    """A predictions artifact as `fertool eval DATA MODEL --split SPLIT -o PATH` writes it."""
-    _, labels, indices = select_split(dataset, split)
-    arrays = {"logits": logits.astype(np.float32), "labels": labels.numpy(), "indices": indices.numpy()}
-    meta = {"model": "teacher.safetensors", "model_kind": "branch", "dataset": str(dataset.path),
-            "dataset_sha256": dataset.meta["sha256"], "split": split, "classes": dataset.meta["classes"],
-            "tta": "none"}
-    for key, value in changes.items():
-        if key in arrays:
-            arrays[key] = value
-        else:
-            meta[key] = value
-    save_npz(path, arrays, kind="predictions", meta=meta)
-    return path
 
 
 @pytest.fixture(scope="module")
 def dataset(synthetic_data):
     return load_artifact(synthetic_data, expect="dataset")
-
-
-def next_class_teacher(dataset, tmp_path: Path) -> Path:
-    """A teacher sure of the wrong answer: each face's next class, (label + 1) mod 7."""
-    _, labels, _ = select_split(dataset, "train")
-    shifted = (labels.numpy() + 1) % 7
-    return write_teacher(tmp_path / "next.npz", dataset, np.eye(7)[shifted] * 20.0)
 
 
 @pytest.mark.parametrize("mixup", [0.0, 0.4])
@@ -57,10 +33,7 @@ def test_a_student_of_the_teacher_alone_learns_the_teachers_answers(dataset, tmp
     config = TrainConfig(arch="dexpression_bn", epochs=3, lr=1e-3, batch_size=32, augment=False, seed=0,
                          teacher="t", teacher_weight=1.0, mixup=mixup)
     student = train_branch(dataset, config, teacher=teacher).model
-    images, labels, _ = select_split(dataset, "train")
-    predicted = predict_logits(student, images, torch.device("cpu")).argmax(1)
-    agrees_with_teacher = (predicted == (labels + 1) % 7).float().mean().item()
-    agrees_with_labels = (predicted == labels).float().mean().item()
+    agrees_with_teacher, agrees_with_labels = agreement_on_train(student, dataset)
     # Three short epochs do not learn the faces fully (42 % when written; chance is 14 %), but the
     # student already sides with the teacher against the labels.
     assert agrees_with_teacher > 0.3 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
