@@ -42,7 +42,7 @@ def rate(arch: str, compiled: bool, infer: bool, steps: int = 30, batch: int = 1
 
 
 def main() -> None:
-    for arch in ("dexpression", "dexpression_bn"):
+    for arch in ("dexpression", "dexpression_bn", "dexpression_bn_gentle_wide"):
         for infer in (False, True):
             eager, _ = rate(arch, False, infer)
             compiled, first = rate(arch, True, infer)
