@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from unittest import mock
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,11 @@ def _debug_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def invoke(*args: Any) -> Any:
-    return runner.invoke(app, [str(a) for a in args])
+    """Run fertool in this process, with the argv a shell would give it (models record it as
+    their command)."""
+    argv = [str(a) for a in args]
+    with mock.patch.object(sys, "argv", ["fertool", *argv]):
+        return runner.invoke(app, argv)
 
 
 def stderr_of(result: Any) -> str | None:

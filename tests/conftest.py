@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# Two cores: keep the tests from fighting over threads, and make CPU runs reproducible.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep the tests from fighting over threads, and make CPU runs reproducible. Under
+# pytest-xdist (`make test` runs two workers) each worker takes one core.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,15 +57,44 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 synthetic faces: for tests of scripts' plumbing, where what a model learns is not checked."""
+    from fertool.artifacts import save_tensors
+    from fertool.data import synthetic_faces
+    from fertool.prepare import dataset_artifact
+
+    path = tmp_path_factory.mktemp("data") / "small.safetensors"
+    tensors, meta = dataset_artifact(synthetic_faces(300, seed=0))
+    save_tensors(path, tensors, kind="dataset", meta=meta)
+    return path
+
+
+@pytest.fixture(scope="session")
+def easy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1400 noisy grey squares whose brightness is their class: any model learns them in one
+    epoch, so a test of what a model learns from its targets does not hang on a lucky seed."""
+    import numpy as np
+
+    from fertool.artifacts import save_tensors
+    from fertool.data import SPLITS, RawDataset
+    from fertool.prepare import dataset_artifact
+
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.arange(1400) % 7)
+    images = np.clip(20 + 32 * labels[:, None, None] + rng.normal(0, 8, (1400, 48, 48)), 0, 255).astype(np.uint8)
+    split = np.where(np.arange(1400) % 5 == 0, SPLITS.index("val"), SPLITS.index("train")).astype(np.uint8)
+    path = tmp_path_factory.mktemp("data") / "easy.safetensors"
+    tensors, meta = dataset_artifact(RawDataset(images, labels, split, "test:brightness"))
+    save_tensors(path, tensors, kind="dataset", meta=meta)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_branch(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `tiny` branch trained for 2 epochs on the synthetic faces, through the CLI."""
-    from typer.testing import CliRunner
-
-    from fertool.cli import app
+    from clitools import invoke
 
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    result = CliRunner().invoke(
-        app, ["train-branch", str(synthetic_data), "-o", str(path), "--arch", "tiny", "--epochs", "2", "--lr", "3e-3", "--seed", "1"]
-    )
+    result = invoke("train-branch", synthetic_data, "-o", path, "--arch", "tiny", "--epochs", 2, "--lr", "3e-3", "--seed", 1)
     assert result.exit_code == 0, result.output
     return path

@@ -25,18 +25,21 @@ def dataset(synthetic_data):
 
 
 @pytest.mark.parametrize("mixup", [0.0, 0.4])
-def test_a_student_of_the_teacher_alone_learns_the_teachers_answers(dataset, tmp_path, mixup):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_student_of_the_teacher_alone_learns_the_teachers_answers(easy_data, tmp_path, seed, mixup):
     # Weight 1: the labels are gone from the targets, so whatever the student learns came from
     # the teacher. It names each face's next class; the student must learn to do the same, with
-    # mixup too (which must blend the teacher's targets, not the labels).
+    # mixup too (which must blend the teacher's targets, not the labels). The faces are easy (their
+    # class is their brightness) and the run is one epoch: a run keeps its best epoch on val,
+    # scored against the labels, which would pick the epoch that learned the teacher least.
+    dataset = load_artifact(easy_data, expect="dataset")
     teacher = load_artifact(next_class_teacher(dataset, tmp_path))
-    config = TrainConfig(arch="dexpression_bn", epochs=3, lr=1e-3, batch_size=32, augment=False, seed=0,
+    config = TrainConfig(arch="tiny", epochs=1, lr=3e-3, batch_size=32, augment=False, seed=seed, device="cpu",
                          teacher="t", teacher_weight=1.0, mixup=mixup)
     student = train_branch(dataset, config, teacher=teacher).model
     agrees_with_teacher, agrees_with_labels = agreement_on_train(student, dataset)
-    # Three short epochs do not learn the faces fully (42 % when written; chance is 14 %), but the
-    # student already sides with the teacher against the labels.
-    assert agrees_with_teacher > 0.3 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
+    # When written: 72-100 % next class and 0-14 % labels over these seeds, with 1 or 2 threads.
+    assert agrees_with_teacher > 0.6 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
 
 
 def test_targets_blend_label_and_teacher_and_keep_the_label_on_top_up_to_half():

@@ -91,18 +91,18 @@ def test_two_ranks_fine_tune_an_ensemble_end_to_end(synthetic_data: Path, tiny_b
     assert not torch.equal(start.tensors[conv], tuned.tensors[conv])  # the branches trained too
 
 
-def test_two_ranks_learn_from_a_teacher(synthetic_data: Path, tmp_path: Path) -> None:
+def test_two_ranks_learn_from_a_teacher(easy_data: Path, tmp_path: Path) -> None:
     # Each rank takes its slice of every global batch; the teacher's rows must be sliced with the
-    # labels'. A teacher naming each face's next class, at weight 1, is all the student sees.
-    dataset = load_artifact(synthetic_data, expect="dataset")
+    # labels'. A teacher naming each face's next class, at weight 1, is all the student sees
+    # (test_distill's in-process twin: 72-100 % next class); rows sliced unlike the labels' would
+    # teach noise, near chance (14 %).
+    dataset = load_artifact(easy_data, expect="dataset")
     teacher = next_class_teacher(dataset, tmp_path)
-    # test_distill's in-process twin of this run (seed 0, 3 epochs): 40 % next class in one process,
-    # 39 % with two ranks when written; a teacher's rows sliced unlike the labels' would give chance (14 %).
-    taught = ["--arch", "dexpression_bn", "--epochs", 3, "--lr", "1e-3", "--batch-size", 32, "--no-augment",
-              "--seed", 0, "--device", "cpu", "--json", "--teacher", teacher, "--teacher-weight", 1]
-    result = fertool_run(TORCHRUN, "train-branch", synthetic_data, "-o", "s.safetensors", *taught, cwd=tmp_path)
+    result = fertool_run(TORCHRUN, "train-branch", easy_data, "-o", "s.safetensors", "--arch", "tiny", "--epochs", 1,
+                         "--lr", "3e-3", "--batch-size", 32, "--no-augment", "--seed", 0, "--device", "cpu", "--json",
+                         "--teacher", teacher, "--teacher-weight", 1, cwd=tmp_path)
     assert json.loads(result.stdout)["processes"] == 2
     student = load_artifact(tmp_path / "s.safetensors", expect="branch")
     assert student.meta["teacher"]["file"] == str(teacher)
     agrees_with_teacher, agrees_with_labels = agreement_on_train(model_from_artifact(student), dataset)
-    assert agrees_with_teacher > 0.3 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
+    assert agrees_with_teacher > 0.6 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)

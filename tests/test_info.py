@@ -19,7 +19,8 @@ def test_info_of_a_branch_says_how_it_was_made(tiny_branch: Path) -> None:
     meta = load_artifact(tiny_branch).meta
     assert info["kind"] == "branch" and info["arch"] == "tiny"
     assert info["epochs"] == 2 and info["val_accuracy"] == meta["metrics"]["best_val_accuracy"]
-    assert info["data_sha256"] == meta["dataset_sha256"] and info["command"].startswith("fertool ")
+    assert info["data_sha256"] == meta["dataset_sha256"]
+    assert info["command"].startswith("fertool train-branch ") and info["command"].endswith(" --seed 1")
     assert info["parameters"] == sum(t.numel() for k, t in load_artifact(tiny_branch).tensors.items())
     text = invoke("info", tiny_branch).stdout
     assert "val_accuracy" in text and "%" in text
