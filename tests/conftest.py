@@ -43,30 +43,31 @@ def fer2013_root() -> Path:
     return root
 
 
+def write_dataset(path: Path, raw) -> Path:
+    """`raw` (a fertool.data.RawDataset) as the dataset artifact `fertool prepare` would write."""
+    from fertool.artifacts import save_tensors
+    from fertool.prepare import dataset_artifact
+
+    tensors, meta = dataset_artifact(raw)
+    save_tensors(path, tensors, kind="dataset", meta=meta)
+    return path
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared synthetic dataset artifact (1200 faces) shared by the whole session."""
-    from fertool.artifacts import save_tensors
     from fertool.data import synthetic_faces
-    from fertool.prepare import dataset_artifact
 
-    path = tmp_path_factory.mktemp("data") / "synthetic.safetensors"
-    tensors, meta = dataset_artifact(synthetic_faces(1200, seed=0))
-    save_tensors(path, tensors, kind="dataset", meta=meta)
-    return path
+    return write_dataset(tmp_path_factory.mktemp("data") / "synthetic.safetensors", synthetic_faces(1200, seed=0))
 
 
 @pytest.fixture(scope="session")
 def small_synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 synthetic faces: for tests of scripts' plumbing, where what a model learns is not checked."""
-    from fertool.artifacts import save_tensors
     from fertool.data import synthetic_faces
-    from fertool.prepare import dataset_artifact
 
-    path = tmp_path_factory.mktemp("data") / "small.safetensors"
-    tensors, meta = dataset_artifact(synthetic_faces(300, seed=0))
-    save_tensors(path, tensors, kind="dataset", meta=meta)
-    return path
+    return write_dataset(tmp_path_factory.mktemp("data") / "small.safetensors",
+                         synthetic_faces(300, seed=0))
 
 
 @pytest.fixture(scope="session")
@@ -75,18 +76,14 @@ def easy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     epoch, so a test of what a model learns from its targets does not hang on a lucky seed."""
     import numpy as np
 
-    from fertool.artifacts import save_tensors
     from fertool.data import SPLITS, RawDataset
-    from fertool.prepare import dataset_artifact
 
     rng = np.random.default_rng(0)
     labels = rng.permutation(np.arange(1400) % 7)
     images = np.clip(20 + 32 * labels[:, None, None] + rng.normal(0, 8, (1400, 48, 48)), 0, 255).astype(np.uint8)
     split = np.where(np.arange(1400) % 5 == 0, SPLITS.index("val"), SPLITS.index("train")).astype(np.uint8)
-    path = tmp_path_factory.mktemp("data") / "easy.safetensors"
-    tensors, meta = dataset_artifact(RawDataset(images, labels, split, "test:brightness"))
-    save_tensors(path, tensors, kind="dataset", meta=meta)
-    return path
+    raw = RawDataset(images, labels, split, "test:brightness")
+    return write_dataset(tmp_path_factory.mktemp("data") / "easy.safetensors", raw)
 
 
 @pytest.fixture(scope="session")
