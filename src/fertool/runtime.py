@@ -53,7 +53,7 @@ def cpu_has_fast_bf16() -> bool:
     """
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    # Private probes (torch >= 2.3); where one is missing the answer is fp32: at worst a missed
+    # Private probes of torch.cpu; where one is missing the answer is fp32: at worst a missed
     # speed-up, never the 3-10x slow-down of emulated bf16.
     return any(getattr(cpu, name, lambda: False)() for name in checks)
 
