@@ -63,7 +63,8 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 synthetic faces: for tests of scripts' plumbing, where what a model learns is not checked."""
+    """300 synthetic faces: for tests of plumbing (scripts, stopping and resuming), where what a model
+    learns is not checked."""
     from fertool.data import synthetic_faces
 
     return write_dataset(tmp_path_factory.mktemp("data") / "small.safetensors",

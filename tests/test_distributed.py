@@ -20,7 +20,7 @@ from trainhelpers import agreement_on_train, next_class_teacher
 
 # One thread per process: two ranks on two cores, and no oversubscription with pytest itself.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TRAIN = ["--arch", "dexpression_bn", "--epochs", 4, "--lr", "1e-3", "--batch-size", 32, "--no-augment", "--seed", 1,
+TRAIN = ["--arch", "dexpression_bn", "--epochs", 2, "--lr", "1e-3", "--batch-size", 32, "--no-augment", "--seed", 1,
          "--device", "cpu", "--json"]
 
 
@@ -35,10 +35,12 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(scope="module")
-def runs(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(easy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # The brightness-coded squares: a batch-norm branch learns them in two epochs, so the two
+    # runs can be held to a high bar without the minute that four epochs of faces took.
     folder = tmp_path_factory.mktemp("ddp")
-    ddp = fertool_run(TORCHRUN, "train-branch", synthetic_data, "-o", "ddp.safetensors", *TRAIN, cwd=folder)
-    single = fertool_run([sys.executable], "train-branch", synthetic_data, "-o", "single.safetensors", *TRAIN,
+    ddp = fertool_run(TORCHRUN, "train-branch", easy_data, "-o", "ddp.safetensors", *TRAIN, cwd=folder)
+    single = fertool_run([sys.executable], "train-branch", easy_data, "-o", "single.safetensors", *TRAIN,
                          cwd=folder)
     return {"folder": folder, "ddp": ddp, "single": single}
 
@@ -49,17 +51,17 @@ def test_torchrun_writes_one_artifact_and_one_summary(runs: dict) -> None:
     lines = [line for line in runs["ddp"].stdout.splitlines() if line.strip()]
     assert len(lines) == 1, runs["ddp"].stdout  # rank 1 printed nothing
     summary = json.loads(lines[0])
-    assert summary["output"] == "ddp.safetensors" and summary["epochs"] == 4
+    assert summary["output"] == "ddp.safetensors" and summary["epochs"] == 2
     artifact = load_artifact(folder / "ddp.safetensors", expect="branch")
     assert artifact.meta["metrics"]["processes"] == 2
-    assert len(artifact.meta["history"]) == 4
+    assert len(artifact.meta["history"]) == 2
     assert all(torch.isfinite(t).all() for t in artifact.tensors.values() if t.is_floating_point())
 
 
 def test_two_ranks_learn_as_well_as_one_process(runs: dict) -> None:
     ddp = json.loads(runs["ddp"].stdout)["best_val_accuracy"]
     single = json.loads(runs["single"].stdout)["best_val_accuracy"]
-    assert ddp > 0.25 and single > 0.25  # both well above chance (1/7) after 4 epochs
+    assert ddp > 0.8 and single > 0.8  # both learned the squares (chance is 1/7; measured 98 % and 100 %)
     assert abs(ddp - single) < 0.08, (ddp, single)
 
 

@@ -3,7 +3,9 @@
 Each test starts `python -m fertool` as a child, waits for the checkpoint of epoch 1 to appear,
 signals the child while it is inside epoch 2, and checks what a user would: the exit code, the
 one-line hint, the previous artifact at the output path untouched, the checkpoint holding epoch
-1 only, and `--resume` ending with the weights of a run that was never stopped.
+1 only, the same command without `--resume` refused, and `--resume` ending with the weights of a
+run that was never stopped. The refusals run in this process: they need no signal, and every
+child spends seconds importing torch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clitools import _debug_off, invoke, one_line_error  # noqa: F401
 from fertool.artifacts import load_artifact
 
 # One thread per child: the same arithmetic in every run (bit-identical weights) and no fight
@@ -66,19 +69,19 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def uninterrupted(small_synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("reference") / "branch.safetensors"
-    run("train-branch", synthetic_data, "-o", path, "--epochs", 2, *BRANCH)
+    run("train-branch", small_synthetic_data, "-o", path, "--epochs", 2, *BRANCH)
     return path
 
 
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
-def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_data: Path, uninterrupted: Path,
+def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(small_synthetic_data: Path, uninterrupted: Path,
                                                                      tmp_path: Path, signum: int, code: int, word: str):
     output, checkpoint, log = tmp_path / "branch.safetensors", tmp_path / "branch.safetensors.ckpt", tmp_path / "log.jsonl"
     shutil.copyfile(uninterrupted, output)  # an earlier run's artifact, which must survive
     before = output.read_bytes()
-    stopped = stop_in_second_epoch(["train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log],
+    stopped = stop_in_second_epoch(["train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log],
                                    checkpoint, signum)
     assert stopped.returncode == code, stopped.stderr
     assert "Traceback" not in stopped.stderr
@@ -90,25 +93,24 @@ def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_da
     assert saved.meta["epoch"] == 1 and len(log.read_text().splitlines()) == 1  # epoch 2 was cut off
     assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.safetensors", "branch.safetensors.ckpt", "log.jsonl"]
 
-    # The same command without --resume would start over and overwrite the finished epoch: refused.
+    # The same command without --resume would start over and overwrite the finished epoch: refused
+    # (in this process: a refusal needs no signals, and a child costs seconds of importing torch).
     kept = checkpoint.read_bytes()
-    forgot = subprocess.run(fertool("train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log),
-                            env=ENV, capture_output=True, text=True, timeout=300)
-    assert forgot.returncode == 3 and forgot.stderr.count("\n") == 1, forgot.stderr
-    assert str(checkpoint) in forgot.stderr and "--resume" in forgot.stderr
+    forgot = invoke("train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log)
+    one_line_error(forgot, str(checkpoint), "--resume", code=3)
     assert checkpoint.read_bytes() == kept and output.read_bytes() == before
 
-    run("train-branch", synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log, "--resume")
+    run("train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log, "--resume")
     assert same_weights(output, uninterrupted)
     assert not checkpoint.exists()
     assert len(log.read_text().splitlines()) == 2
 
 
-def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_data: Path, uninterrupted: Path,
+def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(small_synthetic_data: Path, uninterrupted: Path,
                                                                 tiny_branch: Path, tmp_path: Path):
     # --augment sends every batch through the frozen branches, so an epoch lasts long enough to
     # be stopped inside it.
-    args = ["ensemble", synthetic_data, uninterrupted, tiny_branch, "--epochs", 2, "--augment", "--batch-size", 16,
+    args = ["ensemble", small_synthetic_data, uninterrupted, tiny_branch, "--epochs", 2, "--augment", "--batch-size", 16,
             "--seed", 2, "--device", "cpu"]
     reference = tmp_path / "reference.safetensors"
     run(*args, "-o", reference)
@@ -118,27 +120,24 @@ def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(synthetic_data: 
     assert "--resume" in stopped.stderr and "Traceback" not in stopped.stderr
     assert not output.exists()
     assert load_artifact(checkpoint, expect="checkpoint").meta["epoch"] == 1
-    forgot = subprocess.run(fertool(*args, "-o", output), env=ENV, capture_output=True, text=True, timeout=300)
-    assert forgot.returncode == 3 and str(checkpoint) in forgot.stderr and "--resume" in forgot.stderr
+    one_line_error(invoke(*args, "-o", output), str(checkpoint), "--resume", code=3)
     assert not output.exists()
     run(*args, "-o", output, "--resume")
     assert same_weights(output, reference)
     assert not checkpoint.exists()
 
 
-def test_resuming_an_ensemble_with_other_branches_is_refused(synthetic_data: Path, uninterrupted: Path,
+def test_resuming_an_ensemble_with_other_branches_is_refused(small_synthetic_data: Path, uninterrupted: Path,
                                                              tiny_branch: Path, tmp_path: Path):
     from fertool.ensemble import EnsembleConfig, train_ensemble
 
     output, checkpoint = tmp_path / "ensemble.safetensors", tmp_path / "ensemble.safetensors.ckpt"
     # The checkpoint a stopped `ensemble DATA uninterrupted tiny` run leaves after epoch 1.
     branches = [load_artifact(uninterrupted), load_artifact(tiny_branch)]
-    train_ensemble(load_artifact(synthetic_data), branches, EnsembleConfig(epochs=2, device="cpu"), checkpoint=checkpoint)
-    swapped = subprocess.run(fertool("ensemble", synthetic_data, tiny_branch, uninterrupted, "-o", output,
-                                     "--device", "cpu", "--epochs", 2, "--resume"),
-                             env=ENV, capture_output=True, text=True, timeout=300)
-    assert swapped.returncode == 3, swapped.stderr
-    assert "other data" in swapped.stderr and str(checkpoint) in swapped.stderr
+    train_ensemble(load_artifact(small_synthetic_data), branches, EnsembleConfig(epochs=2, device="cpu"), checkpoint=checkpoint)
+    swapped = invoke("ensemble", small_synthetic_data, tiny_branch, uninterrupted, "-o", output, "--device", "cpu",
+                     "--epochs", 2, "--resume")
+    one_line_error(swapped, "other data", str(checkpoint), code=3)
     assert checkpoint.exists()
 
 
