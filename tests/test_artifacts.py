@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import save_file
 
@@ -106,6 +107,23 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path: Path) -> None:
         assert isinstance(art.tensors[name], torch.Tensor)
         assert same_bits(art.tensors[name], tensor), name
     assert dir_listing(tmp_path) == ["a.safetensors"]  # no temp file left beside it
+
+
+def test_as_numpy_reads_the_same_values_and_keeps_bfloat16_files_in_torch(tmp_path: Path) -> None:
+    """info, confusion and curves read files as numpy arrays, so they never import torch; numpy
+    has no bfloat16, so a file holding one is read as torch tensors all the same."""
+    path, with_bf16 = tmp_path / "plain.safetensors", tmp_path / "bf16.safetensors"
+    tensors = {name: t for name, t in sample_tensors().items() if name != "bf16"}
+    save_tensors(path, tensors, kind="branch", meta=META)
+    save_tensors(with_bf16, sample_tensors(), kind="branch", meta=META)
+    as_torch, as_numpy = load_file_layer(path), load_file_layer(path, as_numpy=True)
+    assert as_numpy.meta == as_torch.meta and as_numpy.tensors.keys() == as_torch.tensors.keys()
+    for name, array in as_numpy.tensors.items():
+        assert isinstance(array, np.ndarray) and str(array.dtype) == str(tensors[name].dtype).removeprefix("torch.")
+        assert same_bits(torch.from_numpy(array), tensors[name])
+    kept = load_file_layer(with_bf16, as_numpy=True)
+    assert all(isinstance(t, torch.Tensor) for t in kept.tensors.values())
+    assert same_bits(kept.tensors["bf16"], sample_tensors()["bf16"])
 
 
 def test_npz_round_trip_is_bit_exact(tmp_path: Path) -> None:
@@ -218,7 +236,7 @@ def test_failed_safetensors_write_keeps_old_file_and_leaves_no_temp(tmp_path: Pa
             handle.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{half a header")
         raise failure()
 
-    monkeypatch.setattr(artifacts, "save_file", half_write)
+    monkeypatch.setattr(safetensors.torch, "save_file", half_write)  # what save_tensors imports to write
     with pytest.raises(failure):
         save_tensors(path, {"x": torch.arange(100)}, kind="branch", meta={"version": "new"})
     assert Path(written_to[0]).parent == tmp_path  # written beside the target: rename is atomic
@@ -255,7 +273,7 @@ def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
         Path(filename).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(artifacts, "save_file", failing)
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
     with pytest.raises(OSError):
         save_tensors(tmp_path / "new.safetensors", {"x": torch.zeros(1)}, kind="dataset", meta={})
     assert dir_listing(tmp_path) == []

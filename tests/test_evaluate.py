@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fertool.evaluate import classification_report, confusion_matrix, predict_logits
+from fertool.evaluate import predict_logits
+from fertool.metrics import classification_report, confusion_matrix
 
 CLASSES = ["a", "b", "c"]
 

@@ -181,12 +181,12 @@ def test_sigterm_while_a_file_is_written_leaves_nothing_half_written(tmp_path: P
     """
     code = (
         "import os, signal, sys, time\n"
-        "import fertool.artifacts as artifacts\n"
+        "import safetensors.torch\n"
         "def stopped_midway(tensors, path, metadata=None):\n"
         "    open(path, 'wb').write(b'half a file')\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(30)\n"
-        "artifacts.save_file = stopped_midway\n"
+        "safetensors.torch.save_file = stopped_midway\n"  # fertool.artifacts imports it when it writes
         "from fertool.cli import app\n"
         "sys.argv = ['fertool', 'prepare', '--synthetic', '50', '-o', sys.argv[1]]\n"
         "app()\n"

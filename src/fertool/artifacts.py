@@ -10,6 +10,10 @@ is ever pickled, so a file from a stranger is safe to open.
 
 Writes are atomic: the file is written beside its target and renamed over it only when complete,
 so an interrupted command leaves either the old file or none, never half of one.
+
+This module does not import torch until a file's tensors are read or written as torch tensors:
+`fertool info`, `confusion` and `curves` read files as numpy arrays (`load_artifact(...,
+as_numpy=True)`) and start in a second, not the seconds torch takes to import.
 """
 
 from __future__ import annotations
@@ -24,15 +28,16 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from fertool import __version__
 from fertool.errors import BadInputError, WrongKindError
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = 1
 KINDS = ("dataset", "branch", "ensemble", "predictions", "checkpoint", "saliency")
@@ -102,6 +107,8 @@ def check_output_path(path: Path | str, inputs: Iterable[Path | str | None] = ()
 
 def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> None:
     """Write tensors and metadata to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
     header = {**meta, **base_meta(kind)}  # the kind argument wins over a copied "kind"
     # safetensors metadata is str -> str: each value is stored as JSON.
     encoded = {key: json.dumps(value) for key, value in header.items()}
@@ -121,9 +128,12 @@ def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: d
             np.savez(handle, __meta__=np.array(json.dumps(header)), **arrays)
 
 
-def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None, contents: bool = True) -> Artifact:
+def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None, contents: bool = True,
+                  as_numpy: bool = False) -> Artifact:
     """Load an artifact of any kind; if `expect` is given, refuse other kinds with a hint.
 
+    A safetensors file's arrays come as torch tensors, or with `as_numpy` as numpy arrays (for
+    commands that read and never compute: torch is not imported); npz arrays are numpy always.
     `contents=False` skips the per-kind check of arrays and metadata (schemas.py): only for
     tests of the file layer itself.
     """
@@ -132,7 +142,7 @@ def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None,
     if _is_zip(path):
         artifact = _load_npz(path)
     else:
-        artifact = _load_safetensors(path)
+        artifact = _load_safetensors(path, as_numpy)
     if expect is not None:
         check_kind(artifact, expect)
     if contents:
@@ -164,7 +174,11 @@ def _is_zip(path: Path) -> bool:
         return handle.read(4) == b"PK\x03\x04"
 
 
-def _load_safetensors(path: Path) -> Artifact:
+# safetensors dtypes that numpy holds as they are.
+_NUMPY_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16", "F32", "F64"}
+
+
+def _load_safetensors(path: Path, as_numpy: bool) -> Artifact:
     not_ours = f"{path}: not a fertool artifact (safetensors or npz written by fertool); pass a file fertool wrote"
     try:
         with open(path, "rb") as handle:
@@ -174,8 +188,14 @@ def _load_safetensors(path: Path) -> Artifact:
             raise BadInputError(not_ours)
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:
             raw_meta = handle.metadata() or {}
+            # numpy has no bfloat16 (nor float8): such a file is read as torch tensors whatever was asked.
+            as_numpy = as_numpy and all(handle.get_slice(name).get_dtype() in _NUMPY_DTYPES for name in handle.keys())
+        if as_numpy:
+            from safetensors.numpy import load_file
+        else:
+            from safetensors.torch import load_file
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise BadInputError(f"{not_ours} ({_first_line(err)})") from err

@@ -463,7 +463,8 @@ def eval_command(
     import torch
 
     from fertool.artifacts import check_output_path, load_artifact, save_npz
-    from fertool.evaluate import classification_report, predict_logits, select_split
+    from fertool.evaluate import predict_logits, select_split
+    from fertool.metrics import classification_report
     from fertool.runtime import precision_name, resolve_device, resolve_precision
 
     from fertool.cli_analysis import default_model_path

@@ -60,13 +60,13 @@ def confusion(
     Example: fertool confusion preds.npz -o confusion.png --csv confusion.csv
     """
     from fertool.artifacts import check_output_path, load_artifact
-    from fertool.evaluate import classification_report
+    from fertool.metrics import classification_report
     from fertool.plots import confusion_figure, save_figure
 
     for path in (output, csv_path):
         if path is not None:
             check_output_path(path, inputs=[predictions])
-    preds = load_artifact(predictions, expect="predictions")
+    preds = load_artifact(predictions, expect="predictions", as_numpy=True)
     classes = preds.meta["classes"]
     report = classification_report(preds.tensors["logits"], preds.tensors["labels"], classes)
     matrix = np.array(report["confusion"])
@@ -299,7 +299,7 @@ def curves(
         raise BadInputError(f"--labels gives {len(names)} names for {len(models)} models; give one per model")
     histories, earlier = [], []
     for path in models:
-        before, history = run_history(load_artifact(path, expect=MODEL_KINDS).meta)
+        before, history = run_history(load_artifact(path, expect=MODEL_KINDS, as_numpy=True).meta)
         if not history:
             raise BadInputError(f"{path}: records no training epochs (an --average ensemble?); pass trained models")
         histories.append(history)

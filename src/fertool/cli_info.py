@@ -9,6 +9,7 @@ Everything shown is read from the file's own metadata: a model file says how it 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,20 +17,24 @@ import typer
 from rich.markup import escape
 
 from fertool.cli import JsonOpt, app, out, print_json, user_errors
+from fertool.schemas import dtype_name
 
 
 def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, Any]:
-    """Provenance of a branch or ensemble: what it is, what it saw, how it was made, how good it is."""
+    """Provenance of a branch or ensemble: what it is, what it saw, how it was made, how good it is.
+
+    `tensors` are numpy arrays or torch tensors: only their shapes and dtypes are read.
+    """
     metrics = meta.get("metrics", {})
+    dtypes = {dtype_name(t) for t in tensors.values()}
     config = meta.get("train_config", {})
     summary = {
         "kind": meta["kind"],
         "arch": meta.get("arch"),
         "classes": meta.get("classes"),
         "input_size": meta.get("input_size"),
-        "parameters": int(sum(t.numel() for name, t in tensors.items() if not name.endswith("num_batches_tracked"))),
-        "weights_dtype": ", ".join(sorted({str(t.dtype).replace("torch.", "") for t in tensors.values()
-                                           if t.is_floating_point()})) or None,
+        "parameters": sum(math.prod(t.shape) for name, t in tensors.items() if not name.endswith("num_batches_tracked")),
+        "weights_dtype": ", ".join(sorted(d for d in dtypes if d.startswith(("float", "bfloat")))) or None,
         "data": meta.get("dataset_source"),
         "data_sha256": meta.get("dataset_sha256"),
         "command": meta.get("command"),
@@ -128,7 +133,7 @@ def info(
     from fertool.cli_analysis import default_model_path
 
     path = path or default_model_path()
-    artifact = load_artifact(path)
+    artifact = load_artifact(path, as_numpy=True)  # metadata and shapes only: no need to import torch
     if artifact.kind in MODEL_KINDS:
         summary = model_summary(artifact.meta, artifact.tensors)
     elif artifact.kind == "dataset":

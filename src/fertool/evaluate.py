@@ -1,8 +1,8 @@
-"""Predictions and metrics: run a model over a split, score it, build the confusion matrix.
+"""Predictions: run a model over a split, with or without test-time augmentation.
 
     images, labels, indices = select_split(dataset, "val")
     logits = predict_logits(model, images, device=torch.device("cpu"))
-    report = classification_report(logits, labels, CLASSES)   # accuracy, per-class P/R/F1
+    report = classification_report(logits.numpy(), labels.numpy(), CLASSES)   # fertool.metrics
 
 Everything here works on tensors and numpy arrays; files are the CLI's business.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -108,37 +107,3 @@ def predict_logits(
             on_batch(len(batch))
     model.train(was_training)
     return torch.cat(outputs).cpu() if outputs else torch.empty(0, 0)
-
-
-def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts, rows = true class, columns = predicted class."""
-    flat = labels.astype(np.int64) * num_classes + predicted.astype(np.int64)
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def classification_report(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, macro F1 and per-class precision/recall/F1/support, as plain Python numbers."""
-    logits = np.asarray(logits)
-    labels = np.asarray(labels)
-    predicted = logits.argmax(axis=1)
-    matrix = confusion_matrix(predicted, labels, len(classes))
-    true_positive = np.diag(matrix).astype(float)
-    support = matrix.sum(axis=1)
-    predicted_count = matrix.sum(axis=0)
-    # A class never predicted (or absent) has precision (recall) 0, not NaN: JSON-friendly and honest.
-    precision = np.divide(true_positive, predicted_count, out=np.zeros(len(classes)), where=predicted_count > 0)
-    recall = np.divide(true_positive, support, out=np.zeros(len(classes)), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(len(classes)), where=denom > 0)
-    per_class = {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-        for i, name in enumerate(classes)
-    }
-    present = support > 0
-    return {
-        "accuracy": float(true_positive.sum() / max(len(labels), 1)),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "count": int(len(labels)),
-        "per_class": per_class,
-        "confusion": matrix.tolist(),
-    }

@@ -12,12 +12,14 @@ silently into a model that then predicts garbage.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
 
 from fertool.errors import BadInputError
+
+if TYPE_CHECKING:
+    import torch
 
 SPLIT_COUNT = 4  # train, val, test, holdout (fertool.data.SPLITS): the codes a `split` tensor may hold
 
@@ -50,7 +52,7 @@ class _Checker:
         value = arrays[name]
         kind = _dtype_kind(value)
         if kind not in kinds:
-            self.fail(f"its {name!r} array has dtype {value.dtype}, not {_KIND_NAMES[kinds]}")
+            self.fail(f"its {name!r} array has dtype {dtype_name(value)}, not {_KIND_NAMES[kinds]}")
         if value.ndim != dims:
             self.fail(f"its {name!r} array has shape {tuple(value.shape)}, not {dims}-D")
         return value
@@ -60,13 +62,28 @@ _KIND_NAMES = {"u": "uint8", "i": "an integer dtype", "iu": "an integer dtype", 
 
 
 def _dtype_kind(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        if value.dtype.is_floating_point:
-            return "f"
-        if value.dtype == torch.uint8:
-            return "u"
-        return "i" if not value.dtype.is_complex and value.dtype != torch.bool else "?"
-    return {"u": "u", "i": "i", "f": "f"}.get(np.asarray(value).dtype.kind, "?")
+    # Arrays are numpy or torch (see artifacts.load_artifact); torch is imported only for its own.
+    if isinstance(value, np.ndarray):
+        return {"u": "u", "i": "i", "f": "f"}.get(value.dtype.kind, "?")
+    import torch
+
+    if value.dtype.is_floating_point:
+        return "f"
+    if value.dtype == torch.uint8:
+        return "u"
+    return "i" if not value.dtype.is_complex and value.dtype != torch.bool else "?"
+
+
+def dtype_name(value: Any) -> str:
+    return str(value.dtype).removeprefix("torch.")  # one name, whether numpy or torch read the file
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return bool(np.isfinite(value).all())
+    import torch
+
+    return bool(torch.isfinite(value).all())
 
 
 def _short(value: Any) -> str:
@@ -125,9 +142,9 @@ def check_model(artifact: Any) -> None:
     for name, tensor in artifact.tensors.items():
         if name.endswith("num_batches_tracked"):
             continue  # batch norm's step counter: an integer by design
-        if not tensor.dtype.is_floating_point:
-            c.fail(f"its weight {name!r} has dtype {tensor.dtype}, not a float dtype")
-        if not torch.isfinite(tensor).all():
+        if _dtype_kind(tensor) != "f":
+            c.fail(f"its weight {name!r} has dtype {dtype_name(tensor)}, not a float dtype")
+        if not _all_finite(tensor):
             c.fail(f"its weight {name!r} holds NaN or infinite values")
 
 
