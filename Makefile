@@ -47,10 +47,8 @@ demo: $(STAMP)
 
 # Two pytest-xdist workers, one core each, a test file per worker at a time (module fixtures are
 # built once): many tests wait on child processes or run one-thread children, and serially the
-# suite took 13-15 min on a 2-core AVX-512 Xeon. Files go out in collection order, which
-# tests/conftest.py sets to the longest first (xdist would reorder them by test count, and the
-# slowest file, with 9 tests, went last). PYTEST_ARGS= runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# suite took 13-15 min on a 2-core AVX-512 Xeon. PYTEST_ARGS= runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -17,18 +17,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
 
 
-# The files that take minutes, longest first (measured with --durations on a 2-core Xeon). Under
-# `make test` each file goes to one xdist worker as it frees up, in collection order; started
-# last, test_scripts.py kept one worker busy for minutes after the other had finished.
-LONGEST_FIRST = ("test_scripts.py", "test_distributed.py", "test_info.py", "test_train.py", "test_interrupt.py")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: tests keep their order within a file
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow (make test-all)")
