@@ -25,9 +25,12 @@ from clitools import _debug_off, invoke, one_line_error  # noqa: F401
 from fertool.artifacts import load_artifact
 
 # One thread per child: the same arithmetic in every run (bit-identical weights) and no fight
-# over the two cores with the test process.
+# over the two cores with the test process. fp32 everywhere: on a CPU with native bf16, `auto`
+# would make the epochs of these 300 faces (about 1.6 s each on a 2-GHz Xeon) too short to stop
+# the run inside one for sure.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-BRANCH = ["--arch", "dexpression_bn", "--lr", "1e-3", "--batch-size", "32", "--no-augment", "--seed", "3", "--device", "cpu"]
+BRANCH = ["--arch", "dexpression_bn", "--lr", "1e-3", "--batch-size", "32", "--no-augment", "--seed", "3", "--device", "cpu",
+          "--precision", "fp32"]
 
 
 def fertool(*args: object) -> list[str]:
@@ -56,7 +59,7 @@ def stop_in_second_epoch(args: list[object], checkpoint: Path, signum: int) -> s
         assert child.poll() is None, f"finished before its first checkpoint: {child.communicate()}"
         assert time.monotonic() < deadline, "no checkpoint after 240 s"
         time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 2, which takes seconds
+    time.sleep(0.1)  # into epoch 2: a few batches of a second or more
     assert child.poll() is None, "the run ended before it could be stopped; make its epochs longer"
     child.send_signal(signum)
     stdout, stderr = child.communicate(timeout=120)
@@ -111,7 +114,7 @@ def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(small_synthetic_
     # --augment sends every batch through the frozen branches, so an epoch lasts long enough to
     # be stopped inside it.
     args = ["ensemble", small_synthetic_data, uninterrupted, tiny_branch, "--epochs", 2, "--augment", "--batch-size", 16,
-            "--seed", 2, "--device", "cpu"]
+            "--seed", 2, "--device", "cpu", "--precision", "fp32"]
     reference = tmp_path / "reference.safetensors"
     run(*args, "-o", reference)
     output, checkpoint = tmp_path / "ensemble.safetensors", tmp_path / "ensemble.safetensors.ckpt"
