@@ -22,8 +22,20 @@ def test_info_of_a_branch_says_how_it_was_made(tiny_branch: Path) -> None:
     assert info["data_sha256"] == meta["dataset_sha256"]
     assert info["command"].startswith("fertool train-branch ") and info["command"].endswith(" --seed 1")
     assert info["parameters"] == sum(t.numel() for k, t in load_artifact(tiny_branch).tensors.items())
+    assert info["weights_dtype"] == "float32"
     text = invoke("info", tiny_branch).stdout
     assert "val_accuracy" in text and "%" in text
+
+
+def test_info_of_a_bfloat16_model_reads_it_through_torch(tiny_branch: Path, tmp_path: Path) -> None:
+    """info reads files as numpy, which has no bfloat16: such a file goes through torch and
+    reports the same parameters, with its own dtype."""
+    branch = load_artifact(tiny_branch)
+    bf16 = tmp_path / "bf16.safetensors"
+    save_tensors(bf16, {k: t.bfloat16() if t.is_floating_point() else t for k, t in branch.tensors.items()},
+                 kind="branch", meta=branch.meta)
+    info, original = json_of(invoke("info", bf16, "--json")), json_of(invoke("info", tiny_branch, "--json"))
+    assert info["weights_dtype"] == "bfloat16" and info["parameters"] == original["parameters"]
 
 
 def test_the_recorded_command_runs_again_with_spaces_in_paths(synthetic_data: Path, tmp_path: Path) -> None:
@@ -125,6 +137,7 @@ def test_pack_script_halves_weights_when_accuracy_holds(synthetic_data: Path, ti
     assert dtypes == ({torch.float16} if report["weights"] == "fp16" else {torch.float32})
     info = json_of(invoke("info", out, "--json"))
     assert info["tta"] == report["tta"]
+    assert info["weights_dtype"] == ("float16" if report["weights"] == "fp16" else "float32")
     # In words: the accuracy `eval` reproduces with the file's own weights and TTA, and each TTA tried.
     packed_line = next(line for line in invoke("info", out).output.splitlines() if line.strip().startswith("packed"))
     packing = packed.meta["packing"]
