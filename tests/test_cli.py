@@ -26,6 +26,7 @@ from fertool import __version__, cli
 from fertool.artifacts import load_artifact, save_tensors
 from fertool.cli import app
 from fertool.errors import BadInputError, ExitCode
+from fertool.models import model_from_artifact
 
 from clitools import _debug_off, invoke, json_of, listing, ok, one_line_error, runner, stderr_of  # noqa: F401
 
@@ -288,6 +289,7 @@ def test_train_branch_metadata(trained: dict[str, Any], small_data: Path) -> Non
     assert (config["arch"], config["epochs"], config["seed"], config["lr"]) == ("tiny", 2, 7, 3e-3)
     assert config["augment"] is True and config["normalize"] is True and config["val_split"] == "val"
     assert config["mixup"] == 0.0  # off unless asked for
+    assert config["dropout"] == meta["arch_args"]["dropout"] == 0.5  # the recipe's
     assert meta["seed"] == 7
     assert meta["dataset_sha256"] == dataset.meta["sha256"]
     metrics = meta["metrics"]
@@ -679,7 +681,7 @@ def test_cuda_without_cuda(synthetic_data: Path, tiny_branch: Path, tmp_path: Pa
 @pytest.mark.parametrize("option, value", [
     ("--epochs", 0), ("--epochs", -1), ("--batch-size", 0), ("--lr", 0), ("--lr", "-1e-3"), ("--lr", "nan"),
     ("--lr", "inf"),  # several batches an epoch: caught as divergence ("lower --lr")
-    ("--mixup", "-0.2"), ("--mixup", "nan"),
+    ("--mixup", "-0.2"), ("--mixup", "nan"), ("--dropout", 1), ("--dropout", "-0.1"), ("--dropout", "nan"),
 ])
 def test_bad_training_numbers(option: str, value: Any, small_data: Path, tmp_path: Path) -> None:
     one_line_error(invoke("train-branch", small_data, "-o", tmp_path / "b.safetensors", "--arch", "tiny",
@@ -699,6 +701,20 @@ def test_mixup_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path)
     plain, blended = runs["0"]["history"][0], runs["0.4"]["history"][0]
     assert np.isfinite(blended["loss"]) and blended["loss"] != plain["loss"]
     assert 0 <= blended["train_accuracy"] <= 1
+
+
+def test_dropout_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path) -> None:
+    runs = {}
+    for p in ("0", "0.5"):
+        output = tmp_path / f"dropout{p}.safetensors"
+        json_of(invoke("train-branch", small_data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, "--dropout", p,
+                       "--json"))
+        runs[p] = load_artifact(output)
+    assert runs["0"].meta["train_config"]["dropout"] == runs["0"].meta["arch_args"]["dropout"] == 0.0
+    # The same seed with dropout off takes other steps: the weights differ, and the model the
+    # file rebuilds has no dropout left to apply.
+    assert not same_weights(runs["0"].tensors, runs["0.5"].tensors)
+    assert model_from_artifact(runs["0"]).backbone.dropout.p == 0.0
 
 
 @pytest.mark.parametrize("size", [0, -3])

@@ -73,6 +73,22 @@ def test_train_branch_init_records_where_it_started(synthetic_data: Path, tiny_b
     assert "1 epochs after 4 (--init)" in invoke("info", ensemble).stdout
 
 
+def test_a_run_from_a_branch_keeps_its_dropout_unless_given_another(synthetic_data: Path, tiny_branch: Path,
+                                                                  tmp_path: Path) -> None:
+    assert load_artifact(tiny_branch).meta["arch_args"]["dropout"] == 0.5
+    for given, expected in (([], 0.5), (["--dropout", 0.2], 0.2)):
+        out = tmp_path / f"tuned{expected}.safetensors"
+        json_of(invoke("train-branch", synthetic_data, "-o", out, "--init", tiny_branch, "--epochs", 1, "--lr", "1e-3",
+                       *given, "--json"))
+        tuned = load_artifact(out)
+        assert tuned.meta["train_config"]["dropout"] == tuned.meta["arch_args"]["dropout"] == expected
+        assert model_from_artifact(tuned).backbone.dropout.p == expected
+    # The library applies it to the layers themselves, not only to the record.
+    config = TrainConfig(arch="tiny", epochs=1, lr=1e-12, dropout=0.0, seed=3, init="digest")
+    result = train_branch(load_artifact(synthetic_data), config, init=load_artifact(tiny_branch))
+    assert result.model.backbone.dropout.p == 0.0 and result.meta["arch_args"]["dropout"] == 0.0
+
+
 def test_another_arch_than_the_starts_is_refused(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
     result = invoke("train-branch", synthetic_data, "-o", tmp_path / "x.safetensors", "--init", tiny_branch,
                     "--arch", "dexpression_bn", "--epochs", 1)

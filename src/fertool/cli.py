@@ -342,6 +342,7 @@ def train_branch_command(
     label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Share of each target spread over all classes. \\[recipe's]", show_default=False)] = None,
     augment_preset: Annotated[Optional[str], typer.Option("--augment-preset", help="report (flip, ±5°, ±10 % shift and zoom) | strong (±10°, ±15 %, random erasing). \\[recipe's]", show_default=False)] = None,
     mixup: Annotated[Optional[float], typer.Option("--mixup", help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. \\[recipe's]", metavar="ALPHA", show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option("--dropout", help="Share of the features zeroed at random before the classifier while training, 0-1 (0 = off). \\[0.5; an --init model's own]", metavar="P", show_default=False)] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random transforms of each batch (see --augment-preset).")] = True,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Zero mean, unit std from the training split.")] = True,
     val_split: Annotated[str, typer.Option("--val-split", help="Split that selects the best epoch: val | train | test | holdout.")] = "val",
@@ -379,7 +380,7 @@ def train_branch_command(
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
     given = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
              "schedule": schedule, "weight_decay": weight_decay, "label_smoothing": label_smoothing,
-             "augment_preset": augment_preset, "mixup": mixup}
+             "augment_preset": augment_preset, "mixup": mixup, "dropout": dropout}
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     start, start_sha256 = load_start(init, dataset) if init is not None else (None, "")
     if output is None:
@@ -390,6 +391,7 @@ def train_branch_command(
         # The start decides the architecture (train_branch refuses an --arch that disagrees)
         # and the normalisation its weights were learned with (an ensemble's branches carry theirs).
         settings["arch"] = arch or start.meta["arch"]
+        settings["dropout"] = dropout if dropout is not None else start.meta.get("arch_args", {}).get("dropout", 0.5)
         normalize = start.meta.get("normalization") is not None or start.meta["kind"] == "ensemble"
     config = TrainConfig(**settings, augment=augment, normalize=normalize, val_split=val_split, seed=seed,
                          device=device, precision=precision, init=start_sha256, teacher=teacher_sha256,

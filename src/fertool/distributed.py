@@ -7,7 +7,9 @@ NCCL on CUDA) and yields a `Cluster`. Every rank holds the whole (small) data se
 same shuffled order each epoch from the same seed; each global batch is then split into one
 slice per rank, so the ranks see disjoint shards and together exactly one single-process
 batch. DistributedDataParallel averages the gradients, so with `--batch-size` meaning the global
-batch, a step is the single-process step up to batch-norm statistics and random augmentation.
+batch, a step is the single-process step up to batch-norm statistics (per slice), dropout and
+random augmentation (drawn per rank); without those it is that step to float rounding
+(tests/test_distributed.py).
 Only rank 0 reports progress and writes files. Without torchrun, this is a one-rank cluster and
 nothing here does any communication.
 """

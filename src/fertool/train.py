@@ -46,7 +46,7 @@ class TrainConfig:
     batch_size: int = 100  # the report's
     lr: float = 1e-4  # the report's Adam learning rate; the peak of a schedule
     weight_decay: float = 0.0
-    dropout: float = 0.5
+    dropout: float = 0.5  # before the branch's classifier (an ensemble's: before each layer of its head)
     augment: bool = True
     normalize: bool = True
     optimizer: str = "adam"  # adam | sgd (Nesterov momentum 0.9)
@@ -70,6 +70,8 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 flag = "--" + name.replace("_", "-")
                 raise BadInputError(f"{flag} {getattr(self, name)}: choose one of {', '.join(allowed)}")
+        if not 0 <= self.dropout < 1:
+            raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1) (0 = off)")
         if not 0 <= self.label_smoothing < 1:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
@@ -296,14 +298,25 @@ def initial_model(dataset: Artifact, config: TrainConfig,
         if init.meta["arch"] != config.arch:
             what = "an ensemble" if init.meta["kind"] == "ensemble" else f"a {init.meta['arch']} branch"
             raise BadInputError(f"{init.path}: is {what}, but --arch is {config.arch}; drop --arch to train it further")
-        model = model_from_artifact(init)
+        model = set_dropout(model_from_artifact(init), config.dropout)
+        arch_args = {**init.meta["arch_args"], "dropout": config.dropout}
         if isinstance(model, EnsembleClassifier):
             # Each branch keeps the normalisation it carries inside; the ensemble has none of its own.
-            return model.unfreeze(), dict(init.meta["arch_args"]), None
-        return model, dict(init.meta["arch_args"]), init.meta.get("normalization")
+            return model.unfreeze(), arch_args, None
+        return model, arch_args, init.meta.get("normalization")
     arch_args = {"num_classes": len(dataset.meta["classes"]), "dropout": config.dropout}
     normalization = normalization_of(dataset, config.normalize)
     return build_classifier(config.arch, arch_args, normalization), arch_args, normalization
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> torch.nn.Module:
+    """Give every dropout layer of `model` the probability `p`: a run from trained weights may
+    train with another dropout than they were trained with (its arch_args then record `p`).
+    An ensemble's branches stay in eval mode while its head trains, so there only the head's count."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+    return model
 
 
 def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | None = None,
