@@ -36,11 +36,12 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 # Exactly the single-process step: no dropout or augmentation (each rank draws its own), no
-# batch norm (each rank normalises by its own slice), fp32, and 1120 training squares in 35 full
-# batches of 32 (equal slices, so the mean of the ranks' mean gradients is the batch's mean).
-EXACT = TrainConfig(arch="tiny", epochs=1, batch_size=32, lr=0.01, optimizer="sgd", dropout=0.0, augment=False,
+# batch norm (each rank normalises by its own slice), fp32. Batches of 33 split 17 + 16 (and the
+# last of the 1120 squares, 31, 16 + 15): unequal slices, which DDP's plain average of the ranks'
+# mean gradients would weigh wrong (1e-3 off here before train.py weighted each by its share).
+EXACT = TrainConfig(arch="tiny", epochs=1, batch_size=33, lr=0.01, optimizer="sgd", dropout=0.0, augment=False,
                     precision="fp32", seed=1, device="cpu")
-EXACT_FLAGS = ["--arch", "tiny", "--epochs", 1, "--batch-size", 32, "--lr", 0.01, "--optimizer", "sgd", "--dropout", 0,
+EXACT_FLAGS = ["--arch", "tiny", "--epochs", 1, "--batch-size", 33, "--lr", 0.01, "--optimizer", "sgd", "--dropout", 0,
                "--no-augment", "--precision", "fp32", "--seed", 1, "--device", "cpu", "--json"]
 
 
@@ -74,9 +75,9 @@ def test_two_batch_norm_ranks_learn_the_squares(runs: dict) -> None:
 
 
 def test_two_ranks_take_exactly_the_single_process_steps(runs: dict, easy_data: Path) -> None:
-    # Two ranks of 16 faces whose gradients DDP averages are one step of 32. Measured: the weights
-    # agree to 1e-7 (the order of float sums); one process at batch 16 instead, i.e. ranks that
-    # never averaged, lands 0.04-0.24 away, so the tolerance tells the two apart by five orders.
+    # Two ranks of 17 and 16 faces whose gradients DDP averages are one step of 33. Measured: the
+    # weights agree to 1e-7 (the order of float sums); one process at batch 16 instead, i.e. ranks
+    # that never averaged, lands 0.04-0.24 away, so the tolerance tells the two apart by 5 orders.
     dataset = load_artifact(easy_data)
     ddp = load_artifact(runs["folder"] / "exact.safetensors", expect="branch")
     assert ddp.meta["arch_args"]["dropout"] == 0.0 and ddp.meta["metrics"]["processes"] == 2

@@ -217,7 +217,10 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
         logits = forward(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the ranks' gradients as equals; slices of an odd batch are not equal
+        # (17 and 16 of 33), so each rank's mean counts by its share of the batch, which makes
+        # the step the batch's mean, as one process takes it. One rank: a factor of 1.
+        (loss * (len(y) * cluster.world_size / len(index))).backward()
         optimizer.step()
         loss_sum += loss.detach() * len(y)
         hits += (logits.detach().argmax(1) == (y.argmax(1) if y.is_floating_point() else y)).sum()
