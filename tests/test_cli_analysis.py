@@ -81,7 +81,7 @@ def test_confusion_refuses_a_model(tiny_branch, tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
-@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "gradcam"])
+@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "gradcam", "integrated"])
 def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, method):
     png, raw = tmp_path / "s.png", tmp_path / "s.npz"
     result = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0,5,9", "--method", method,

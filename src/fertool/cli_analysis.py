@@ -177,7 +177,7 @@ def to_unit_tensor(images: np.ndarray) -> Any:
 def saliency(
     paths: Annotated[Optional[list[Path]], typer.Argument(metavar="[MODEL] IMAGE...", help="A model file (default: the bundled model), then images of any size or colour.", show_default=False)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Figure to write.")] = Path("saliency.png"),
-    method: Annotated[str, typer.Option("--method", help="gradient (|d score / d pixel|, the report's) | smoothgrad | gradcam")] = "gradient",
+    method: Annotated[str, typer.Option("--method", help="gradient (|d score / d pixel|, the report's) | smoothgrad | gradcam | integrated (integrated gradients from the face's mean brightness)")] = "gradient",
     target: Annotated[str, typer.Option("--target", help="Class to explain: predicted | true (with --data) | a class name.")] = "predicted",
     data: Annotated[Optional[Path], typer.Option("--data", help="Take the images from this dataset artifact instead.", show_default=False)] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="Dataset indices for --data, e.g. 3,17,40-42.", show_default=False)] = None,

@@ -152,7 +152,8 @@ def _saliency_row(axes: np.ndarray, image01: np.ndarray, saliency: np.ndarray, t
     return heat
 
 
-_METHOD_NAMES = {"gradient": "Gradient |∂score/∂pixel|", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM"}
+_METHOD_NAMES = {"gradient": "Gradient |∂score/∂pixel|", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM",
+                 "integrated": "Integrated gradients"}
 
 
 # --- filters and activations --------------------------------------------------------------------
