@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clitools import assert_real_png
+from clitools import assert_real_png, invoke, one_line_error
 from fertool.artifacts import load_artifact
 from fertool.cli import app
 
@@ -94,6 +94,15 @@ def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, metho
     maps = load_artifact(raw, expect="saliency").tensors["maps"]
     assert maps.shape == (3, 48, 48) and maps.max() > 0
     assert_real_png(png)
+
+
+def test_saliency_option_mistakes_are_named_before_any_file_is_read(tmp_path):
+    # The images do not exist either: the option is the first thing wrong, and it is named.
+    one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "lime", "-o", tmp_path / "s.png"),
+                   "'lime'", "gradient, smoothgrad, gradcam, integrated", code=3)
+    one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "integrated", "--layer", "featex1",
+                          "-o", tmp_path / "s.png"), "--layer applies to the gradcam method only", code=3)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_saliency_on_image_files_of_any_size_and_colour(tiny_branch, tmp_path):

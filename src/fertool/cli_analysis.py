@@ -191,8 +191,9 @@ def saliency(
     """
     from fertool.artifacts import check_output_path, save_npz
     from fertool.plots import saliency_figure, save_figure
-    from fertool.saliency import explain
+    from fertool.saliency import check_method, explain
 
+    check_method(method, layer)  # option mistakes first: before the model and images are read
     model_path, image_paths = split_model_and_images(list(paths or []))
     for path in (output, npz):
         if path is not None:

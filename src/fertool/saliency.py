@@ -272,12 +272,9 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
     `samples`, `noise` (pixel units) and `seed` are for smoothgrad only, `steps` (points on the
     path from the baseline) for integrated only.
     """
-    if method not in METHODS:
-        raise BadInputError(f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}")
+    check_method(method, layer)
     if images01.dim() != 4 or images01.shape[1] != 1:
         raise BadInputError(f"images must be N x 1 x H x W grayscale, got shape {tuple(images01.shape)}")
-    if layer is not None and method != "gradcam":
-        raise BadInputError(f"--layer applies to the gradcam method only, not {method}; drop --layer")
     probabilities = predict_probabilities(model, images01)
     predicted = probabilities.argmax(dim=1)
     targets = resolve_targets(target, predicted, labels, classes)
@@ -287,6 +284,14 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
         raw = saliency(images01, targets).numpy().astype(np.float32)
     return SaliencyResult(maps=normalize_maps(raw), raw=raw, predicted=predicted.numpy(),
                           probabilities=probabilities.numpy(), targets=targets.numpy(), method=method)
+
+
+def check_method(method: str, layer: str | None = None) -> None:
+    """Refuse an unknown method, or a --layer for a method without one, before any work."""
+    if method not in METHODS:
+        raise BadInputError(f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}")
+    if layer is not None and method != "gradcam":
+        raise BadInputError(f"--layer applies to the gradcam method only, not {method}; drop --layer")
 
 
 def predict_probabilities(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
