@@ -115,6 +115,22 @@ class SaliencyMethod:
         (grad,) = torch.autograd.grad(score, x)
         return grad
 
+    # Images per forward and backward pass when a method takes many variants of each image.
+    pass_size = 64
+
+    def variant_gradients(self, variants: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """`input_gradient` of P variants of each of N images (P x N x 1 x H x W; the targets are
+        the N images'), in passes of up to `pass_size` images.
+
+        Variants of one image share passes: a face explained alone takes 32 points in one pass
+        of 32 rather than 32 passes of 1, about twice as fast on a CPU.
+        """
+        flat = variants.reshape(-1, *variants.shape[2:])
+        flat_targets = targets.repeat(len(variants))
+        grads = [self.input_gradient(flat[i : i + self.pass_size], flat_targets[i : i + self.pass_size])
+                 for i in range(0, len(flat), self.pass_size)]
+        return torch.cat(grads).reshape(variants.shape)
+
 
 class Gradient(SaliencyMethod):
     """|d score / d pixel| (Simonyan et al. 2014), the seed report's saliency."""
@@ -142,11 +158,8 @@ class SmoothGrad(SaliencyMethod):
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # A CPU generator of our own: reproducible, and the global RNG is left alone.
         generator = torch.Generator().manual_seed(self.seed)
-        total = torch.zeros_like(x[:, 0])
-        for _ in range(self.samples):  # one batch of N per sample bounds memory for big N
-            noisy = x + self.noise * torch.randn(x.shape, generator=generator).to(x.device)
-            total += self.input_gradient(noisy, targets).abs()[:, 0]
-        return total / self.samples
+        noisy = x + self.noise * torch.randn((self.samples, *x.shape), generator=generator).to(x.device)
+        return self.variant_gradients(noisy, targets).abs().mean(dim=0)[:, 0]
 
 
 class IntegratedGradients(SaliencyMethod):
@@ -183,10 +196,10 @@ class IntegratedGradients(SaliencyMethod):
 
     def signed(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Attributions with their signs, N x 1 x H x W; they sum to score(x) - score(baseline)."""
-        base, total = self.baseline_of(x), torch.zeros_like(x)
-        for k in range(self.steps):  # one batch of N per point bounds memory, as SmoothGrad's samples do
-            total += self.input_gradient(base + (x - base) * ((k + 0.5) / self.steps), targets)
-        return (x - base) * total / self.steps
+        base = self.baseline_of(x)
+        alphas = (torch.arange(self.steps, dtype=x.dtype, device=x.device) + 0.5) / self.steps
+        path = base + (x - base) * alphas.reshape(-1, 1, 1, 1, 1)  # steps x N x 1 x H x W
+        return (x - base) * self.variant_gradients(path, targets).mean(dim=0)
 
 
 class GradCAM(SaliencyMethod):
