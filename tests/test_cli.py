@@ -689,13 +689,18 @@ def test_bad_training_numbers(option: str, value: Any, small_data: Path, tmp_pat
     assert listing(tmp_path) == []
 
 
-def test_mixup_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path) -> None:
+def one_epoch_per_value(data: Path, folder: Path, option: str, values: tuple[str, ...]) -> dict[str, Any]:
+    """The artifacts of one-epoch tiny runs from the same seed, one per value of `option`."""
     runs = {}
-    for alpha in ("0", "0.4"):
-        output = tmp_path / f"mixup{alpha}.safetensors"
-        json_of(invoke("train-branch", small_data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, "--mixup", alpha,
-                       "--json"))
-        runs[alpha] = load_artifact(output).meta
+    for value in values:
+        output = folder / f"{option.strip('-')}{value}.safetensors"
+        json_of(invoke("train-branch", data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, option, value, "--json"))
+        runs[value] = load_artifact(output)
+    return runs
+
+
+def test_mixup_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path) -> None:
+    runs = {value: art.meta for value, art in one_epoch_per_value(small_data, tmp_path, "--mixup", ("0", "0.4")).items()}
     assert runs["0.4"]["train_config"]["mixup"] == 0.4 and runs["0"]["train_config"]["mixup"] == 0.0
     # Blended targets make a different loss from the same seed's plain run, and a finite one.
     plain, blended = runs["0"]["history"][0], runs["0.4"]["history"][0]
@@ -704,12 +709,7 @@ def test_mixup_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path)
 
 
 def test_dropout_is_recorded_and_changes_the_run(small_data: Path, tmp_path: Path) -> None:
-    runs = {}
-    for p in ("0", "0.5"):
-        output = tmp_path / f"dropout{p}.safetensors"
-        json_of(invoke("train-branch", small_data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, "--dropout", p,
-                       "--json"))
-        runs[p] = load_artifact(output)
+    runs = one_epoch_per_value(small_data, tmp_path, "--dropout", ("0", "0.5"))
     assert runs["0"].meta["train_config"]["dropout"] == runs["0"].meta["arch_args"]["dropout"] == 0.0
     # The same seed with dropout off takes other steps: the weights differ, and the model the
     # file rebuilds has no dropout left to apply.
