@@ -91,8 +91,13 @@ def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, metho
     labels = load_artifact(synthetic_data).tensors["labels"][[0, 5, 9]].tolist()
     classes = load_artifact(tiny_branch).meta["classes"]
     assert [row["target"] for row in summary["images"]] == [classes[i] for i in labels]
-    maps = load_artifact(raw, expect="saliency").tensors["maps"]
+    written = load_artifact(raw, expect="saliency").tensors
+    maps = written["maps"]
     assert maps.shape == (3, 48, 48) and maps.max() > 0
+    # Integrated gradients keep their signs too; the other methods have none to keep.
+    assert ("signed" in written) == (method == "integrated")
+    if method == "integrated":
+        np.testing.assert_array_equal(np.abs(written["signed"]), maps)
     assert_real_png(png)
 
 

@@ -170,6 +170,21 @@ def test_integrated_gradients_of_a_linear_model_are_the_weights_times_the_differ
         torch.testing.assert_close(signed.sum(dim=(1, 2, 3)), rise)
 
 
+def test_explain_gives_integrated_gradients_with_their_signs(faces):
+    # A linear model in float32, so the sum is exact up to rounding: the signed maps are what
+    # --npz writes as `signed`, and the map and raw arrays are their magnitude.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 7)).eval()
+    result = explain(model, faces, "integrated", target="happy")
+    assert result.signed.shape == (3, 48, 48) and result.signed.dtype == np.float32
+    np.testing.assert_array_equal(result.raw, np.abs(result.signed))
+    with torch.no_grad():
+        rise = (model(faces) - model(faces.mean(dim=(1, 2, 3), keepdim=True).expand_as(faces)))[:, 3]
+    np.testing.assert_allclose(result.signed.sum(axis=(1, 2)), rise.numpy(), rtol=1e-4, atol=1e-5)
+    assert (result.signed < 0).any() and (result.signed > 0).any()  # evidence both ways
+    assert explain(model, faces, "gradient").signed is None
+
+
 def test_integrated_gradients_add_up_to_the_logits_rise_from_the_baseline():
     # Completeness (Sundararajan et al.'s axiom) for a ReLU network, where the path's gradient
     # jumps: the sum's error shrinks with the points on the path. Measured on these three images

@@ -182,7 +182,7 @@ def saliency(
     data: Annotated[Optional[Path], typer.Option("--data", help="Take the images from this dataset artifact instead.", show_default=False)] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="Dataset indices for --data, e.g. 3,17,40-42.", show_default=False)] = None,
     layer: Annotated[Optional[str], typer.Option("--layer", help="gradcam only: the layer \\[default: the last conv block].", show_default=False)] = None,
-    npz: Annotated[Optional[Path], typer.Option("--npz", help="Also write the raw maps (npz).", show_default=False)] = None,
+    npz: Annotated[Optional[Path], typer.Option("--npz", help="Also write the raw maps (npz; with --method integrated also `signed`, the attributions with their signs).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show which pixels drive a model's decision: input, saliency map and overlay per image.
@@ -212,8 +212,11 @@ def saliency(
         titles.append(f"{name}\n{classes[result.predicted[i]]} {p:.0%}{truth}")  # two lines fit a row
     save_figure(saliency_figure(images / 255.0, result.maps, titles, method), output)
     if npz is not None:
-        save_npz(npz, {"maps": result.raw, "predicted": result.predicted, "probabilities": result.probabilities,
-                       "targets": result.targets}, kind="saliency",
+        arrays = {"maps": result.raw, "predicted": result.predicted, "probabilities": result.probabilities,
+                  "targets": result.targets}
+        if result.signed is not None:  # integrated gradients: evidence for (+) and against (-) the target
+            arrays["signed"] = result.signed
+        save_npz(npz, arrays, kind="saliency",
                  meta={"model": model_name, "method": method, "images": names, "classes": classes})
     rows = [{"image": name, "predicted": classes[result.predicted[i]],
              "probability": float(result.probabilities[i, result.predicted[i]]), "target": classes[result.targets[i]]}

@@ -91,6 +91,10 @@ class SaliencyMethod:
 
     def __call__(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Raw maps (float32, CPU, N x H x W, >= 0) for N x 1 x H x W images in [0, 1]."""
+        return self.batched(self.attribute, images01, targets, batch_size)
+
+    def batched(self, attribute: Any, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """`attribute(x, targets)` (N x H x W per batch) over all images, with gradients on, on the model's device."""
         if not self._entered:
             name = type(self).__name__
             raise RuntimeError(f"use {name} as a context manager: `with {name}(model) as m:`")
@@ -102,7 +106,7 @@ class SaliencyMethod:
             targets = targets.to(x.device).clone()
             for start in range(0, len(x), batch_size):  # batches bound the memory the graph takes
                 batch = slice(start, start + batch_size)
-                maps.append(self.attribute(x[batch], targets[batch]).detach().float().cpu())
+                maps.append(attribute(x[batch], targets[batch]).detach().float().cpu())
         return torch.cat(maps) if maps else torch.zeros(0, *x.shape[2:])
 
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -194,6 +198,10 @@ class IntegratedGradients(SaliencyMethod):
             return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
         return torch.full_like(x, self.baseline)
 
+    def signed_maps(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """`signed` as `__call__` runs `attribute`: float32, CPU, N x H x W, in batches."""
+        return self.batched(lambda x, t: self.signed(x, t)[:, 0], images01, targets, batch_size)
+
     def signed(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Attributions with their signs, N x 1 x H x W; they sum to score(x) - score(baseline)."""
         base = self.baseline_of(x)
@@ -273,6 +281,9 @@ class SaliencyResult:
     probabilities: np.ndarray  # float32 N x K, softmax of the logits
     targets: np.ndarray  # int64 N, the class each map explains
     method: str
+    # integrated only: float32 N x H x W, the attributions with their signs (raw is their
+    # magnitude); each map sums to the target's logit minus the featureless face's. None otherwise.
+    signed: np.ndarray | None = None
 
 
 def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", target: str | int = "predicted",
@@ -293,10 +304,15 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
     targets = resolve_targets(target, predicted, labels, classes)
     options = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "noise": noise, "seed": seed},
                "integrated": {"steps": steps}}
+    signed = None
     with METHODS[method](model, **options.get(method, {})) as saliency:
-        raw = saliency(images01, targets).numpy().astype(np.float32)
+        if isinstance(saliency, IntegratedGradients):
+            signed = saliency.signed_maps(images01, targets).numpy().astype(np.float32)
+            raw = np.abs(signed)
+        else:
+            raw = saliency(images01, targets).numpy().astype(np.float32)
     return SaliencyResult(maps=normalize_maps(raw), raw=raw, predicted=predicted.numpy(),
-                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method)
+                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method, signed=signed)
 
 
 def check_method(method: str, layer: str | None = None) -> None:
