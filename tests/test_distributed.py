@@ -132,3 +132,24 @@ def test_two_ranks_learn_from_a_teacher(easy_data: Path, tmp_path: Path) -> None
     assert student.meta["teacher"]["file"] == str(teacher)
     agrees_with_teacher, agrees_with_labels = agreement_on_train(model_from_artifact(student), dataset)
     assert agrees_with_teacher > 0.6 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_commands_that_do_not_split_their_work_refuse_torchrun(rank: int, synthetic_data: Path, tiny_branch: Path,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchrun's environment, as each rank sees it: `ensemble` or `eval` would run once per
+    # process and every rank would write the same file. Rank 0 says so in one line; the others
+    # leave quietly with the same code, so the error is printed once.
+    from clitools import invoke, one_line_error, stderr_of
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    for args in (["ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", tmp_path / "e.safetensors"],
+                 ["eval", synthetic_data, tiny_branch, "-o", tmp_path / "p.npz"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        if rank == 0:
+            one_line_error(result, f"fertool {args[0]} does not run data-parallel", "without torchrun")
+        else:
+            assert (stderr_of(result) or result.output).strip() == ""
+    assert list(tmp_path.iterdir()) == []

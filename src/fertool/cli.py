@@ -104,11 +104,31 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like it)."""
     _debug["on"] = debug or bool(os.environ.get("FERTOOL_DEBUG"))
+    refuse_data_parallel(ctx.invoked_subcommand)
+
+
+DATA_PARALLEL_COMMANDS = ("train-branch",)
+
+
+def refuse_data_parallel(command: str | None) -> None:
+    """Under torchrun, a command that does not split its work would run once per process: every
+    rank would do it all and write the same files. Stop instead, with one line from rank 0."""
+    try:
+        world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return  # not torchrun's doing; train-branch names the bad variable itself
+    if world_size <= 1 or command is None or command in DATA_PARALLEL_COMMANDS:
+        return
+    if rank == 0:
+        err.print(f"[bold red]error:[/] fertool {escape(command)} does not run data-parallel (only train-branch does): "
+                  f"run it without torchrun, as one process", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(int(ExitCode.USAGE))
 
 
 # Options shared by several commands, declared once.
