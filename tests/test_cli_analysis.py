@@ -101,12 +101,34 @@ def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, metho
     assert_real_png(png)
 
 
+def test_integrated_saliency_reports_how_close_its_sum_is_and_more_steps_close_it(synthetic_data, tiny_branch,
+                                                                                    tmp_path):
+    gaps = {}
+    for steps in (2, 128):
+        result = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0-5", "--method", "integrated",
+                     "--steps", steps, "-o", tmp_path / f"s{steps}.png", "--json")
+        rows = json.loads(result.stdout)["images"]
+        assert all(np.isfinite([r["attribution_sum"], r["logit_rise"]]).all() for r in rows)
+        gaps[steps] = max(abs(r["attribution_sum"] - r["logit_rise"]) for r in rows)
+    # The rise is the same whatever the steps; only the sum's path approximation changes.
+    assert gaps[128] < gaps[2] / 4, gaps
+    table = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0", "--method", "integrated",
+                "-o", tmp_path / "t.png").stdout
+    assert "attributions sum to" in table and "of the logit's" in table
+    assert "attribution_sum" not in run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0",
+                                        "-o", tmp_path / "g.png", "--json").stdout
+
+
 def test_saliency_option_mistakes_are_named_before_any_file_is_read(tmp_path):
     # The images do not exist either: the option is the first thing wrong, and it is named.
     one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "lime", "-o", tmp_path / "s.png"),
                    "'lime'", "gradient, smoothgrad, gradcam, integrated", code=3)
     one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "integrated", "--layer", "featex1",
                           "-o", tmp_path / "s.png"), "--layer applies to the gradcam method only", code=3)
+    one_line_error(invoke("saliency", tmp_path / "missing.png", "--steps", 64, "-o", tmp_path / "s.png"),
+                   "--steps applies to the integrated method only", code=3)
+    one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "integrated", "--steps", 0,
+                          "-o", tmp_path / "s.png"), "--steps 0", code=3)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -181,8 +181,10 @@ def test_explain_gives_integrated_gradients_with_their_signs(faces):
     with torch.no_grad():
         rise = (model(faces) - model(faces.mean(dim=(1, 2, 3), keepdim=True).expand_as(faces)))[:, 3]
     np.testing.assert_allclose(result.signed.sum(axis=(1, 2)), rise.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.logit_rise, rise.numpy(), rtol=1e-5, atol=1e-6)
     assert (result.signed < 0).any() and (result.signed > 0).any()  # evidence both ways
-    assert explain(model, faces, "gradient").signed is None
+    plain = explain(model, faces, "gradient")
+    assert plain.signed is None and plain.logit_rise is None
 
 
 def test_integrated_gradients_add_up_to_the_logits_rise_from_the_baseline():

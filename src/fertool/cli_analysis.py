@@ -182,6 +182,7 @@ def saliency(
     data: Annotated[Optional[Path], typer.Option("--data", help="Take the images from this dataset artifact instead.", show_default=False)] = None,
     index: Annotated[Optional[str], typer.Option("--index", help="Dataset indices for --data, e.g. 3,17,40-42.", show_default=False)] = None,
     layer: Annotated[Optional[str], typer.Option("--layer", help="gradcam only: the layer \\[default: the last conv block].", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="integrated only: points on the path from the featureless face; more make the attributions' sum closer to the logit's rise, and cost more. \\[32]", show_default=False)] = None,
     npz: Annotated[Optional[Path], typer.Option("--npz", help="Also write the raw maps (npz; with --method integrated also `signed`, the attributions with their signs).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -193,7 +194,9 @@ def saliency(
     from fertool.plots import saliency_figure, save_figure
     from fertool.saliency import check_method, explain
 
-    check_method(method, layer)  # option mistakes first: before the model and images are read
+    check_method(method, layer, steps)  # option mistakes first: before the model and images are read
+    if steps is not None and steps < 1:
+        raise BadInputError(f"--steps {steps}: must be at least 1")
     model_path, image_paths = split_model_and_images(list(paths or []))
     for path in (output, npz):
         if path is not None:
@@ -203,7 +206,8 @@ def saliency(
     import torch
 
     result = explain(model, to_unit_tensor(images), method=method, target=target,
-                     labels=None if labels is None else torch.from_numpy(labels), layer=layer, classes=meta["classes"])
+                     labels=None if labels is None else torch.from_numpy(labels), layer=layer, classes=meta["classes"],
+                     **({"steps": steps} if steps is not None else {}))
     classes = meta["classes"]
     titles = []
     for i, name in enumerate(names):
@@ -215,17 +219,24 @@ def saliency(
         arrays = {"maps": result.raw, "predicted": result.predicted, "probabilities": result.probabilities,
                   "targets": result.targets}
         if result.signed is not None:  # integrated gradients: evidence for (+) and against (-) the target
-            arrays["signed"] = result.signed
+            arrays.update(signed=result.signed, logit_rise=result.logit_rise)
         save_npz(npz, arrays, kind="saliency",
                  meta={"model": model_name, "method": method, "images": names, "classes": classes})
     rows = [{"image": name, "predicted": classes[result.predicted[i]],
              "probability": float(result.probabilities[i, result.predicted[i]]), "target": classes[result.targets[i]]}
             for i, name in enumerate(names)]
+    if result.signed is not None:
+        # Completeness, checked: how far the attributions' sum is from what it should add up to.
+        for row, total, rise in zip(rows, result.signed.sum(axis=(1, 2)), result.logit_rise):
+            row.update(attribution_sum=float(total), logit_rise=float(rise))
     if as_json:
         print_json({"output": str(output), "model": model_name, "method": method, "images": rows})
         return
     for row in rows:
-        out.print(f"  {row['image']}: {row['predicted']} ({row['probability']:.0%}), map of {row['target']}", highlight=False)
+        sums = (f"; attributions sum to {row['attribution_sum']:+.3f} of the logit's {row['logit_rise']:+.3f} rise"
+                if "logit_rise" in row else "")
+        out.print(f"  {row['image']}: {row['predicted']} ({row['probability']:.0%}), map of {row['target']}{sums}",
+                  highlight=False)
     out.print(f"{output}: {method} maps of {len(rows)} image(s) from {model_name}", highlight=False)
 
 

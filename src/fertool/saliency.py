@@ -198,6 +198,14 @@ class IntegratedGradients(SaliencyMethod):
             return x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)
         return torch.full_like(x, self.baseline)
 
+    def logit_rise(self, images01: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The target's logit at each face minus at its baseline (float32, CPU, N): what the signed
+        attributions add up to when the path has enough steps."""
+        with torch.no_grad():
+            x = images01.to(*model_placement(self.model))
+            rise = self.model(x).float() - self.model(self.baseline_of(x)).float()
+        return rise.gather(1, targets.to(rise.device)[:, None])[:, 0].cpu()
+
     def signed_maps(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """`signed` as `__call__` runs `attribute`: float32, CPU, N x H x W, in batches."""
         return self.batched(lambda x, t: self.signed(x, t)[:, 0], images01, targets, batch_size)
@@ -284,6 +292,9 @@ class SaliencyResult:
     # integrated only: float32 N x H x W, the attributions with their signs (raw is their
     # magnitude); each map sums to the target's logit minus the featureless face's. None otherwise.
     signed: np.ndarray | None = None
+    # integrated only: float32 N, the target's logit at the face minus at the featureless face.
+    # `signed` sums to it up to the path's discretisation; a far-off sum asks for more steps.
+    logit_rise: np.ndarray | None = None
 
 
 def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", target: str | int = "predicted",
@@ -304,23 +315,27 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
     targets = resolve_targets(target, predicted, labels, classes)
     options = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "noise": noise, "seed": seed},
                "integrated": {"steps": steps}}
-    signed = None
+    signed = rise = None
     with METHODS[method](model, **options.get(method, {})) as saliency:
         if isinstance(saliency, IntegratedGradients):
             signed = saliency.signed_maps(images01, targets).numpy().astype(np.float32)
+            rise = saliency.logit_rise(images01, targets).numpy()
             raw = np.abs(signed)
         else:
             raw = saliency(images01, targets).numpy().astype(np.float32)
     return SaliencyResult(maps=normalize_maps(raw), raw=raw, predicted=predicted.numpy(),
-                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method, signed=signed)
+                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method, signed=signed,
+                          logit_rise=rise)
 
 
-def check_method(method: str, layer: str | None = None) -> None:
-    """Refuse an unknown method, or a --layer for a method without one, before any work."""
+def check_method(method: str, layer: str | None = None, steps: int | None = None) -> None:
+    """Refuse an unknown method, or an option of another method (--layer, --steps), before any work."""
     if method not in METHODS:
         raise BadInputError(f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}")
     if layer is not None and method != "gradcam":
         raise BadInputError(f"--layer applies to the gradcam method only, not {method}; drop --layer")
+    if steps is not None and method != "integrated":
+        raise BadInputError(f"--steps applies to the integrated method only, not {method}; drop --steps")
 
 
 def predict_probabilities(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
