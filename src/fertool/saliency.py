@@ -201,10 +201,13 @@ class IntegratedGradients(SaliencyMethod):
     def logit_rise(self, images01: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The target's logit at each face minus at its baseline (float32, CPU, N): what the signed
         attributions add up to when the path has enough steps."""
+        rises = []
         with torch.no_grad():
-            x = images01.to(*model_placement(self.model))
-            rise = self.model(x).float() - self.model(self.baseline_of(x)).float()
-        return rise.gather(1, targets.to(rise.device)[:, None])[:, 0].cpu()
+            for start in range(0, len(images01), self.pass_size):  # bounded memory, as the maps
+                x = images01[start : start + self.pass_size].to(*model_placement(self.model))
+                rise = self.model(x).float() - self.model(self.baseline_of(x)).float()
+                rises.append(rise.gather(1, targets[start : start + self.pass_size].to(rise.device)[:, None])[:, 0])
+        return torch.cat(rises).cpu() if rises else torch.zeros(0)
 
     def signed_maps(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """`signed` as `__call__` runs `attribute`: float32, CPU, N x H x W, in batches."""
