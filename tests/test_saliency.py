@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from fertool.data import CLASSES
 from fertool.errors import BadInputError
 from fertool.models import EnsembleClassifier, FERClassifier, create_model
-from fertool.saliency import METHODS, GradCAM, Gradient, IntegratedGradients, SmoothGrad, default_cam_layers, explain
+from fertool.saliency import (METHODS, GradCAM, Gradient, IntegratedGradients, SmoothGrad, default_cam_layers, explain,
+                              predict_probabilities)
 
 
 def classifier(arch: str, seed: int = 0) -> FERClassifier:
@@ -107,6 +108,13 @@ def test_result_is_normalised_and_consistent(faces):
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(result.predicted, result.probabilities.argmax(axis=1))
     np.testing.assert_array_equal(result.targets, result.predicted)
+
+
+def test_probabilities_in_batches_are_those_of_one_pass(faces):
+    model = classifier("tiny")
+    whole = predict_probabilities(model, faces)
+    torch.testing.assert_close(predict_probabilities(model, faces, batch_size=2), whole)
+    assert whole.shape == (3, 7) and predict_probabilities(model, faces[:0]).shape == (0, 7)
 
 
 def test_targets_by_name_index_and_label(faces):

@@ -341,16 +341,21 @@ def check_method(method: str, layer: str | None = None, steps: int | None = None
         raise BadInputError(f"--steps applies to the integrated method only, not {method}; drop --steps")
 
 
-def predict_probabilities(model: nn.Module, images01: torch.Tensor) -> torch.Tensor:
-    """Softmax class probabilities (float32, CPU) with the model in eval mode, mode restored."""
+def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Softmax class probabilities (float32, CPU) with the model in eval mode, mode restored.
+
+    In batches: a thousand faces at once through a wide branch would hold gigabytes of activations.
+    """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(images01.to(*model_placement(model))).float()
+            # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
+            logits = [model(images01[i : i + batch_size].to(*model_placement(model))).float().cpu()
+                      for i in range(0, max(len(images01), 1), batch_size)]
     finally:
         model.train(was_training)
-    return logits.softmax(dim=1).cpu()
+    return torch.cat(logits).softmax(dim=1)
 
 
 def resolve_targets(target: str | int, predicted: torch.Tensor, labels: torch.Tensor | None,
