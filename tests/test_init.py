@@ -83,6 +83,15 @@ def test_a_run_from_a_branch_keeps_its_dropout_unless_given_another(synthetic_da
         tuned = load_artifact(out)
         assert tuned.meta["train_config"]["dropout"] == tuned.meta["arch_args"]["dropout"] == expected
         assert model_from_artifact(tuned).backbone.dropout.p == expected
+    # An ensemble's dropout is its head's: fine-tuned end to end, it keeps the head's own 0.3.
+    ensemble, tuned_ensemble = tmp_path / "e.safetensors", tmp_path / "e-tuned.safetensors"
+    json_of(invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "-o", ensemble, "--epochs", 1,
+                   "--dropout", 0.3, "--json"))
+    json_of(invoke("train-branch", synthetic_data, "-o", tuned_ensemble, "--init", ensemble, "--epochs", 1,
+                   "--lr", "1e-3", "--json"))
+    head = model_from_artifact(load_artifact(tuned_ensemble)).head
+    assert load_artifact(tuned_ensemble).meta["arch_args"]["dropout"] == 0.3
+    assert {m.p for m in head if isinstance(m, torch.nn.Dropout)} == {0.3}
     # The library applies it to the layers themselves, not only to the record.
     config = TrainConfig(arch="tiny", epochs=1, lr=1e-12, dropout=0.0, seed=3, init="digest")
     result = train_branch(load_artifact(synthetic_data), config, init=load_artifact(tiny_branch))

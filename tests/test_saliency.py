@@ -159,6 +159,19 @@ def test_smoothgrad_is_reproducible_and_smoother(faces):
     assert roughness(first) < roughness(plain)
 
 
+def test_variants_sharing_passes_get_each_its_own_gradient():
+    # 5 variants of 3 images in passes of 4 images: passes cut across variants and images, and
+    # each variant must still get the gradient of its own image's target.
+    model = classifier("tiny").double()
+    variants = torch.rand(5, 3, 1, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([2, 6, 4])
+    with Gradient(model) as method:
+        method.pass_size = 4
+        shared = method.variant_gradients(variants, targets)
+        one_by_one = torch.stack([method.input_gradient(v, targets) for v in variants])
+    torch.testing.assert_close(shared, one_by_one)
+
+
 def test_integrated_gradients_of_a_linear_model_are_the_weights_times_the_difference():
     # A model linear in its input has the same gradient everywhere on the path: one point gives
     # the exact attributions, (face - baseline) x weights, and they add up to the logit's rise.

@@ -195,8 +195,6 @@ def saliency(
     from fertool.saliency import check_method, explain
 
     check_method(method, layer, steps)  # option mistakes first: before the model and images are read
-    if steps is not None and steps < 1:
-        raise BadInputError(f"--steps {steps}: must be at least 1")
     model_path, image_paths = split_model_and_images(list(paths or []))
     for path in (output, npz):
         if path is not None:

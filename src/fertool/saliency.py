@@ -93,6 +93,11 @@ class SaliencyMethod:
         """Raw maps (float32, CPU, N x H x W, >= 0) for N x 1 x H x W images in [0, 1]."""
         return self.batched(self.attribute, images01, targets, batch_size)
 
+    def results(self, images01: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        """What `explain` keeps (SaliencyResult's fields): `raw`, the maps as `__call__` gives them,
+        and whatever else a method has to say (integrated gradients: its signs and their total)."""
+        return {"raw": self(images01, targets).numpy().astype(np.float32)}
+
     def batched(self, attribute: Any, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """`attribute(x, targets)` (N x H x W per batch) over all images, with gradients on, on the model's device."""
         if not self._entered:
@@ -185,12 +190,16 @@ class IntegratedGradients(SaliencyMethod):
 
     def __init__(self, model: nn.Module, steps: int = 32, baseline: float | None = None):
         super().__init__(model)
-        if steps < 1:
-            raise BadInputError(f"--steps {steps}: must be at least 1")
+        check_steps(steps)
         self.steps, self.baseline = steps, baseline
 
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.signed(x, targets).abs()[:, 0]
+
+    def results(self, images01: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
+        # The path is walked once: the map is the magnitude of the signed attributions.
+        signed = self.signed_maps(images01, targets).numpy().astype(np.float32)
+        return {"raw": np.abs(signed), "signed": signed, "logit_rise": self.logit_rise(images01, targets).numpy()}
 
     def baseline_of(self, x: torch.Tensor) -> torch.Tensor:
         """The image each path starts from, the shape of `x`."""
@@ -318,17 +327,10 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
     targets = resolve_targets(target, predicted, labels, classes)
     options = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "noise": noise, "seed": seed},
                "integrated": {"steps": steps}}
-    signed = rise = None
     with METHODS[method](model, **options.get(method, {})) as saliency:
-        if isinstance(saliency, IntegratedGradients):
-            signed = saliency.signed_maps(images01, targets).numpy().astype(np.float32)
-            rise = saliency.logit_rise(images01, targets).numpy()
-            raw = np.abs(signed)
-        else:
-            raw = saliency(images01, targets).numpy().astype(np.float32)
-    return SaliencyResult(maps=normalize_maps(raw), raw=raw, predicted=predicted.numpy(),
-                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method, signed=signed,
-                          logit_rise=rise)
+        arrays = saliency.results(images01, targets)
+    return SaliencyResult(maps=normalize_maps(arrays["raw"]), predicted=predicted.numpy(),
+                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method, **arrays)
 
 
 def check_method(method: str, layer: str | None = None, steps: int | None = None) -> None:
@@ -339,6 +341,13 @@ def check_method(method: str, layer: str | None = None, steps: int | None = None
         raise BadInputError(f"--layer applies to the gradcam method only, not {method}; drop --layer")
     if steps is not None and method != "integrated":
         raise BadInputError(f"--steps applies to the integrated method only, not {method}; drop --steps")
+    if steps is not None:
+        check_steps(steps)
+
+
+def check_steps(steps: int) -> None:
+    if steps < 1:
+        raise BadInputError(f"--steps {steps}: must be at least 1")
 
 
 def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
