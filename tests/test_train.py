@@ -28,16 +28,29 @@ def larger_dataset(tmp_path_factory):
     return load_artifact(path)
 
 
-def test_a_dexpression_branch_learns_the_synthetic_faces_in_a_few_epochs(larger_dataset):
-    # The bar the synthetic faces must meet: a branch learns them (> 90 % val) within a few
-    # epochs. The batch-norm variant does; the LRN original needs a few hundred steps to leave
-    # chance (see models.DeXpression), which is too slow for a unit test.
-    config = TrainConfig(arch="dexpression_bn", epochs=7, lr=1e-3, batch_size=32, augment=False, seed=0)
-    result = train_branch(larger_dataset, config)
-    assert result.best_val_accuracy > 0.90, [round(r["val_accuracy"], 3) for r in result.history]
+def assert_learned(result, least_accuracy: float) -> None:
+    assert result.best_val_accuracy > least_accuracy, [round(r["val_accuracy"], 3) for r in result.history]
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert result.best_val_accuracy == max(r["val_accuracy"] for r in result.history)
     assert result.history[result.best_epoch - 1]["val_accuracy"] == result.best_val_accuracy
+
+
+def test_a_batch_norm_dexpression_branch_learns_the_squares_in_two_epochs(easy_data):
+    # The real architecture in one process, on data any model learns (chance 1/7): measured best
+    # val 99 % at seed 0 (87-100 % at seeds 0-2), 12-17 s on one core. The faces' version below
+    # holds it to the synthetic faces, at eight times the cost.
+    config = TrainConfig(arch="dexpression_bn", epochs=2, lr=1e-3, batch_size=32, augment=False, seed=0)
+    assert_learned(train_branch(load_artifact(easy_data), config), 0.85)
+
+
+@pytest.mark.slow  # 7 epochs of 2,104 faces: 65 s on two cores of a 2-GHz Xeon, 140 s in the parallel suite
+def test_a_dexpression_branch_learns_the_synthetic_faces_in_a_few_epochs(larger_dataset):
+    # The bar the synthetic faces must meet: a branch learns them (> 90 % val) within a few
+    # epochs. The batch-norm variant does; the LRN original needs a few hundred steps to leave
+    # chance (see models.DeXpression), which is too slow for a unit test. (`tiny` learns them in
+    # every run of the suite: test_saliency's model, > 85 %.)
+    config = TrainConfig(arch="dexpression_bn", epochs=7, lr=1e-3, batch_size=32, augment=False, seed=0)
+    assert_learned(train_branch(larger_dataset, config), 0.90)
 
 
 def test_returned_weights_are_those_of_the_best_epoch(dataset):
