@@ -95,3 +95,14 @@ def assert_real_png(path: Path, min_side: int = 200) -> np.ndarray:
     assert pixels.std() > 10, "the figure is blank"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the figure has almost no content"
     return pixels
+
+
+def model_asking_for_tta(source: Path, path: Path, tta: str) -> Path:
+    """A copy of the model file `source` whose metadata asks for test-time augmentation `tta`,
+    as scripts/pack_model.py writes the bundled model's."""
+    from fertool.artifacts import load_artifact, save_tensors
+
+    model = load_artifact(source)
+    meta = {k: v for k, v in model.meta.items() if k not in ("kind", "schema", "fertool_version")}
+    save_tensors(path, model.tensors, kind=model.meta["kind"], meta={**meta, "tta": tta})
+    return path

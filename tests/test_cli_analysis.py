@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clitools import assert_real_png, invoke, one_line_error
+from clitools import assert_real_png, invoke, model_asking_for_tta, one_line_error
 from fertool.artifacts import load_artifact
 from fertool.cli import app
 
@@ -119,6 +119,31 @@ def test_integrated_saliency_reports_how_close_its_sum_is_and_more_steps_close_i
                                         "-o", tmp_path / "g.png", "--json").stdout
 
 
+def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(synthetic_data, tiny_branch, predictions,
+                                                                             tmp_path):
+    crops = model_asking_for_tta(tiny_branch, tmp_path / "crops.safetensors", "crops")
+    preds = tmp_path / "p.npz"
+    run("eval", synthetic_data, crops, "--split", "val", "-o", preds)
+    evaluated = load_artifact(preds).tensors
+    index = evaluated["indices"][:6].tolist()
+    summary = json.loads(run("saliency", crops, "--data", synthetic_data, "--index", ",".join(map(str, index)),
+                             "-o", tmp_path / "s.png", "--json").stdout)
+    assert summary["tta"] == "crops"
+    expected = np.exp(evaluated["logits"][:6])  # eval's logits with views: log mean probabilities
+    classes = load_artifact(tiny_branch).meta["classes"]
+    assert [row["predicted"] for row in summary["images"]] == [classes[i] for i in expected.argmax(1)]
+    np.testing.assert_allclose([row["probability"] for row in summary["images"]], expected.max(1), rtol=1e-4)
+    # --tta none: the face alone, as the file without its request (the module's predictions) scores it.
+    alone = json.loads(run("saliency", crops, "--data", synthetic_data, "--index", ",".join(map(str, index)),
+                           "-o", tmp_path / "n.png", "--json", "--tta", "none").stdout)
+    logits = load_artifact(predictions).tensors["logits"][:6]
+    single = np.exp(logits - logits.max(1, keepdims=True))
+    single /= single.sum(1, keepdims=True)
+    assert alone["tta"] == "none"
+    np.testing.assert_allclose([row["probability"] for row in alone["images"]], single.max(1), rtol=1e-4)
+    assert not np.allclose(single.max(1), expected.max(1), rtol=1e-3)  # the views made a difference
+
+
 def test_saliency_option_mistakes_are_named_before_any_file_is_read(tmp_path):
     # The images do not exist either: the option is the first thing wrong, and it is named.
     one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "lime", "-o", tmp_path / "s.png"),
@@ -129,6 +154,8 @@ def test_saliency_option_mistakes_are_named_before_any_file_is_read(tmp_path):
                    "--steps applies to the integrated method only", code=3)
     one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "integrated", "--steps", 0,
                           "-o", tmp_path / "s.png"), "--steps 0", code=3)
+    one_line_error(invoke("saliency", tmp_path / "missing.png", "--tta", "tencrop", "-o", tmp_path / "s.png"),
+                   "--tta tencrop", "auto, none, flip, crops", code=3)
     assert list(tmp_path.iterdir()) == []
 
 

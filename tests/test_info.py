@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clitools import _debug_off, invoke, json_of, one_line_error  # noqa: F401
+from clitools import _debug_off, invoke, json_of, model_asking_for_tta, one_line_error  # noqa: F401
 from fertool.artifacts import load_artifact, save_tensors
 from fertool.cli_analysis import default_model_path
 from fertool.runtime import resolve_precision
@@ -113,10 +113,7 @@ def test_eval_flip_tta_averages_the_image_and_its_mirror(synthetic_data: Path, t
 
 
 def test_a_model_file_can_ask_for_its_tta(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
-    source = load_artifact(tiny_branch)
-    path = tmp_path / "tta.safetensors"
-    meta = {k: v for k, v in source.meta.items() if k not in ("kind", "schema", "fertool_version")}
-    save_tensors(path, source.tensors, kind="branch", meta={**meta, "tta": "flip"})
+    path = model_asking_for_tta(tiny_branch, tmp_path / "tta.safetensors", "flip")
     assert json_of(invoke("eval", synthetic_data, path, "--json"))["tta"] == "flip"
     assert json_of(invoke("eval", synthetic_data, path, "--tta", "none", "--json"))["tta"] == "none"
     one_line_error(invoke("eval", synthetic_data, path, "--tta", "tencrop"), "--tta")

@@ -117,6 +117,22 @@ def test_probabilities_in_batches_are_those_of_one_pass(faces):
     assert whole.shape == (3, 7) and predict_probabilities(model, faces[:0]).shape == (0, 7)
 
 
+@pytest.mark.parametrize("tta", ["none", "flip", "crops"])
+def test_probabilities_average_the_views_as_eval_does(faces, tta):
+    # What `eval` computes for the same faces as uint8 images, so saliency names its class.
+    from fertool.evaluate import predict_logits
+
+    model = classifier("tiny")
+    as_uint8 = (faces * 255).round().to(torch.uint8)[:, 0]
+    expected = predict_logits(model, as_uint8, torch.device("cpu"), tta=tta).softmax(dim=1)  # logits or log-means
+    torch.testing.assert_close(predict_probabilities(model, as_uint8[:, None].float() / 255, tta=tta), expected)
+    assert predict_probabilities(model, faces[:0], tta=tta).shape == (0, 7)
+    if tta != "none":  # the views change the answer, so the test above compared something
+        assert not torch.allclose(predict_probabilities(model, faces, tta=tta), predict_probabilities(model, faces))
+    with pytest.raises(BadInputError, match="--tta tencrop"):
+        predict_probabilities(model, faces, tta="tencrop")
+
+
 def test_targets_by_name_index_and_label(faces):
     model = classifier("tiny")
     assert explain(model, faces, "gradient", target="surprise").targets.tolist() == [5, 5, 5]

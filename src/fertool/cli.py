@@ -135,6 +135,7 @@ def refuse_data_parallel(command: str | None) -> None:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto | fp32 | bf16 | fp16; auto picks the fastest correct one here.")]
+TtaOpt = Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror) | crops (flip, plus two zoomed-in centre crops: 6 views).")]
 DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="A dataset artifact made by `fertool prepare`.", show_default=False)]
 
 
@@ -471,7 +472,7 @@ def eval_command(
     data: DataArg,
     model_path: Annotated[Optional[Path], typer.Argument(metavar="[MODEL]", help="A branch or ensemble artifact \\[default: the bundled model].", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train | val | test | holdout")] = "val",
-    tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: auto (what the model file asks for) | none | flip (mean of image and mirror) | crops (flip, plus two zoomed-in centre crops: 6 views).")] = "auto",
+    tta: TtaOpt = "auto",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the predictions artifact (npz: logits, labels, indices).", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (100 was fastest on a 2-core CPU; GPUs like more).")] = 100,
     device: DeviceOpt = "auto",
@@ -490,9 +491,10 @@ def eval_command(
     from fertool.runtime import precision_name, resolve_device, resolve_precision
 
     from fertool.cli_analysis import default_model_path
-    from fertool.evaluate import model_tta
+    from fertool.evaluate import check_tta, model_tta
     from fertool.models import load_model
 
+    check_tta(tta, allow_auto=True)  # before minutes of loading
     model_path = model_path or default_model_path()
     if output is not None:
         check_output_path(output, inputs=[data, model_path])

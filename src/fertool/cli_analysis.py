@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 
-from fertool.cli import JsonOpt, app, out, print_json, user_errors
+from fertool.cli import JsonOpt, TtaOpt, app, out, print_json, user_errors
 from fertool.errors import BadInputError
 
 # A first path with one of these suffixes is a model argument, not an image; .npz is never a
@@ -184,17 +184,23 @@ def saliency(
     layer: Annotated[Optional[str], typer.Option("--layer", help="gradcam only: the layer \\[default: the last conv block].", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="integrated only: points on the path from the featureless face; more make the attributions' sum closer to the logit's rise, and cost more. \\[32]", show_default=False)] = None,
     npz: Annotated[Optional[Path], typer.Option("--npz", help="Also write the raw maps (npz; with --method integrated also `signed`, the attributions with their signs).", show_default=False)] = None,
+    tta: TtaOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Show which pixels drive a model's decision: input, saliency map and overlay per image.
 
+    The predicted class and its probability are those of `eval` and `predict` (the views of --tta);
+    the map explains that class's score on the face itself.
+
     Example: fertool saliency branch1.safetensors face.png -o saliency.png --method gradcam
     """
     from fertool.artifacts import check_output_path, save_npz
+    from fertool.evaluate import check_tta, model_tta
     from fertool.plots import saliency_figure, save_figure
     from fertool.saliency import check_method, explain
 
     check_method(method, layer, steps)  # option mistakes first: before the model and images are read
+    check_tta(tta, allow_auto=True)
     model_path, image_paths = split_model_and_images(list(paths or []))
     for path in (output, npz):
         if path is not None:
@@ -203,9 +209,10 @@ def saliency(
     images, labels, names = gather_images(image_paths, data, index)
     import torch
 
+    tta = model_tta(meta, tta)
     result = explain(model, to_unit_tensor(images), method=method, target=target,
                      labels=None if labels is None else torch.from_numpy(labels), layer=layer, classes=meta["classes"],
-                     **({"steps": steps} if steps is not None else {}))
+                     tta=tta, **({"steps": steps} if steps is not None else {}))
     classes = meta["classes"]
     titles = []
     for i, name in enumerate(names):
@@ -219,7 +226,7 @@ def saliency(
         if result.signed is not None:  # integrated gradients: evidence for (+) and against (-) the target
             arrays.update(signed=result.signed, logit_rise=result.logit_rise)
         save_npz(npz, arrays, kind="saliency",
-                 meta={"model": model_name, "method": method, "images": names, "classes": classes})
+                 meta={"model": model_name, "method": method, "tta": tta, "images": names, "classes": classes})
     rows = [{"image": name, "predicted": classes[result.predicted[i]],
              "probability": float(result.probabilities[i, result.predicted[i]]), "target": classes[result.targets[i]]}
             for i, name in enumerate(names)]
@@ -228,14 +235,15 @@ def saliency(
         for row, total, rise in zip(rows, result.signed.sum(axis=(1, 2)), result.logit_rise):
             row.update(attribution_sum=float(total), logit_rise=float(rise))
     if as_json:
-        print_json({"output": str(output), "model": model_name, "method": method, "images": rows})
+        print_json({"output": str(output), "model": model_name, "method": method, "tta": tta, "images": rows})
         return
     for row in rows:
         sums = (f"; attributions sum to {row['attribution_sum']:+.3f} of the logit's {row['logit_rise']:+.3f} rise"
                 if "logit_rise" in row else "")
         out.print(f"  {row['image']}: {row['predicted']} ({row['probability']:.0%}), map of {row['target']}{sums}",
                   highlight=False)
-    out.print(f"{output}: {method} maps of {len(rows)} image(s) from {model_name}", highlight=False)
+    views = f" (predictions with TTA {tta})" if tta != "none" else ""
+    out.print(f"{output}: {method} maps of {len(rows)} image(s) from {model_name}{views}", highlight=False)
 
 
 # ---------------------------------------------------------------- filters

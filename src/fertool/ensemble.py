@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from fertool.artifacts import Artifact
 from fertool.augment import Augment, AugmentConfig
 from fertool.errors import BadInputError, WrongKindError
-from fertool.evaluate import TTA_MODES, log_mean_softmax, select_split, to_input, tta_views
+from fertool.evaluate import check_tta, log_mean_softmax, select_split, to_input, tta_views
 from fertool.models import EnsembleClassifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 from fertool.checkpoint import TrainingState, save_checkpoint
@@ -66,8 +66,7 @@ class EnsembleConfig:
             raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise BadInputError(f"--weight-decay {self.weight_decay}: must be 0 or more")
-        if self.views not in TTA_MODES:
-            raise BadInputError(f"--views {self.views}: choose one of {', '.join(TTA_MODES)}")
+        check_tta(self.views, "--views")
         if self.augment and self.views != "none":
             raise BadInputError(f"--views {self.views} needs --no-augment: it picks among cached views, "
                                 "--augment computes fresh ones")

@@ -52,6 +52,14 @@ TTA_MODES = ("none", "flip", "crops")
 CROP_ZOOMS = (1.0, 1.08, 1.16)
 
 
+def check_tta(tta: str, flag: str = "--tta", allow_auto: bool = False) -> None:
+    """Refuse a name that is not one of TTA_MODES (or `auto`, where `model_tta` resolves it later),
+    naming the option it came from."""
+    allowed = ("auto", *TTA_MODES) if allow_auto else TTA_MODES
+    if tta not in allowed:
+        raise BadInputError(f"{flag} {tta}: choose one of {', '.join(allowed)}")
+
+
 def tta_views(batch: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """The views of an N x 1 x H x W batch whose softmax `predict_logits` averages."""
     if tta == "none":
@@ -90,8 +98,7 @@ def predict_logits(
     image, the flip every model is trained with; `tta="crops"` adds two zoomed-in centre crops,
     each mirrored too (see `tta_views`). The "logits" are then log mean probabilities.
     """
-    if tta not in TTA_MODES:
-        raise BadInputError(f"--tta {tta}: choose one of {', '.join(TTA_MODES)}")
+    check_tta(tta)
     was_training = model.training
     model.eval()
     outputs = []

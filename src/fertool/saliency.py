@@ -46,8 +46,9 @@ from torch import nn
 
 from fertool.data import CLASSES
 from fertool.errors import BadInputError
-from fertool.runtime import model_placement
+from fertool.evaluate import check_tta, tta_views
 from fertool.filters import resolve_layer
+from fertool.runtime import model_placement
 
 
 class SaliencyMethod:
@@ -311,18 +312,21 @@ class SaliencyResult:
 
 def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", target: str | int = "predicted",
             labels: torch.Tensor | None = None, *, layer: str | None = None, samples: int = 25,
-            noise: float = 0.15, seed: int = 0, steps: int = 32, classes: Sequence[str] = CLASSES) -> SaliencyResult:
+            noise: float = 0.15, seed: int = 0, steps: int = 32, classes: Sequence[str] = CLASSES,
+            tta: str = "none") -> SaliencyResult:
     """Saliency maps of `images01` (N x 1 x H x W in [0, 1]) for the target class of each image.
 
     `target`: "predicted", "true" (needs `labels`, N class indices), a class name from
     `classes`, or a class index. `layer` is for gradcam only (default: the last conv block);
     `samples`, `noise` (pixel units) and `seed` are for smoothgrad only, `steps` (points on the
-    path from the baseline) for integrated only.
+    path from the baseline) for integrated only. `tta` (evaluate.TTA_MODES) sets the views whose
+    mean probabilities are reported and name the predicted class, so a model whose file asks for
+    crops predicts here what `eval` and `predict` say; the map is of the face itself.
     """
     check_method(method, layer)
     if images01.dim() != 4 or images01.shape[1] != 1:
         raise BadInputError(f"images must be N x 1 x H x W grayscale, got shape {tuple(images01.shape)}")
-    probabilities = predict_probabilities(model, images01)
+    probabilities = predict_probabilities(model, images01, tta=tta)
     predicted = probabilities.argmax(dim=1)
     targets = resolve_targets(target, predicted, labels, classes)
     options = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "noise": noise, "seed": seed},
@@ -350,21 +354,28 @@ def check_steps(steps: int) -> None:
         raise BadInputError(f"--steps {steps}: must be at least 1")
 
 
-def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax class probabilities (float32, CPU) with the model in eval mode, mode restored.
+def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: int = 256,
+                          tta: str = "none") -> torch.Tensor:
+    """Softmax class probabilities (float32, CPU) with the model in eval mode, mode restored:
+    the mean over the views of `tta` (evaluate.tta_views), as `eval` averages them.
 
     In batches: a thousand faces at once through a wide branch would hold gigabytes of activations.
     """
+    check_tta(tta)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
-            logits = [model(images01[i : i + batch_size].to(*model_placement(model))).float().cpu()
-                      for i in range(0, max(len(images01), 1), batch_size)]
+            # max(..., 1): no faces still make one (empty) pass, which gives the classes' width;
+            # of the face itself only, as zooming has no empty form.
+            batches = [images01[i : i + batch_size].to(*model_placement(model))
+                       for i in range(0, max(len(images01), 1), batch_size)]
+            probabilities = [torch.stack([model(view).float().softmax(dim=1)
+                                          for view in (tta_views(batch, tta) if len(batch) else [batch])]).mean(0)
+                             for batch in batches]
     finally:
         model.train(was_training)
-    return torch.cat(logits).softmax(dim=1)
+    return torch.cat(probabilities).cpu()
 
 
 def resolve_targets(target: str | int, predicted: torch.Tensor, labels: torch.Tensor | None,
