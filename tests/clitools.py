@@ -97,12 +97,12 @@ def assert_real_png(path: Path, min_side: int = 200) -> np.ndarray:
     return pixels
 
 
-def model_asking_for_tta(source: Path, path: Path, tta: str) -> Path:
-    """A copy of the model file `source` whose metadata asks for test-time augmentation `tta`,
-    as scripts/pack_model.py writes the bundled model's."""
+def copy_with_meta(source: Path, path: Path, **changes: Any) -> Path:
+    """A copy of the artifact `source` with metadata fields changed, e.g. `tta="crops"`: a model
+    file asking for test-time augmentation, as scripts/pack_model.py writes the bundled model's."""
     from fertool.artifacts import load_artifact, save_tensors
 
-    model = load_artifact(source)
-    meta = {k: v for k, v in model.meta.items() if k not in ("kind", "schema", "fertool_version")}
-    save_tensors(path, model.tensors, kind=model.meta["kind"], meta={**meta, "tta": tta})
+    artifact = load_artifact(source)
+    meta = {k: v for k, v in artifact.meta.items() if k not in ("kind", "schema", "fertool_version")}
+    save_tensors(path, artifact.tensors, kind=artifact.meta["kind"], meta={**meta, **changes})
     return path

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from fertool import __version__, cli
 from fertool.artifacts import load_artifact, save_tensors

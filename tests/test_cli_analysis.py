@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clitools import assert_real_png, invoke, model_asking_for_tta, one_line_error
+from clitools import assert_real_png, invoke, copy_with_meta, one_line_error
 from fertool.artifacts import load_artifact
 from fertool.cli import app
 
@@ -121,7 +121,7 @@ def test_integrated_saliency_reports_how_close_its_sum_is_and_more_steps_close_i
 
 def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(synthetic_data, tiny_branch, predictions,
                                                                              tmp_path):
-    crops = model_asking_for_tta(tiny_branch, tmp_path / "crops.safetensors", "crops")
+    crops = copy_with_meta(tiny_branch, tmp_path / "crops.safetensors", tta="crops")
     preds = tmp_path / "p.npz"
     run("eval", synthetic_data, crops, "--split", "val", "-o", preds)
     evaluated = load_artifact(preds).tensors

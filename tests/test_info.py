@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clitools import _debug_off, invoke, json_of, model_asking_for_tta, one_line_error  # noqa: F401
+from clitools import _debug_off, invoke, json_of, copy_with_meta, one_line_error  # noqa: F401
 from fertool.artifacts import load_artifact, save_tensors
 from fertool.cli_analysis import default_model_path
 from fertool.runtime import resolve_precision
@@ -66,6 +66,17 @@ def test_info_of_an_ensemble_lists_its_branches(synthetic_data: Path, tiny_branc
     assert json_of(invoke("info", average, "--json"))["head"].startswith("none")
 
 
+def test_info_shows_hand_made_fields_as_they_are(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    # Provenance fields only `info` reads, of another shape than fertool writes: shown raw, exit 0.
+    odd = {"holdout": {"seed": 1}, "counts": {"train": 5}}
+    dataset = copy_with_meta(synthetic_data, tmp_path / "d.safetensors", **odd)
+    model = copy_with_meta(tiny_branch, tmp_path / "m.safetensors", packing={"accuracy_fp32": [0.5]})
+    for path, needles in ((dataset, ["{'seed': 1}", "{'train': 5}"]), (model, ["{'accuracy_fp32': [0.5]}"])):
+        result = invoke("info", path)
+        assert result.exit_code == 0 and result.exception is None, result.output
+        assert all(needle in result.output for needle in needles), result.output
+
+
 def test_info_of_a_dataset(synthetic_data: Path) -> None:
     info = json_of(invoke("info", synthetic_data, "--json"))
     assert info["kind"] == "dataset" and info["counts"]["train"]["total"] > 0 and len(info["sha256"]) == 64
@@ -113,7 +124,7 @@ def test_eval_flip_tta_averages_the_image_and_its_mirror(synthetic_data: Path, t
 
 
 def test_a_model_file_can_ask_for_its_tta(synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
-    path = model_asking_for_tta(tiny_branch, tmp_path / "tta.safetensors", "flip")
+    path = copy_with_meta(tiny_branch, tmp_path / "tta.safetensors", tta="flip")
     assert json_of(invoke("eval", synthetic_data, path, "--json"))["tta"] == "flip"
     assert json_of(invoke("eval", synthetic_data, path, "--tta", "none", "--json"))["tta"] == "none"
     one_line_error(invoke("eval", synthetic_data, path, "--tta", "tencrop"), "--tta")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.markup import escape
@@ -149,28 +149,46 @@ def info(
             continue
         if key == "branches":
             for i, branch in enumerate(value, 1):
-                acc = branch["val_accuracy"]
-                acc_text = f"{acc:.2%}" if isinstance(acc, float) else "?"
-                # A branch trained on from another's weights: its epochs after the start's.
-                after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
-                since = " (then fine-tuned with the head: see init)" if branch["fine_tuned_since"] else ""
-                out.print(f"  branch {i}: {branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, "
-                          f"val {acc_text}{since}: {branch['command']}", highlight=False)
+                out.print(f"  branch {i}: {escape(shown(branch_text, branch))}", highlight=False)
             continue
-        if key == "init" and isinstance(value, dict):
-            acc = value.get("val_accuracy")
-            acc_text = f", val {acc:.2%}" if isinstance(acc, float) else ""
-            value = f"{value.get('file')} ({value.get('epochs')} epochs{acc_text}): {value.get('command')}"
-        if key == "teacher" and isinstance(value, dict):
-            value = f"{value.get('file')}: {value.get('model')}'s predictions (tta {value.get('tta')})"
-        if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):
-            value = f"{value:.2%}" if key == "val_accuracy" else f"{value:.4f}"
-        if key == "train_seconds" and isinstance(value, (int, float)):
-            value = f"{value / 60:.1f} min"
-        if key == "holdout" and isinstance(value, dict):
-            value = f"{value.get('fraction') * 100:g} % of each class of train set aside (--holdout-seed {value.get('seed')})"
-        if key == "packed" and isinstance(value, dict):
-            value = packed_line(value)
-        if key == "counts" and isinstance(value, dict):
-            value = ", ".join(f"{split} {c.get('total')}" for split, c in value.items())
-        out.print(f"[bold]{key:>15}[/] {escape(str(value))}", markup=True, highlight=False)
+        out.print(f"[bold]{key:>15}[/] {escape(shown(field_text, key, value))}", markup=True, highlight=False)
+
+
+def shown(describe: Callable[..., str], *args: Any) -> str:
+    """`describe(*args)`, or the raw value where a hand-made file's field has another shape than
+    fertool writes (`holdout` without a fraction, say): info still shows it, not a traceback."""
+    try:
+        return describe(*args)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return str(args[-1])
+
+
+def branch_text(branch: dict[str, Any]) -> str:
+    acc = branch["val_accuracy"]
+    acc_text = f"{acc:.2%}" if isinstance(acc, float) else "?"
+    # A branch trained on from another's weights: its epochs after the start's.
+    after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
+    since = " (then fine-tuned with the head: see init)" if branch["fine_tuned_since"] else ""
+    return (f"{branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, val {acc_text}{since}: "
+            f"{branch['command']}")
+
+
+def field_text(key: str, value: Any) -> str:
+    """One field of `info`'s summary in words."""
+    if key == "init" and isinstance(value, dict):
+        acc = value.get("val_accuracy")
+        acc_text = f", val {acc:.2%}" if isinstance(acc, float) else ""
+        return f"{value.get('file')} ({value.get('epochs')} epochs{acc_text}): {value.get('command')}"
+    if key == "teacher" and isinstance(value, dict):
+        return f"{value.get('file')}: {value.get('model')}'s predictions (tta {value.get('tta')})"
+    if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):
+        return f"{value:.2%}" if key == "val_accuracy" else f"{value:.4f}"
+    if key == "train_seconds" and isinstance(value, (int, float)):
+        return f"{value / 60:.1f} min"
+    if key == "holdout" and isinstance(value, dict):
+        return f"{value['fraction'] * 100:g} % of each class of train set aside (--holdout-seed {value.get('seed')})"
+    if key == "packed" and isinstance(value, dict):
+        return packed_line(value)
+    if key == "counts" and isinstance(value, dict):
+        return ", ".join(f"{split} {c.get('total')}" for split, c in value.items())
+    return str(value)

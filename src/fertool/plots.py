@@ -264,7 +264,7 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     stars = []
-    for i, (history, label, before) in enumerate(zip(histories, labels, earlier)):
+    for i, (history, before) in enumerate(zip(histories, earlier)):
         colour = _COLOURS[i % len(_COLOURS)]
         if before:
             _plot_run(ax_loss, ax_acc, list(before), colour, faint=True)
