@@ -91,6 +91,13 @@ def nan_weights_model(path: Path, good: dict[str, Path]) -> Path:
     return path
 
 
+def odd_meta_model(path: Path, good: dict[str, Path], **changes: object) -> Path:
+    """The good model with hand-made metadata: fields only some commands read (tta, history)."""
+    model = load_artifact(good["model"])
+    save_tensors(path, model.tensors, kind="branch", meta={**model.meta, **changes})
+    return path
+
+
 def labels_out_of_range(path: Path, good: dict[str, Path]) -> Path:
     data = load_artifact(good["data"])
     labels = data.tensors["labels"].clone()
@@ -155,6 +162,8 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
         "predictions-instead": lambda d, g: g["preds"],
         "int-weights": lambda d, g: int_weights_model(d / "int.safetensors", g),
         "nan-weights": lambda d, g: nan_weights_model(d / "nan.safetensors", g),
+        "unknown-tta": lambda d, g: odd_meta_model(d / "tta.safetensors", g, tta="tencrop"),
+        "history-without-loss": lambda d, g: odd_meta_model(d / "history.safetensors", g, history=[{"epoch": 1}]),
     },
     "model-on-data": {  # a model slot in a command that also reads a data set
         "other-classes": lambda d, g: tiny_model_file(d / "five.safetensors", CLASSES[:5], 48),

@@ -19,6 +19,7 @@ from fertool.augment import zoom_about_centre
 from fertool.data import SPLITS
 from fertool.errors import BadInputError
 from fertool.runtime import autocast
+from fertool.schemas import TTA_MODES
 
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
@@ -44,7 +45,7 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-TTA_MODES = ("none", "flip", "crops")
+# TTA_MODES (none, flip, crops) comes from schemas.py, which checks a file's `tta` without torch.
 
 # `crops`: the image and centred crops of 1/1.08 and 1/1.16 of its side (44 and 41 of 48 pixels)
 # scaled back up, each also mirrored: six views. Zooming in is one of the training transforms;

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     import torch
 
 SPLIT_COUNT = 4  # train, val, test, holdout (fertool.data.SPLITS): the codes a `split` tensor may hold
+# The test-time augmentations a model file may ask for (`tta`); evaluate.py gives each its views.
+# Here, not there, so that checking a file does not import torch.
+TTA_MODES = ("none", "flip", "crops")
+# The numbers of an epoch record that `curves` and `info` read (train.py writes them).
+EPOCH_NUMBERS = ("loss", "val_loss", "train_accuracy", "val_accuracy")
 
 
 class _Checker:
@@ -100,6 +105,24 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_history(value: Any) -> bool:
+    """None, or epochs as train.py records them: dicts whose loss (and any accuracies) are finite numbers."""
+    return value is None or (isinstance(value, list) and all(
+        isinstance(epoch, dict) and _finite_number(epoch.get("loss"))
+        and all(_finite_number(epoch[key]) for key in EPOCH_NUMBERS if key in epoch) for epoch in value))
+
+
+def _is_start_chain(value: Any) -> bool:
+    """`init`: the run a model continued from (--init), which may have continued from another;
+    `curves` reads each one's history and epochs."""
+    while value is not None:
+        if not (isinstance(value, dict) and _is_history(value.get("history"))
+                and _finite_number(value.get("epochs", 0))):
+            return False
+        value = value.get("init")
+    return True
+
+
 def _in_range(values: np.ndarray | torch.Tensor, high: int) -> bool:
     if len(values) == 0:
         return True
@@ -139,6 +162,9 @@ def check_model(artifact: Any) -> None:
                "a list of branch descriptions")
     else:
         c.meta("arch", lambda v: isinstance(v, str), "an architecture name")
+    c.meta("tta", lambda v: v is None or v in TTA_MODES, f"one of {', '.join(TTA_MODES)} (test-time augmentation)")
+    c.meta("history", _is_history, "a list of epochs with a finite loss")
+    c.meta("init", _is_start_chain, "the run it started from, with its epochs and history")
     for name, tensor in artifact.tensors.items():
         if name.endswith("num_batches_tracked"):
             continue  # batch norm's step counter: an integer by design
