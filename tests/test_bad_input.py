@@ -165,6 +165,9 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
         "unknown-tta": lambda d, g: odd_meta_model(d / "tta.safetensors", g, tta="tencrop"),
         "history-without-loss": lambda d, g: odd_meta_model(d / "history.safetensors", g, history=[{"epoch": 1}]),
     },
+    "model-built": {  # a model slot of a command that builds the network (curves only reads histories)
+        "unknown-arch": lambda d, g: odd_meta_model(d / "arch.safetensors", g, arch="dexpression_v9"),
+    },
     "model-on-data": {  # a model slot in a command that also reads a data set
         "other-classes": lambda d, g: tiny_model_file(d / "five.safetensors", CLASSES[:5], 48),
         "other-size": lambda d, g: tiny_model_file(d / "big.safetensors", CLASSES, 64),
@@ -184,19 +187,21 @@ SLOTS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "train-branch DATA": (["train-branch", "BAD", "-o", "OUT/b.safetensors", "--arch", "tiny", "--epochs", "1"],
                           ("data",)),
     "train-branch --init": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--init", "BAD", "--epochs", "1"],
-                            ("model", "model-on-data")),
+                            ("model", "model-built", "model-on-data")),
     "train-branch --teacher": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--arch", "tiny", "--teacher", "BAD",
                                 "--epochs", "1"], ("preds",)),
     "eval DATA": (["eval", "BAD", "{model}", "-o", "OUT/p.npz"], ("data", "data-for-model")),
-    "eval MODEL": (["eval", "{data}", "BAD", "-o", "OUT/p.npz"], ("model", "model-on-data")),
+    "eval MODEL": (["eval", "{data}", "BAD", "-o", "OUT/p.npz"], ("model", "model-built", "model-on-data")),
     "ensemble DATA": (["ensemble", "BAD", "{model}", "{model}", "-o", "OUT/e.safetensors"], ("data",)),
-    "ensemble BRANCH": (["ensemble", "{data}", "{model}", "BAD", "-o", "OUT/e.safetensors"], ("model", "model-on-data")),
+    "ensemble BRANCH": (["ensemble", "{data}", "{model}", "BAD", "-o", "OUT/e.safetensors"],
+                        ("model", "model-built", "model-on-data")),
     "confusion PREDS": (["confusion", "BAD", "-o", "OUT/c.png"], ("preds",)),
-    "saliency MODEL": (["saliency", "BAD", "{image}", "-o", "OUT/s.png"], ("model",)),
+    "saliency MODEL": (["saliency", "BAD", "{image}", "-o", "OUT/s.png"], ("model", "model-built")),
     "saliency --data": (["saliency", "{model}", "--data", "BAD", "--index", "0", "-o", "OUT/s.png"], ("data",)),
-    "filters MODEL": (["filters", "BAD", "--layer", "body.2", "--steps", "2", "-o", "OUT/f.png"], ("model",)),
+    "filters MODEL": (["filters", "BAD", "--layer", "body.2", "--steps", "2", "-o", "OUT/f.png"],
+                      ("model", "model-built")),
     "curves MODEL": (["curves", "BAD", "-o", "OUT/c.png"], ("model",)),
-    "predict MODEL": (["predict", "BAD", "{image}"], ("model",)),
+    "predict MODEL": (["predict", "BAD", "{image}"], ("model", "model-built")),
 }
 
 

@@ -341,6 +341,9 @@ def model_from_artifact(artifact: Artifact) -> nn.Module:
             f"{artifact.path}: model weights do not match its architecture ({str(err).splitlines()[0]}); "
             "the file is damaged or from another fertool, train it again"
         ) from err
+    except BadInputError as err:  # an architecture or option the file names, not the command line
+        raise BadInputError(f"{artifact.path}: its metadata asks for what this fertool cannot build ({err}); "
+                            "the file is from another fertool or hand-made, train it again") from err
     return model.eval()
 
 
