@@ -156,6 +156,8 @@ def test_saliency_option_mistakes_are_named_before_any_file_is_read(tmp_path):
                           "-o", tmp_path / "s.png"), "--steps 0", code=3)
     one_line_error(invoke("saliency", tmp_path / "missing.png", "--tta", "tencrop", "-o", tmp_path / "s.png"),
                    "--tta tencrop", "auto, none, flip, crops", code=3)
+    one_line_error(invoke("saliency", "--data", tmp_path / "missing.safetensors", "--detect", "-o", tmp_path / "s.png"),
+                   "--detect finds faces in photo files", code=3)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -226,3 +226,30 @@ def test_without_a_model_or_a_bundled_one_the_error_says_to_pass_one(photos, mon
     monkeypatch.setattr(fertool.cli_analysis, "DEFAULT_MODEL", tmp_path / "absent.safetensors")
     result = runner.invoke(app, ["predict", str(photos / "coffee.jpg")])
     assert result.exit_code == 3 and "no MODEL given" in result.stderr
+
+
+def test_saliency_detect_explains_the_faces_predict_finds(photos, tmp_path):
+    # The bundled model asks for the same views in both commands, so they agree to the digit.
+    from clitools import assert_real_png, one_line_error
+
+    pair = tmp_path / "pair.png"  # two astronauts side by side: two faces, left to right
+    Image.fromarray(np.concatenate([skimage_data.astronaut()] * 2, axis=1)).save(pair)
+    predicted = json.loads(runner.invoke(app, ["predict", str(photos / "astronaut.png"), str(pair), "--json"]).stdout)
+    out = tmp_path / "s.png"
+    result = runner.invoke(app, ["saliency", str(photos / "astronaut.png"), str(pair), "--detect", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    rows = json.loads(result.stdout)["images"]
+    faces = [face for photo in predicted["results"] for face in photo["faces"]]
+    assert [row["image"] for row in rows] == ["astronaut.png"] + [
+        f"pair.png face {i} ({','.join(map(str, face['box']))})" for i, face in enumerate(faces[1:], 1)]
+    assert len(rows) == 3 and [row["predicted"] for row in rows] == [face["label"] for face in faces] == ["happy"] * 3
+    for row, face in zip(rows, faces):
+        assert row["probability"] == pytest.approx(face["probabilities"]["happy"], abs=1e-5)
+    assert_real_png(out)
+    # Without --detect the whole photo is squeezed to 48 x 48: not what predict classified.
+    whole = runner.invoke(app, ["saliency", str(photos / "astronaut.png"), "-o", str(tmp_path / "w.png"), "--json"])
+    assert json.loads(whole.stdout)["images"][0]["probability"] != pytest.approx(rows[0]["probability"], abs=1e-3)
+    # A photo without a face says how to explain it anyway, and nothing is written.
+    none = runner.invoke(app, ["saliency", str(photos / "coffee.jpg"), "--detect", "-o", str(tmp_path / "c.png")])
+    one_line_error(none, "coffee.jpg: no face found", "drop --detect", code=3)
+    assert not (tmp_path / "c.png").exists()

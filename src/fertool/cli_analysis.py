@@ -139,8 +139,12 @@ def parse_indices(text: str) -> list[int]:
     return indices
 
 
-def gather_images(images: list[Path], data: Path | None, index: str | None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
-    """uint8 N x 48 x 48 images, their labels when known, and a name for each."""
+def gather_images(images: list[Path], data: Path | None, index: str | None,
+                  detect: bool = False) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """uint8 N x 48 x 48 images, their labels when known, and a name for each.
+
+    `detect`: each image file is a photo whose faces are found and cropped as `predict` crops them.
+    """
     from fertool.artifacts import load_artifact
     from fertool.data import read_image
 
@@ -157,7 +161,30 @@ def gather_images(images: list[Path], data: Path | None, index: str | None) -> t
                 [f"#{i}" for i in chosen])
     if not images:
         raise BadInputError("no images: pass image files, or --data DATA --index 3,17,42")
+    if detect:
+        crops, names = faces_in_photos(images)
+        return crops, None, names
     return np.stack([read_image(p) for p in images]), None, [p.name for p in images]
+
+
+def faces_in_photos(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+    """Every face of every photo, cropped as `predict` crops it (a 48x48 image is one face), named
+    by its photo and, where a photo has several, its number and box x,y,w,h in the photo's pixels."""
+    from fertool.detect import photo_faces, read_photo
+
+    crops, names = [], []
+    for path in paths:
+        photo = read_photo(path)
+        boxes, found = photo_faces(photo)
+        if not boxes:
+            raise BadInputError(f"{path}: no face found; drop --detect to explain the whole image")
+        crops.append(found)
+        if len(boxes) == 1:
+            names.append(path.name)
+        else:
+            names += [f"{path.name} face {i} ({','.join(map(str, photo.to_original(box)))})"
+                      for i, box in enumerate(boxes, 1)]
+    return np.concatenate(crops), names
 
 
 def to_unit_tensor(images: np.ndarray) -> Any:
@@ -184,6 +211,7 @@ def saliency(
     layer: Annotated[Optional[str], typer.Option("--layer", help="gradcam only: the layer \\[default: the last conv block].", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="integrated only: points on the path from the featureless face; more make the attributions' sum closer to the logit's rise, and cost more. \\[32]", show_default=False)] = None,
     npz: Annotated[Optional[Path], typer.Option("--npz", help="Also write the raw maps (npz; with --method integrated also `signed`, the attributions with their signs).", show_default=False)] = None,
+    detect: Annotated[bool, typer.Option("--detect", help="Find the faces in each photo first and explain each, cropped as `predict` crops them (without it, an image is one face: its centred square).")] = False,
     tta: TtaOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -193,6 +221,8 @@ def saliency(
     the map explains that class's score on the face itself.
 
     Example: fertool saliency branch1.safetensors face.png -o saliency.png --method gradcam
+
+    Example: fertool saliency party.jpg --detect -o party-saliency.png
     """
     from fertool.artifacts import check_output_path, save_npz
     from fertool.evaluate import check_tta, model_tta
@@ -201,12 +231,14 @@ def saliency(
 
     check_method(method, layer, steps)  # option mistakes first: before the model and images are read
     check_tta(tta, allow_auto=True)
+    if detect and data is not None:
+        raise BadInputError("--detect finds faces in photo files; a data set's images are faces already: drop one")
     model_path, image_paths = split_model_and_images(list(paths or []))
     for path in (output, npz):
         if path is not None:
             check_output_path(path, inputs=[model_path, data, *image_paths])
     model, meta, model_name = resolve_model(model_path)
-    images, labels, names = gather_images(image_paths, data, index)
+    images, labels, names = gather_images(image_paths, data, index, detect)
     import torch
 
     tta = model_tta(meta, tta)

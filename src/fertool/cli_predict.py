@@ -267,7 +267,7 @@ def scan_photos(files: list[Path], config: DetectConfig, no_detect: bool, proble
                 progress: Any) -> tuple[list[PhotoResult], np.ndarray]:
     """Read every file and crop its faces (or the whole image); unreadable ones go to `problems`."""
     from fertool.data import IMAGE_SIZE
-    from fertool.detect import face_crops, find_faces, read_photo, whole_image_box
+    from fertool.detect import photo_faces, read_photo
 
     results: list[PhotoResult] = []
     crops: list[np.ndarray] = []
@@ -281,9 +281,8 @@ def scan_photos(files: list[Path], config: DetectConfig, no_detect: bool, proble
             err.print(f"skipped {error}", highlight=False, soft_wrap=True)
             progress.advance(task)
             continue
-        whole = no_detect or photo.size == (IMAGE_SIZE, IMAGE_SIZE)  # a face crop already
-        boxes = [whole_image_box(photo)] if whole else find_faces(photo, config)
-        crops.append(face_crops(photo, boxes, margin=0.0 if whole else config.margin))
+        boxes, found = photo_faces(photo, config, detect=not no_detect)
+        crops.append(found)
         results.append(PhotoResult(path, photo.size, [photo.to_original(b) for b in boxes], slice(count, count + len(boxes))))
         count += len(boxes)
         progress.advance(task)

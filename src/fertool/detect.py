@@ -124,6 +124,15 @@ def whole_image_box(photo: Photo) -> list[int]:
     return [(width - side) // 2, (height - side) // 2, side, side]
 
 
+def photo_faces(photo: Photo, config: DetectConfig = DetectConfig(), detect: bool = True) -> tuple[list[list[int]], np.ndarray]:
+    """(boxes in `photo.gray` pixels, their uint8 N x 48 x 48 crops): the faces the cascade finds,
+    or one box, the whole image's centred square, where `detect` is off or the photo is a 48x48
+    face crop already (no margin then: there is nothing around it)."""
+    whole = not detect or photo.size == (IMAGE_SIZE, IMAGE_SIZE)
+    boxes = [whole_image_box(photo)] if whole else find_faces(photo, config)
+    return boxes, face_crops(photo, boxes, margin=0.0 if whole else config.margin)
+
+
 def face_crops(photo: Photo, boxes: Sequence[Sequence[int]], margin: float = DetectConfig.margin) -> np.ndarray:
     """uint8 N x 48 x 48: each box grown by `margin` on every side (clipped to the photo), in gray."""
     height, width = photo.gray.shape
