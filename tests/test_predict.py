@@ -203,10 +203,12 @@ def test_mistakes_end_in_one_line(photos, tmp_path):
     assert both.exit_code == 3 and "--json and --csv" in both.stderr
     nothing = runner.invoke(app, ["predict", str(MODEL)])
     assert nothing.exit_code == 3 and "no photos" in nothing.stderr
+    views = runner.invoke(app, ["predict", str(MODEL), str(photos / "astronaut.png"), "--tta", "tencrop"])
+    assert views.exit_code == 3 and "--tta tencrop: choose one of auto, none, flip, crops" in views.stderr
     (tmp_path / "file").write_text("")
     annotate_file = runner.invoke(app, ["predict", str(MODEL), str(photos / "coffee.jpg"), "--annotate", str(tmp_path / "file")])
     assert annotate_file.exit_code == 3 and "is a file" in annotate_file.stderr
-    for result in (both, nothing, annotate_file):
+    for result in (both, nothing, views, annotate_file):
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
@@ -249,6 +251,14 @@ def test_saliency_detect_explains_the_faces_predict_finds(photos, tmp_path):
     # Without --detect the whole photo is squeezed to 48 x 48: not what predict classified.
     whole = runner.invoke(app, ["saliency", str(photos / "astronaut.png"), "-o", str(tmp_path / "w.png"), "--json"])
     assert json.loads(whole.stdout)["images"][0]["probability"] != pytest.approx(rows[0]["probability"], abs=1e-3)
+    # A branch without a file TTA: predict mirrors by default, saliency takes the face alone;
+    # the same --tta makes them agree again.
+    for tta in ("none", "flip"):
+        alone = predict_json(photos / "astronaut.png", "--tta", tta)["results"][0]["faces"][0]["probabilities"]
+        explained = runner.invoke(app, ["saliency", str(MODEL), str(photos / "astronaut.png"), "--detect", "--tta", tta,
+                                        "-o", str(tmp_path / "b.png"), "--json"])
+        row = json.loads(explained.stdout)["images"][0]
+        assert row["probability"] == pytest.approx(alone[row["predicted"]], abs=1e-5), tta
     # A photo without a face says how to explain it anyway, and nothing is written.
     none = runner.invoke(app, ["saliency", str(photos / "coffee.jpg"), "--detect", "-o", str(tmp_path / "c.png")])
     one_line_error(none, "coffee.jpg: no face found", "drop --detect", code=3)

@@ -206,11 +206,12 @@ def predict(
     no_detect: Annotated[bool, typer.Option("--no-detect", help="Classify each whole image (its centred square) instead of finding faces.")] = False,
     margin: Annotated[float, typer.Option("--margin", help="Context added around each face found, as a share of its size, on every side.")] = 0.2,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Faces per forward pass.")] = 256,
+    tta: Annotated[str, typer.Option("--tta", help="Views averaged per face: auto (the model file's, at least flip) | none | flip | crops.")] = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
     """Find the faces in photos and name the expression of each, with the probability of every class.
 
-    Each face is cropped with a margin, made 48x48 gray and classified as the mean of the probabilities for it and its mirror image (and zoomed-in crops, if the model file asks for --tta crops).
+    Each face is cropped with a margin, made 48x48 gray and classified as the mean of the probabilities for it and its mirror image (and zoomed-in crops, if the model file asks for --tta crops; --tta chooses).
 
     Images already 48x48 (face crops) are classified whole. A photo without a face is listed with no faces (exit code 0).
 
@@ -219,8 +220,10 @@ def predict(
     Example: fertool predict branch1.safetensors photo.jpg party/ 'shots/*.png' --json
     """
     from fertool.detect import DetectConfig, classify_faces
+    from fertool.evaluate import check_tta
     from fertool.runtime import resolve_device
 
+    check_tta(tta, allow_auto=True)
     if as_json and as_csv:
         raise BadInputError("--json and --csv: give one of them")
     if not 0 <= margin <= 1:
@@ -246,7 +249,8 @@ def predict(
         results, crops = scan_photos(files, DetectConfig(margin=margin), no_detect, problems, progress)
         task = progress.add_task("classifying", total=len(crops))
         # A handful of faces costs nothing to mirror: flip at least, or the views the model asks for.
-        tta = "crops" if meta.get("tta") == "crops" else "flip"
+        if tta == "auto":
+            tta = "crops" if meta.get("tta") == "crops" else "flip"
         probs = classify_faces(model, crops, batch_size, on_batch=lambda n: progress.advance(task, n), tta=tta)
     rows = face_rows(results, probs, classes)
     written = write_annotations(annotate_dir, rows, files) if annotate_dir is not None else []
