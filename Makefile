@@ -43,6 +43,7 @@ demo: $(STAMP)
 	# A real photo (scikit-image's astronaut, from the dev install) through the bundled FER2013 model.
 	$(BIN)/python -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('$(DEMO)/astronaut.png')"
 	$(FERTOOL) predict $(DEMO)/astronaut.png --annotate $(DEMO)/annotated
+	$(FERTOOL) saliency $(DEMO)/astronaut.png --detect -o $(DEMO)/astronaut-saliency.png
 	@echo "demo: artifacts and figures in $(DEMO)/"
 
 # Two pytest-xdist workers, one core each, a test file per worker at a time (module fixtures are
