@@ -124,7 +124,8 @@ def whole_image_box(photo: Photo) -> list[int]:
     return [(width - side) // 2, (height - side) // 2, side, side]
 
 
-def photo_faces(photo: Photo, config: DetectConfig = DetectConfig(), detect: bool = True) -> tuple[list[list[int]], np.ndarray]:
+def photo_faces(photo: Photo, config: DetectConfig = DetectConfig(),
+                detect: bool = True) -> tuple[list[list[int]], np.ndarray]:
     """(boxes in `photo.gray` pixels, their uint8 N x 48 x 48 crops): the faces the cascade finds,
     or one box, the whole image's centred square, where `detect` is off or the photo is a 48x48
     face crop already (no margin then: there is nothing around it)."""

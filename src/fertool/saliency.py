@@ -299,7 +299,7 @@ class SaliencyResult:
     maps: np.ndarray  # float32 N x H x W in [0, 1], each divided by its own max
     raw: np.ndarray  # float32 N x H x W, the method's unnormalised output
     predicted: np.ndarray  # int64 N, argmax class
-    probabilities: np.ndarray  # float32 N x K, softmax of the logits
+    probabilities: np.ndarray  # float32 N x K, softmax of the logits (the mean over `explain`'s tta views)
     targets: np.ndarray  # int64 N, the class each map explains
     method: str
     # integrated only: float32 N x H x W, the attributions with their signs (raw is their
@@ -362,17 +362,18 @@ def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: 
     In batches: a thousand faces at once through a wide branch would hold gigabytes of activations.
     """
     check_tta(tta)
+
+    def mean_over_views(batch: torch.Tensor) -> torch.Tensor:
+        views = tta_views(batch, tta) if len(batch) else [batch]  # zooming has no empty form
+        return torch.stack([model(view).float().softmax(dim=1) for view in views]).mean(dim=0)
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            # max(..., 1): no faces still make one (empty) pass, which gives the classes' width;
-            # of the face itself only, as zooming has no empty form.
-            batches = [images01[i : i + batch_size].to(*model_placement(model))
-                       for i in range(0, max(len(images01), 1), batch_size)]
-            probabilities = [torch.stack([model(view).float().softmax(dim=1)
-                                          for view in (tta_views(batch, tta) if len(batch) else [batch])]).mean(0)
-                             for batch in batches]
+            # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
+            probabilities = [mean_over_views(images01[i : i + batch_size].to(*model_placement(model)))
+                             for i in range(0, max(len(images01), 1), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(probabilities).cpu()
