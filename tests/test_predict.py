@@ -263,3 +263,23 @@ def test_saliency_detect_explains_the_faces_predict_finds(photos, tmp_path):
     none = runner.invoke(app, ["saliency", str(photos / "coffee.jpg"), "--detect", "-o", str(tmp_path / "c.png")])
     one_line_error(none, "coffee.jpg: no face found", "drop --detect", code=3)
     assert not (tmp_path / "c.png").exists()
+
+
+def test_filters_detect_draws_the_outputs_for_the_first_face_found(photos, tmp_path):
+    from clitools import assert_real_png, one_line_error
+
+    pair = tmp_path / "pair.png"
+    Image.fromarray(np.concatenate([skimage_data.astronaut()] * 2, axis=1)).save(pair)
+    boxes = [f["box"] for f in predict_json(pair)["results"][0]["faces"]]
+    out = tmp_path / "a.png"
+    result = runner.invoke(app, ["filters", str(MODEL), "--image", str(pair), "--detect", "--layer", "featex1",
+                                 "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    summary = json.loads(result.stdout)
+    assert summary["faces_found"] == 2 and summary["face"] == f"pair.png face 1 ({','.join(map(str, boxes[0]))})"
+    assert_real_png(out)
+    one_line_error(runner.invoke(app, ["filters", str(MODEL), "--image", str(photos / "coffee.jpg"), "--detect",
+                                       "-o", str(tmp_path / "c.png")]), "coffee.jpg: no face found", code=3)
+    one_line_error(runner.invoke(app, ["filters", str(MODEL), "--detect", "-o", str(tmp_path / "d.png")]),
+                   "--detect finds the face in --image PHOTO", code=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "pair.png"]

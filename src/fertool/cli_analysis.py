@@ -177,7 +177,7 @@ def faces_in_photos(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
         photo = read_photo(path)
         boxes, found = photo_faces(photo)
         if not boxes:
-            raise BadInputError(f"{path}: no face found; drop --detect to explain the whole image")
+            raise BadInputError(f"{path}: no face found; drop --detect to use the whole image")
         crops.append(found)
         if len(boxes) == 1:
             names.append(path.name)
@@ -291,6 +291,7 @@ def filters(
     steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 48,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the starting noise.")] = 0,
     image: Annotated[Optional[Path], typer.Option("--image", help="Instead, draw the layer's outputs (activation maps) for this image.", show_default=False)] = None,
+    detect: Annotated[bool, typer.Option("--detect", help="With --image: find the faces in the photo and draw the first (leftmost), cropped as `predict` crops it.")] = False,
     list_layers_flag: Annotated[bool, typer.Option("--list-layers", help="Print the layer names, one per line, and exit.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -302,6 +303,8 @@ def filters(
     from fertool.artifacts import check_output_path
     from fertool.plots import activations_figure, filters_figure, save_figure
 
+    if detect and image is None:
+        raise BadInputError("--detect finds the face in --image PHOTO; give the photo with --image")
     model, _, model_name = resolve_model(model_path)
     if list_layers_flag:
         for info in fx.list_layers(model):
@@ -312,10 +315,13 @@ def filters(
     if image is not None:
         from fertool.data import read_image
 
-        pixels = read_image(image)
+        faces, names = faces_in_photos([image]) if detect else (read_image(image)[None], [image.name])
+        pixels = faces[0]
         maps = fx.activation_maps(model, info.name, to_unit_tensor(pixels[None]))
         save_figure(activations_figure(pixels / 255.0, maps, info.short_name), output)
         summary = {"output": str(output), "layer": info.short_name, "image": str(image), "maps": list(maps.shape)}
+        if detect:
+            summary.update(face=names[0], faces_found=len(names))
     else:
         chosen = parse_indices(select) if select else list(range(min(64, info.channels)))
         vis = fx.visualize_filters(model, info.name, filters=chosen, steps=steps, seed=seed)
