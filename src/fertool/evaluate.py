@@ -73,6 +73,16 @@ def tta_views(batch: torch.Tensor, tta: str) -> list[torch.Tensor]:
     return views
 
 
+def tta_logits(model: nn.Module, batch: torch.Tensor, tta: str) -> torch.Tensor:
+    """Logits (float32) of an N x 1 x H x W input batch; with views (`tta` other than none), the
+    log of their mean softmax, whose softmax is the views' mean probabilities. All views of a
+    batch go through the model as one pass."""
+    if tta == "none" or len(batch) == 0:  # no faces: nothing to zoom, and the width is still the classes'
+        return model(batch).float()
+    views = tta_views(batch, tta)
+    return log_mean_softmax(model(torch.cat(views)).view(len(views), len(batch), -1))
+
+
 def log_mean_softmax(logits: torch.Tensor) -> torch.Tensor:
     """views x N x classes logits -> N x classes: the log of each image's mean softmax over its views."""
     return logits.float().softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log()
@@ -106,11 +116,7 @@ def predict_logits(
     for start in range(0, len(images), batch_size):
         batch = to_input(images[start : start + batch_size], device)
         with autocast(device, dtype):
-            if tta == "none":
-                outputs.append(model(batch).float())
-            else:
-                views = tta_views(batch, tta)
-                outputs.append(log_mean_softmax(model(torch.cat(views)).view(len(views), len(batch), -1)))
+            outputs.append(tta_logits(model, batch, tta))
         if on_batch is not None:
             on_batch(len(batch))
     model.train(was_training)

@@ -46,7 +46,7 @@ from torch import nn
 
 from fertool.data import CLASSES
 from fertool.errors import BadInputError
-from fertool.evaluate import check_tta, tta_views
+from fertool.evaluate import check_tta, tta_logits
 from fertool.filters import resolve_layer
 from fertool.runtime import model_placement
 
@@ -362,17 +362,12 @@ def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: 
     In batches: a thousand faces at once through a wide branch would hold gigabytes of activations.
     """
     check_tta(tta)
-
-    def mean_over_views(batch: torch.Tensor) -> torch.Tensor:
-        views = tta_views(batch, tta) if len(batch) else [batch]  # zooming has no empty form
-        return torch.stack([model(view).float().softmax(dim=1) for view in views]).mean(dim=0)
-
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
-            probabilities = [mean_over_views(images01[i : i + batch_size].to(*model_placement(model)))
+            probabilities = [tta_logits(model, images01[i : i + batch_size].to(*model_placement(model)), tta).softmax(1)
                              for i in range(0, max(len(images01), 1), batch_size)]
     finally:
         model.train(was_training)
