@@ -123,7 +123,7 @@ def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(synt
                                                                              tmp_path):
     crops = copy_with_meta(tiny_branch, tmp_path / "crops.safetensors", tta="crops")
     preds = tmp_path / "p.npz"
-    run("eval", synthetic_data, crops, "--split", "val", "-o", preds)
+    run("eval", synthetic_data, crops, "--split", "val", "-o", preds, "--precision", "fp32")  # saliency is fp32
     evaluated = load_artifact(preds).tensors
     index = evaluated["indices"][:6].tolist()
     summary = json.loads(run("saliency", crops, "--data", synthetic_data, "--index", ",".join(map(str, index)),
@@ -132,7 +132,9 @@ def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(synt
     expected = np.exp(evaluated["logits"][:6])  # eval's logits with views: log mean probabilities
     classes = load_artifact(tiny_branch).meta["classes"]
     assert [row["predicted"] for row in summary["images"]] == [classes[i] for i in expected.argmax(1)]
-    np.testing.assert_allclose([row["probability"] for row in summary["images"]], expected.max(1), rtol=1e-4)
+    # rtol 1e-3 (here and for --tta none): fp32 sums of a batch of 6 and of 100 differed by 1.5e-4
+    # with oneDNN on an AMX Xeon; the labels above are compared exactly.
+    np.testing.assert_allclose([row["probability"] for row in summary["images"]], expected.max(1), rtol=1e-3)
     # --tta none: the face alone, as the file without its request (the module's predictions) scores it.
     alone = json.loads(run("saliency", crops, "--data", synthetic_data, "--index", ",".join(map(str, index)),
                            "-o", tmp_path / "n.png", "--json", "--tta", "none").stdout)
@@ -140,7 +142,7 @@ def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(synt
     single = np.exp(logits - logits.max(1, keepdims=True))
     single /= single.sum(1, keepdims=True)
     assert alone["tta"] == "none"
-    np.testing.assert_allclose([row["probability"] for row in alone["images"]], single.max(1), rtol=1e-4)
+    np.testing.assert_allclose([row["probability"] for row in alone["images"]], single.max(1), rtol=1e-3)
     assert not np.allclose(single.max(1), expected.max(1), rtol=1e-3)  # the views made a difference
 
 

@@ -159,7 +159,7 @@ def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch
     for script_name, mode, views in (("none", "none", 1), ("flip", "flip", 2), ("flip + zoom in (= --tta crops)", "crops", 6)):
         row = rows[script_name]
         assert int(row[3]) == views
-        expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", mode, "--json"))["accuracy"]
+        expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", mode, "--json", "--precision", "fp32"))["accuracy"]
         assert float(row[4].strip().rstrip("%")) == pytest.approx(100 * expected, abs=0.006)
 
 
