@@ -265,21 +265,44 @@ def test_saliency_detect_explains_the_faces_predict_finds(photos, tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
-def test_filters_detect_draws_the_outputs_for_the_first_face_found(photos, tmp_path):
+def test_filters_detect_draws_the_outputs_for_the_face_chosen(photos, tmp_path, monkeypatch):
+    import fertool.plots
     from clitools import assert_real_png, one_line_error
+    from fertool.detect import photo_faces, read_photo
 
+    # Two astronauts side by side, the right one darker: the faces differ in their pixels, so
+    # the figure shows which one was drawn.
+    astronaut = skimage_data.astronaut()
     pair = tmp_path / "pair.png"
-    Image.fromarray(np.concatenate([skimage_data.astronaut()] * 2, axis=1)).save(pair)
+    Image.fromarray(np.concatenate([astronaut, astronaut // 2], axis=1)).save(pair)
     boxes = [f["box"] for f in predict_json(pair)["results"][0]["faces"]]
-    out = tmp_path / "a.png"
-    result = runner.invoke(app, ["filters", str(MODEL), "--image", str(pair), "--detect", "--layer", "featex1",
-                                 "-o", str(out), "--json"])
-    assert result.exit_code == 0, result.output + (result.stderr or "")
-    summary = json.loads(result.stdout)
-    assert summary["faces_found"] == 2 and summary["face"] == f"pair.png face 1 ({','.join(map(str, boxes[0]))})"
-    assert_real_png(out)
+    assert len(boxes) == 2 and boxes[0][0] < boxes[1][0]
+    _, crops = photo_faces(read_photo(pair))
+    drawn = []
+    real_figure = fertool.plots.activations_figure
+
+    def keep(image01, maps, layer):
+        drawn.append(image01)
+        return real_figure(image01, maps, layer)
+
+    monkeypatch.setattr(fertool.plots, "activations_figure", keep)
+    for face, out in ((None, tmp_path / "a.png"), ("2", tmp_path / "b.png")):
+        result = runner.invoke(app, ["filters", str(MODEL), "--image", str(pair), "--detect", "--layer", "featex1",
+                                     *(["--face", face] if face else []), "-o", str(out), "--json"])
+        assert result.exit_code == 0, result.output + (result.stderr or "")
+        summary = json.loads(result.stdout)
+        number = int(face or 1)
+        assert summary["faces_found"] == 2
+        assert summary["face"] == f"pair.png face {number} ({','.join(map(str, boxes[number - 1]))})"
+        # The input panel is the crop `predict` classifies, pixel for pixel: leftmost by default.
+        np.testing.assert_array_equal(drawn[-1], crops[number - 1] / 255.0)
+        assert_real_png(out)
+    one_line_error(runner.invoke(app, ["filters", str(MODEL), "--image", str(pair), "--detect", "--face", "3",
+                                       "-o", str(tmp_path / "e.png")]), "--face 3, but 2 face(s) found", code=3)
+    one_line_error(runner.invoke(app, ["filters", str(MODEL), "--image", str(pair), "--face", "2",
+                                       "-o", str(tmp_path / "e.png")]), "add --detect", code=3)
     one_line_error(runner.invoke(app, ["filters", str(MODEL), "--image", str(photos / "coffee.jpg"), "--detect",
                                        "-o", str(tmp_path / "c.png")]), "coffee.jpg: no face found", code=3)
     one_line_error(runner.invoke(app, ["filters", str(MODEL), "--detect", "-o", str(tmp_path / "d.png")]),
                    "--detect finds the face in --image PHOTO", code=3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "pair.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "pair.png"]

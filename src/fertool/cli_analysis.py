@@ -291,7 +291,8 @@ def filters(
     steps: Annotated[int, typer.Option("--steps", help="Gradient-ascent steps.")] = 48,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the starting noise.")] = 0,
     image: Annotated[Optional[Path], typer.Option("--image", help="Instead, draw the layer's outputs (activation maps) for this image.", show_default=False)] = None,
-    detect: Annotated[bool, typer.Option("--detect", help="With --image: find the faces in the photo and draw the first (leftmost), cropped as `predict` crops it.")] = False,
+    detect: Annotated[bool, typer.Option("--detect", help="With --image: find the faces in the photo and draw one (see --face), cropped as `predict` crops it.")] = False,
+    face: Annotated[int, typer.Option("--face", help="With --detect: which face, counted from the left as `predict` lists them (1 = leftmost).")] = 1,
     list_layers_flag: Annotated[bool, typer.Option("--list-layers", help="Print the layer names, one per line, and exit.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -305,6 +306,10 @@ def filters(
 
     if detect and image is None:
         raise BadInputError("--detect finds the face in --image PHOTO; give the photo with --image")
+    if face != 1 and not detect:
+        raise BadInputError(f"--face {face} picks one of the faces --detect finds; add --detect (and --image PHOTO)")
+    if face < 1:
+        raise BadInputError(f"--face {face}: faces count from 1 (the leftmost)")
     model, _, model_name = resolve_model(model_path)
     if list_layers_flag:
         for info in fx.list_layers(model):
@@ -316,12 +321,15 @@ def filters(
         from fertool.data import read_image
 
         faces, names = faces_in_photos([image]) if detect else (read_image(image)[None], [image.name])
-        pixels = faces[0]
+        if face > len(faces):
+            raise BadInputError(f"{image}: --face {face}, but {len(faces)} face(s) found; "
+                                f"give --face 1 to {len(faces)} (`fertool predict {image}` lists them)")
+        pixels = faces[face - 1]
         maps = fx.activation_maps(model, info.name, to_unit_tensor(pixels[None]))
         save_figure(activations_figure(pixels / 255.0, maps, info.short_name), output)
         summary = {"output": str(output), "layer": info.short_name, "image": str(image), "maps": list(maps.shape)}
         if detect:
-            summary.update(face=names[0], faces_found=len(names))
+            summary.update(face=names[face - 1], faces_found=len(names))
     else:
         chosen = parse_indices(select) if select else list(range(min(64, info.channels)))
         vis = fx.visualize_filters(model, info.name, filters=chosen, steps=steps, seed=seed)
