@@ -29,6 +29,13 @@
 # branch 480,256, three 416,256); HEAD_EPOCHS the head's epochs (40: the head over three branches
 # was still rising at the report's 20); HEAD_DROPOUT its dropout (the report's 0.5 when unset);
 # HEAD=average joins the branches by averaging their probabilities instead of training a head.
+# TEACHER=MODEL distils: MODEL's predictions on the training faces (`eval --tta crops`, once, to
+# OUTDIR/teacher.npz) are blended into every stage's targets, weight TEACHER_WEIGHT (0.5) at
+# TEMPERATURE (1). Distilled branches from the three-wide-branch default, in two runs:
+#   ARCH=dexpression_bn_gentle_wide SEEDS="1 2 3" EPOCHS=100 HEAD=average DEFAULT_OUT=runs/wide.safetensors \
+#     scripts/train_default.sh fer.safetensors runs/wide
+#   TEACHER=runs/wide.safetensors ARCH=dexpression_bn_gentle_wide SEEDS="1 2 3" EPOCHS=100 HEAD=average \
+#     scripts/train_default.sh fer.safetensors runs/students
 # Later stages keep their first stage's architecture. Empty arrays are expanded as
 # ${a[@]+"${a[@]}"}: under set -u, bash before 4.4 (macOS's /bin/bash) calls "${a[@]}" unbound.
 set -euo pipefail
@@ -43,12 +50,22 @@ head_epochs=${HEAD_EPOCHS:-40}
 head_dropout=${HEAD_DROPOUT:-0.5}
 head=${HEAD:-trained}
 [[ "$head" == trained || "$head" == average ]] || { echo "HEAD=$head: use trained or average" >&2; exit 2; }
+teacher=${TEACHER:-}
+[[ -z "$teacher" || -f "$teacher" ]] || { echo "TEACHER=$teacher: no such model file; train the teacher first" >&2; exit 2; }
 arch=()
 [[ -n "${ARCH:-}" ]] && arch=(--arch "$ARCH")
 default_out=${DEFAULT_OUT:-src/fertool/default_model/default.safetensors}
 fertool=${FERTOOL:-fertool}
 python=${PYTHON:-python3}
 mkdir -p "$out"
+
+distil=()
+if [[ -n "$teacher" ]]; then
+  # eval writes atomically: a stopped run leaves no half-made teacher.npz to reuse.
+  [[ -f "$out/teacher.npz" ]] ||
+    "$fertool" eval "$data" "$teacher" --split train --tta crops -o "$out/teacher.npz" --json > "$out/teacher.json"
+  distil=(--teacher "$out/teacher.npz" --teacher-weight "${TEACHER_WEIGHT:-0.5}" --temperature "${TEMPERATURE:-1}")
+fi
 
 # train NAME ARGS...: one train-branch run to OUTDIR/NAME.safetensors, resumed if it was stopped.
 train() {
@@ -57,7 +74,7 @@ train() {
   [[ -f "$target" ]] && return 0
   local resume=()
   [[ -f "$target.ckpt" ]] && resume=(--resume)
-  "$fertool" train-branch "$data" -o "$target" --recipe best --log "$out/$name.jsonl" "$@" ${resume[@]+"${resume[@]}"} --json \
+  "$fertool" train-branch "$data" -o "$target" --recipe best --log "$out/$name.jsonl" "$@" ${distil[@]+"${distil[@]}"} ${resume[@]+"${resume[@]}"} --json \
     > "$out/$name.json"
 }
 

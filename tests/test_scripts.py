@@ -64,14 +64,22 @@ def test_train_default_trains_continues_ensembles_and_packs(small_synthetic_data
     assert load_artifact(packed).meta["packing"]["from"] == model.meta["packing"]["from"]
 
 
-def test_train_default_arch_and_epochs_per_seed_reach_every_stage_and_head_average_averages(
-        small_synthetic_data: Path, tmp_path: Path) -> None:
+def test_train_default_arch_and_epochs_per_seed_reach_every_stage_head_average_averages_and_teacher_distils(
+        small_synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
-    # HEAD=average here, the trained head in the first test: one run of the script covers both.
+    # HEAD=average and TEACHER here, the trained head in the first test: one run of the script covers both.
     env = {"SEEDS": "1@2 2:dexpression_bn@1", "ARCH": "tiny", "EPOCHS": "3", "MORE": "1", "HEAD": "average",
-           "DEFAULT_OUT": str(packed)}
+           "DEFAULT_OUT": str(packed), "TEACHER": str(tiny_branch), "TEACHER_WEIGHT": "0.3"}
     done = run_script("train_default.sh", small_synthetic_data, out, env=env)
     assert done.returncode == 0, done.stderr
+    # The teacher's predictions are made once, on this data's train split with crops, and every
+    # stage learns from them.
+    teacher = load_artifact(out / "teacher.npz").meta
+    assert (teacher["split"], teacher["tta"], teacher["model"]) == ("train", "crops", str(tiny_branch))
+    for name in ("branch1", "branch1-more", "branch2", "branch2-more"):
+        meta = load_artifact(out / f"{name}.safetensors").meta
+        assert meta["teacher"]["file"] == str(out / "teacher.npz"), name
+        assert (meta["train_config"]["teacher_weight"], meta["train_config"]["temperature"]) == (0.3, 1.0)
     # ARCH for every seed, SEED:ARCH for one; the next stage keeps its start's architecture.
     archs = {n: load_artifact(out / f"{n}.safetensors").meta["arch"]
              for n in ("branch1", "branch1-more", "branch2", "branch2-more")}
@@ -89,6 +97,9 @@ def test_train_default_arch_and_epochs_per_seed_reach_every_stage_and_head_avera
 def test_train_default_refuses_an_unknown_head_before_training(small_synthetic_data: Path, tmp_path: Path) -> None:
     bad = run_script("train_default.sh", small_synthetic_data, tmp_path / "bad", env={"HEAD": "mean"})
     assert bad.returncode != 0 and "HEAD=mean" in bad.stderr
+    missing = run_script("train_default.sh", small_synthetic_data, tmp_path / "bad",
+                         env={"TEACHER": str(tmp_path / "wide.safetensors")})
+    assert missing.returncode != 0 and "TEACHER=" in missing.stderr and "train the teacher first" in missing.stderr
     assert not (tmp_path / "bad").exists()
 
 
