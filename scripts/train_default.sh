@@ -2,11 +2,12 @@
 # Reproduce fertool's bundled default model from FER2013, with fertool's own commands.
 #
 #   scripts/train_default.sh fer.safetensors [OUTDIR]
+#   ... TEACHER=...: the bundled one (71.36 %), in two runs: see TEACHER below
 #   ARCH=dexpression_bn_gentle_wide SEEDS="1 2 3" EPOCHS=100 HEAD=average \
-#     scripts/train_default.sh fer.safetensors   # the bundled one (70.88 %)
-#   ARCH=dexpression_bn_gentle_wide SEEDS="1 2" EPOCHS=100 HEAD=average ...   # the one before it (70.66 %)
+#     scripts/train_default.sh fer.safetensors   # the one before it (70.88 %), its teacher
+#   ARCH=dexpression_bn_gentle_wide SEEDS="1 2" EPOCHS=100 HEAD=average ...   # before that (70.66 %)
 #   SEEDS="1:dexpression_bn_gentle_wide 2:dexpression_bn_gentle_deep 3:dexpression_bn_gentle_deep" EPOCHS=100 \
-#     HEAD=average scripts/train_default.sh fer.safetensors   # before that (70.35 %)
+#     HEAD=average scripts/train_default.sh fer.safetensors   # and before (70.35 %)
 #   ARCH=dexpression_bn_gentle_deep SEEDS="1 2 3" EPOCHS=100 HIDDEN=416,256 HEAD_DROPOUT=0.3 \
 #     scripts/train_default.sh fer.safetensors   # and before that (69.8 %)
 #   ARCH=dexpression_bn_gentle_deep SEEDS="1@100 2 3" EPOCHS=60 ...   # seed 1 100 epochs, the others 60
@@ -31,7 +32,7 @@
 # HEAD=average joins the branches by averaging their probabilities instead of training a head.
 # TEACHER=MODEL distils: MODEL's predictions on the training faces (`eval --tta crops`, once, to
 # OUTDIR/teacher.npz) are blended into every stage's targets, weight TEACHER_WEIGHT (0.5) at
-# TEMPERATURE (1). Distilled branches from the three-wide-branch default, in two runs:
+# TEMPERATURE (1). The bundled model: three branches distilled from the three-wide-branch average:
 #   ARCH=dexpression_bn_gentle_wide SEEDS="1 2 3" EPOCHS=100 HEAD=average DEFAULT_OUT=runs/wide.safetensors \
 #     scripts/train_default.sh fer.safetensors runs/wide
 #   TEACHER=runs/wide.safetensors ARCH=dexpression_bn_gentle_wide SEEDS="1 2 3" EPOCHS=100 HEAD=average \

@@ -207,7 +207,7 @@ def test_the_bundled_model_scores_on_real_fer2013_what_it_records(real_fer: Path
     assert exact["count"] == 3589 and exact["tta"] == tta
     assert exact["accuracy"] == pytest.approx(recorded, abs=0.0003)
     # What a user runs: --precision auto is bf16 on CPUs with native bf16, a few faces apart
-    # (bf16 rounding flips borderline faces: 6 of 3589 for this default, 4 and 5 for the ones
+    # (bf16 rounding flips borderline faces: 1 of 3589 for this default, 6, 4 and 5 for the ones
     # before it). Elsewhere auto is the fp32 just measured.
     if resolve_precision("auto", torch.device("cpu")) is None:
         return
