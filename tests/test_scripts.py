@@ -166,7 +166,7 @@ def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch
                            str(tiny_branch)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = {line.split("|")[2].strip(): line.split("|") for line in done.stdout.splitlines()[2:]}
-    assert len(rows) == 7
+    assert len(rows) == 10
     for script_name, mode, views in (("none", "none", 1), ("flip", "flip", 2), ("flip + zoom in (= --tta crops)", "crops", 6)):
         row = rows[script_name]
         assert int(row[3]) == views
