@@ -156,6 +156,11 @@ def test_pack_script_halves_weights_when_accuracy_holds(synthetic_data: Path, ti
         assert "fp32 weights kept" in packed_line
     assert all(f"{tta} {acc:.2%}" in packed_line for tta, acc in packing["accuracy_fp32"].items())
     assert str(tiny_branch) in packed_line
+    # The figure from training is named as such, so it is not read as the packed file's.
+    trained_line = next(line for line in invoke("info", out).output.splitlines() if line.strip().startswith("val_accuracy"))
+    assert "as trained (packed: what eval gives with this file)" in trained_line
+    assert "as trained" not in next(line for line in invoke("info", tiny_branch).output.splitlines()
+                                    if line.strip().startswith("val_accuracy"))
     # The copied history keeps six significant digits (the file's size limit), nothing less.
     history = load_artifact(tiny_branch).meta["history"]
     assert len(packed.meta["history"]) == len(history) > 0

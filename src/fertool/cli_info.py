@@ -151,7 +151,12 @@ def info(
             for i, branch in enumerate(value, 1):
                 out.print(f"  branch {i}: {escape(shown(branch_text, branch))}", highlight=False)
             continue
-        out.print(f"[bold]{key:>15}[/] {escape(shown(field_text, key, value))}", markup=True, highlight=False)
+        text = shown(field_text, key, value)
+        if key == "val_accuracy" and "packed" in summary:
+            # The bundled model's trained figure (one view) sits above `tta crops` and would read
+            # as the accuracy with it; the packed line is the one `eval` reproduces.
+            text += " as trained (packed: what eval gives with this file)"
+        out.print(f"[bold]{key:>15}[/] {escape(text)}", markup=True, highlight=False)
 
 
 def shown(describe: Callable[..., str], *args: Any) -> str:
