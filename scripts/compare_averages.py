@@ -13,6 +13,9 @@ The predictions must come from one data set, split and TTA (checked). With `--ma
 whose weights would not fit that many MiB in fp16 (the bundled model's format) are left out; the
 sizes count each model file's tensors at two bytes each and so ignore the few KB of metadata.
 
+`--errors` adds how alike the models' mistakes are (pairs that err on the same faces gain
+little from averaging) and the share of faces at least one model gets right.
+
 Choose on a validation split, never on test: picking the best of many subsets also flatters the
 winner by a little, so report the runners-up beside it (`--top`).
 """
@@ -58,11 +61,30 @@ def fp16_bytes(model_path: str) -> int | None:
     return 2 * sum(t.numel() for t in load_artifact(path).tensors.values() if t.is_floating_point())
 
 
+def print_shared_errors(probabilities: np.ndarray, labels: np.ndarray, names: list[str]) -> None:
+    """How alike the models' mistakes are: an average can only fix a face some member gets right.
+
+    Per pair, the share of the faces either model gets wrong that both get wrong, and how often
+    the two predict the same class; then how many faces every model, and at least one, gets right
+    (the ceiling no average of these models can pass).
+    """
+    predicted = probabilities.argmax(axis=2)
+    right = predicted == labels
+    print("| pair | both wrong, of the faces either gets wrong | same prediction |")
+    print("| --- | --- | --- |")
+    for a, b in itertools.combinations(range(len(names)), 2):
+        either_wrong = ~right[a] | ~right[b]
+        shared = (~right[a] & ~right[b]).sum() / max(int(either_wrong.sum()), 1)
+        print(f"| {names[a]} + {names[b]} | {shared:.1%} | {(predicted[a] == predicted[b]).mean():.1%} |")
+    print(f"every model right: {right.all(axis=0).mean():.2%}; at least one right: {right.any(axis=0).mean():.2%}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("predictions", type=Path, nargs="+", help="files written by `fertool eval ... -o`")
     parser.add_argument("--max-mib", type=float, help="leave out subsets whose fp16 weights exceed this")
     parser.add_argument("--top", type=int, default=20, help="rows to print, best first")
+    parser.add_argument("--errors", action="store_true", help="then a table of how alike each pair's mistakes are")
     args = parser.parse_args()
     try:
         probabilities, labels, metas = load_predictions(args.predictions)
@@ -85,6 +107,9 @@ def main() -> int:
     for score, subset, size in rows[: args.top]:
         mib = "–" if size is None else f"{size / MIB:.2f}"
         print(f"| {' + '.join(names[i] for i in subset)} | {score:.2%} | {mib} |")
+    if args.errors:
+        print()
+        print_shared_errors(probabilities, labels, names)
     return 0
 
 

@@ -251,6 +251,21 @@ def test_compare_averages_scores_each_subset_as_an_average_ensemble_does(synthet
     assert float(rows["tiny"][3]) == pytest.approx(tiny_bytes / 2 ** 20, abs=0.006)
     assert float(rows["tiny + other"][3]) == pytest.approx(2 * tiny_bytes / 2 ** 20, abs=0.006)
 
+    # --errors: each pair's shared mistakes and agreement, counted from the same predictions.
+    done = subprocess.run([*script, preds["tiny"], preds["other"], "--errors"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    first, second = (load_artifact(preds[name]) for name in ("tiny", "other"))
+    labels = first.tensors["labels"]
+    wrong = [a.tensors["logits"].argmax(1) != labels for a in (first, second)]
+    errors_table = done.stdout.split("\n\n")[1].splitlines()  # after the averages' table
+    pair = next(line.split("|") for line in errors_table if line.startswith("| tiny + other | "))
+    shared = (wrong[0] & wrong[1]).sum() / max(int((wrong[0] | wrong[1]).sum()), 1)
+    assert float(pair[2].strip().rstrip("%")) == pytest.approx(100 * shared, abs=0.06)
+    same = (first.tensors["logits"].argmax(1) == second.tensors["logits"].argmax(1)).mean()
+    assert float(pair[3].strip().rstrip("%")) == pytest.approx(100 * same, abs=0.06)
+    assert f"at least one right: {(~(wrong[0] & wrong[1])).mean():.2%}" in done.stdout
+
     # --max-mib leaves out what would not fit: here only single models fit.
     limit = str(1.5 * tiny_bytes / 2 ** 20)
     done = subprocess.run([*script, preds["tiny"], preds["other"], "--max-mib", limit], capture_output=True,
