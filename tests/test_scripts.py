@@ -172,6 +172,16 @@ def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch
         assert int(row[3]) == views
         expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", mode, "--json", "--precision", "fp32"))["accuracy"]
         assert float(row[4].strip().rstrip("%")) == pytest.approx(100 * expected, abs=0.006)
+    # The sets added later: each mirror, zoom and shift counted once.
+    assert int(rows["flip + zoom in, finer steps"][3]) == 8 and int(rows["flip + shift 2 px at each crops zoom"][3]) == 30
+
+    # --precision bf16 computes as eval does in bf16 (within a face: the script's views are resampled).
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_tta.py"), str(synthetic_data),
+                           str(tiny_branch), "--precision", "bf16"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = next(line.split("|") for line in done.stdout.splitlines() if line.split("|")[2].strip() == "flip + zoom in (= --tta crops)")
+    expected = json_of(invoke("eval", synthetic_data, tiny_branch, "--tta", "crops", "--json", "--precision", "bf16"))
+    assert float(row[4].strip().rstrip("%")) == pytest.approx(100 * expected["accuracy"], abs=100 / expected["count"] + 0.006)
 
 
 def test_average_weights_means_the_parameters_and_measures_batch_norm_again(synthetic_data: Path, tiny_branch: Path,
