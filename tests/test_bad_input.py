@@ -180,6 +180,9 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
         "model-instead": lambda d, g: g["model"],
         "logits-for-other-classes": lambda d, g: bad_preds(d / "cut.npz", g),
     },
+    "teacher-preds": {  # --teacher takes a model too: of predictions, only the damaged ones are wrong
+        "logits-for-other-classes": lambda d, g: bad_preds(d / "cut.npz", g),
+    },
 }
 
 # Every slot of every command: (command line with BAD where the bad file goes, slot kinds).
@@ -189,7 +192,7 @@ SLOTS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "train-branch --init": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--init", "BAD", "--epochs", "1"],
                             ("model", "model-built", "model-on-data")),
     "train-branch --teacher": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--arch", "tiny", "--teacher", "BAD",
-                                "--epochs", "1"], ("preds",)),
+                                "--epochs", "1"], ("model", "model-built", "model-on-data", "teacher-preds")),
     "eval DATA": (["eval", "BAD", "{model}", "-o", "OUT/p.npz"], ("data", "data-for-model")),
     "eval MODEL": (["eval", "{data}", "BAD", "-o", "OUT/p.npz"], ("model", "model-built", "model-on-data")),
     "ensemble DATA": (["ensemble", "BAD", "{model}", "{model}", "-o", "OUT/e.safetensors"], ("data",)),

@@ -1,7 +1,10 @@
-"""Distillation (`train-branch --teacher PREDS`): the teacher's predictions reach the targets,
-only predictions of this data's train split are taken, and the run records its teacher."""
+"""Distillation (`train-branch --teacher PREDS|MODEL`): the teacher's predictions reach the
+targets, only predictions of this data's train split are taken, a model teacher answers for the
+very faces the student is shown, and the run records its teacher."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 import numpy as np
@@ -9,10 +12,11 @@ import pytest
 import torch
 
 from clitools import invoke, json_of, listing, ok, one_line_error
-from fertool.artifacts import load_artifact
-from fertool.distill import blend_targets, teacher_probabilities
+from fertool.artifacts import load_artifact, save_tensors
+from fertool.distill import blend_targets, teacher_probabilities, view_probabilities
 from fertool.errors import BadInputError
 from fertool.evaluate import select_split
+from fertool.models import load_model
 from fertool.train import TrainConfig, train_branch
 from trainhelpers import agreement_on_train, ctrl_c_in_epoch, next_class_teacher, write_teacher
 
@@ -50,6 +54,12 @@ def test_targets_blend_label_and_teacher_and_keep_the_label_on_top_up_to_half():
     assert torch.allclose(targets.sum(1), torch.ones(2))
     # A confident, wrong teacher at weight 0.5 at most ties the label: the hit count stays honest.
     assert torch.equal(blend_targets(labels, torch.tensor([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0]]), 0.45).argmax(1), labels)
+
+
+def test_blending_takes_mixed_labels_as_probabilities():
+    # A model teacher is blended in after mixup, when the labels are already probabilities.
+    mixed = torch.tensor([[0.7, 0.3, 0.0]])
+    assert torch.allclose(blend_targets(mixed, torch.tensor([[0.0, 0.0, 1.0]]), 0.5), torch.tensor([[0.35, 0.15, 0.5]]))
 
 
 def test_mixup_blends_the_teachers_targets_not_fresh_one_hot_labels():
@@ -108,6 +118,87 @@ def test_a_teacher_needs_a_share_and_a_share_needs_a_teacher(dataset, tmp_path):
         train_branch(dataset, TrainConfig(arch="tiny", epochs=1, teacher_weight=0.3))
 
 
+# ---------------------------------------------------------------- a model as the teacher
+
+
+def next_class_model(trained: Path, path: Path) -> Path:
+    """`trained`, with its classifier's rows turned so that it names the next class of what it sees:
+    the score of class k moves to class k + 1."""
+    artifact = load_artifact(trained, expect="branch")
+    tensors = dict(artifact.tensors)
+    for name in ("backbone.fc.weight", "backbone.fc.bias"):
+        tensors[name] = torch.roll(tensors[name], 1, dims=0)
+    save_tensors(path, tensors, kind="branch", meta=artifact.meta)
+    return path
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_a_student_of_a_model_teacher_alone_learns_its_answers(easy_data, tmp_path, mixup):
+    # As with predictions: at weight 1 all the student learns comes from the teacher, here a
+    # branch that knows the faces and names the next class. It runs on the step's faces, mixed
+    # ones included, so the student must come to name the next class too.
+    dataset = load_artifact(easy_data, expect="dataset")
+    expert = tmp_path / "expert.safetensors"
+    ok(invoke("train-branch", easy_data, "-o", expert, *TRAIN, "--epochs", 4, "--no-augment", "--seed", 0))
+    teacher = load_artifact(next_class_model(expert, tmp_path / "next.safetensors"))
+    teacher_says, _ = agreement_on_train(load_model(teacher.path)[0], dataset)
+    assert teacher_says > 0.9, teacher_says
+    config = TrainConfig(arch="tiny", epochs=1, lr=3e-3, batch_size=32, augment=False, seed=1, device="cpu",
+                         teacher="t", teacher_weight=1.0, mixup=mixup)
+    student = train_branch(dataset, config, teacher=teacher).model
+    agrees_with_teacher, agrees_with_labels = agreement_on_train(student, dataset)
+    assert agrees_with_teacher > 0.6 and agrees_with_labels < 0.2, (agrees_with_teacher, agrees_with_labels)
+
+
+def test_a_model_teacher_sees_exactly_what_the_student_sees(dataset, tiny_branch, monkeypatch):
+    # The point of a model teacher: its answer is for the transformed (and mixed) face the step
+    # trains on, not for the plain face. Both networks record their training inputs.
+    import fertool.train as train_module
+
+    seen: dict[str, list[torch.Tensor]] = {"student": [], "teacher": []}
+
+    def recording(name):
+        def hook(module, inputs):
+            if name == "teacher" or module.training:  # the student's val passes are not steps
+                seen[name].append(inputs[0].detach().clone())
+        return hook
+
+    real_build, real_network = train_module.build_classifier, train_module.teacher_network
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.register_forward_pre_hook(recording("student"))
+        return model
+
+    def network(*args, **kwargs):
+        model = real_network(*args, **kwargs)
+        model.register_forward_pre_hook(recording("teacher"))
+        return model
+
+    monkeypatch.setattr(train_module, "build_classifier", build)
+    monkeypatch.setattr(train_module, "teacher_network", network)
+    teacher = load_artifact(tiny_branch)
+    config = TrainConfig(arch="tiny", epochs=1, batch_size=64, seed=2, device="cpu", precision="fp32",
+                         augment_preset="strong", mixup=0.4, teacher="t", teacher_weight=0.5)
+    train_branch(dataset, config, teacher=teacher)
+    steps = len(seen["student"])
+    assert steps == -(-len(select_split(dataset, "train")[0]) // 64) and len(seen["teacher"]) == steps
+    assert all(torch.equal(s, t) for s, t in zip(seen["student"], seen["teacher"]))
+    # ...and those faces were transformed: no batch is the plain faces in any order.
+    plain = select_split(dataset, "train")[0].float().div(255).flatten(1)
+    first = seen["teacher"][0].flatten(1)
+    assert not any(torch.allclose(first[0], face) for face in plain)
+
+
+def test_view_probabilities_are_the_teachers_softmax_at_the_temperature(tiny_branch):
+    network, _ = load_model(tiny_branch)
+    x = torch.rand(5, 1, 48, 48)
+    with torch.no_grad():
+        logits = network(x)
+    for temperature in (1.0, 3.0):
+        assert torch.allclose(view_probabilities(network, x, temperature, None), (logits / temperature).softmax(1), atol=1e-6)
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -129,6 +220,16 @@ def test_train_branch_with_a_teacher_from_eval_records_it(synthetic_data, tiny_b
     assert f"teacher {teacher}: {tiny_branch}'s predictions" in " ".join(info.split())
 
 
+def test_train_branch_with_a_model_teacher_records_it(synthetic_data, tiny_branch, tmp_path):
+    output = tmp_path / "taught.safetensors"
+    json_of(invoke("train-branch", synthetic_data, "-o", output, "--epochs", 1, *TRAIN, "--teacher", tiny_branch, "--json"))
+    meta = load_artifact(output).meta
+    assert meta["teacher"]["online"] is True and meta["teacher"]["file"] == str(tiny_branch)
+    assert meta["teacher"]["arch"] == "tiny" and meta["train_config"]["teacher_weight"] == 0.5
+    info = " ".join(ok(invoke("info", output)).stdout.split())
+    assert f"teacher {tiny_branch} (tiny), run on every step's transformed faces" in info
+
+
 def test_bad_teachers_are_one_line_errors_and_write_nothing(synthetic_data, tiny_branch, tmp_path):
     val_preds = tmp_path / "val.npz"
     ok(invoke("eval", synthetic_data, tiny_branch, "--split", "val", "-o", val_preds))
@@ -136,7 +237,7 @@ def test_bad_teachers_are_one_line_errors_and_write_nothing(synthetic_data, tiny
     out.mkdir()
     train = ["train-branch", synthetic_data, "-o", out / "b.safetensors", "--epochs", 1, *TRAIN]
     one_line_error(invoke(*train, "--teacher", val_preds), str(val_preds), "train split")
-    one_line_error(invoke(*train, "--teacher", tiny_branch), str(tiny_branch), "predictions")
+    one_line_error(invoke(*train, "--teacher", synthetic_data), str(synthetic_data), "predictions")
     one_line_error(invoke(*train, "--teacher-weight", 0.3), "--teacher-weight", "--teacher")
     one_line_error(invoke(*train, "--teacher", val_preds, "--teacher-weight", 1.5), "--teacher-weight")
     one_line_error(invoke(*train, "--teacher", val_preds, "--temperature", 0), "--temperature")

@@ -372,7 +372,7 @@ def train_branch_command(
     log: Annotated[Optional[Path], typer.Option("--log", help="Append one JSON line per epoch to this file.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")] = False,
     init: Annotated[Optional[Path], typer.Option("--init", help="Start from this model's weights (and its architecture and normalisation): train a branch longer on a fresh schedule, fine-tune it on other data, or give an ensemble to train its branches and head together (the output is an ensemble).", show_default=False)] = None,
-    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Distil: a teacher's predictions on this data's train split (`fertool eval DATA TEACHER --split train -o teacher.npz`), blended into every target.", metavar="PREDS", show_default=False)] = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="Distil: a teacher's predictions on this data's train split (`fertool eval DATA TEACHER --split train -o teacher.npz`), or a model run on every step's transformed faces (slower, the answer fits the view), blended into every target.", metavar="PREDS|MODEL", show_default=False)] = None,
     teacher_weight: Annotated[Optional[float], typer.Option("--teacher-weight", help="The teacher's share of each target, 0-1 (the label keeps the rest). \\[0.5 with --teacher]", show_default=False)] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softens the teacher's probabilities: softmax(logits / T).")] = 1.0,
     as_json: JsonOpt = False,
@@ -393,8 +393,10 @@ def train_branch_command(
     if log is not None:
         check_output_path(log, inputs=[data, init, teacher])
     dataset = load_artifact(data, expect="dataset")
-    # distill.py checks that the predictions fit the data; train_branch that a weight has a teacher.
-    teacher_file, teacher_sha256 = load_with_digest(teacher, "predictions") if teacher is not None else (None, "")
+    # distill.py checks that predictions fit the data, check_model_fits a model; train_branch that a weight has a teacher.
+    teacher_file, teacher_sha256 = load_with_digest(teacher, ("predictions", "branch", "ensemble")) if teacher is not None else (None, "")
+    if teacher_file is not None and teacher_file.kind != "predictions":
+        check_model_fits(teacher_file.meta, teacher, dataset)
     if teacher_weight is None:
         teacher_weight = 0.5 if teacher is not None else 0.0  # with a teacher: as much teacher as label
     if recipe not in RECIPES:

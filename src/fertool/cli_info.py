@@ -184,6 +184,8 @@ def field_text(key: str, value: Any) -> str:
         acc = value.get("val_accuracy")
         acc_text = f", val {acc:.2%}" if isinstance(acc, float) else ""
         return f"{value.get('file')} ({value.get('epochs')} epochs{acc_text}): {value.get('command')}"
+    if key == "teacher" and isinstance(value, dict) and value.get("online"):
+        return f"{value.get('file')} ({value.get('arch')}), run on every step's transformed faces"
     if key == "teacher" and isinstance(value, dict):
         return f"{value.get('file')}: {value.get('model')}'s predictions (tta {value.get('tta')})"
     if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):

@@ -2,12 +2,16 @@
 
     fertool eval fer.safetensors ensemble.safetensors --split train --tta crops -o teacher.npz
     fertool train-branch fer.safetensors --recipe best --teacher teacher.npz -o student.safetensors
+    fertool train-branch fer.safetensors --recipe best --teacher ensemble.safetensors -o student.safetensors
 
-The teacher is a predictions artifact, not a model: its outputs are computed once, by `eval`,
-and the branch trains at the cost of an ordinary run (a three-branch teacher run beside every
-step would double it). The price is that the teacher saw each face plain (or through its
-test-time views), not through the step's random transforms; the transforms keep the
-expression, so its probabilities still describe the face.
+The teacher comes in two forms. A predictions artifact is computed once, by `eval`, and the
+branch trains at the cost of an ordinary run; the price is that the teacher saw each face
+plain (or through its test-time views), not through the step's random crop, shift or erasing,
+so its answer describes a face the student is not shown. A model (a branch or an ensemble) is
+run beside every step on the very faces the student sees, after augmentation and mixup (the
+"consistent teacher" of Beyer et al., 2022): its answer fits the view, at the cost of its
+forward pass (a three-wide-branch teacher next to a wide student: 1.8x the epoch time on the
+project's CPU, docs/RESULTS.md).
 
 Each target is `(1 - weight) * one_hot(label) + weight * softmax(teacher_logits / temperature)`
 (Hinton et al., 2015, with the student's side at temperature 1); label smoothing and mixup
@@ -24,6 +28,8 @@ import torch.nn.functional as F
 from fertool.artifacts import Artifact
 from fertool.errors import BadInputError
 from fertool.evaluate import select_split
+from fertool.models import model_from_artifact
+from fertool.runtime import autocast
 
 REMAKE = "write it with `fertool eval DATA TEACHER --split train -o teacher.npz`"
 
@@ -50,15 +56,42 @@ def teacher_probabilities(teacher: Artifact, dataset: Artifact, temperature: flo
     return (logits / temperature).softmax(dim=1)
 
 
-def blend_targets(labels: torch.Tensor, teacher: torch.Tensor, weight: float) -> torch.Tensor:
-    """Class-probability targets: the one-hot labels and the teacher's probabilities, mixed by `weight`.
+def teacher_network(teacher: Artifact, device: torch.device) -> torch.nn.Module:
+    """A model artifact as a frozen teacher on `device`, to be run on each step's faces.
+
+    The caller has checked that it predicts the data's classes at its image size. Its own
+    test-time views (`tta` in its metadata) are not used: it answers for the one view the
+    student is shown.
+    """
+    network = model_from_artifact(teacher).eval().to(device).to(memory_format=torch.channels_last)
+    return network.requires_grad_(False)
+
+
+def view_probabilities(network: torch.nn.Module, x: torch.Tensor, temperature: float,
+                       dtype: torch.dtype | None) -> torch.Tensor:
+    """The teacher's class probabilities for a batch as the student sees it (float32 B x K)."""
+    # no_grad, not inference_mode: the probabilities become loss targets, which autograd keeps.
+    with torch.no_grad(), autocast(x.device, dtype):
+        logits = network(x)
+    return (logits.float() / temperature).softmax(dim=1)
+
+
+def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float) -> torch.Tensor:
+    """Class-probability targets: the labels (class indices, or probabilities after mixup) and
+    the teacher's probabilities, mixed by `weight`.
 
     With `weight` at most 0.5 the label keeps the largest share, so a hit still means the true class.
     """
-    return (1 - weight) * F.one_hot(labels, teacher.shape[1]).to(teacher.dtype) + weight * teacher
+    if not targets.is_floating_point():
+        targets = F.one_hot(targets, teacher.shape[1])
+    return (1 - weight) * targets.to(teacher.dtype) + weight * teacher
 
 
 def teacher_provenance(teacher: Artifact, sha256: str) -> dict[str, Any]:
     """What a distilled branch records of its teacher (shown by `fertool info`)."""
+    if teacher.kind != "predictions":
+        # A model run on every step's faces: the file is the model, and it used no test-time views.
+        return {"file": str(teacher.path), "sha256": sha256, "model": str(teacher.path), "online": True,
+                "arch": teacher.meta.get("arch")}
     return {"file": str(teacher.path), "sha256": sha256, "model": teacher.meta.get("model"),
             "tta": teacher.meta.get("tta")}

@@ -30,7 +30,7 @@ from fertool.augment import PRESETS, Augment
 from fertool.checkpoint import TrainingState, save_checkpoint
 from fertool.distributed import Cluster
 from fertool.checkpoint import resume as resume_from
-from fertool.distill import blend_targets, teacher_probabilities
+from fertool.distill import blend_targets, teacher_network, teacher_probabilities, view_probabilities
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
 from fertool.models import EnsembleClassifier, FERClassifier, build_classifier, model_from_artifact
@@ -54,7 +54,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment_preset: str = "report"  # a key of augment.PRESETS
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs; 0 = off
-    teacher: str = ""  # sha256 of the teacher's predictions (distill.py); "" = no teacher
+    teacher: str = ""  # sha256 of the teacher's file, predictions or a model (distill.py); "" = no teacher
     teacher_weight: float = 0.0  # the teacher's share of each target
     temperature: float = 1.0  # softens the teacher's probabilities (> 1: flatter)
     val_split: str = "val"
@@ -234,12 +234,14 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
                     augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
                     reporter: Reporter, cluster: Cluster = Cluster(),
                     model: torch.nn.Module | None = None, *, num_classes: int,
-                    teacher: torch.Tensor | None = None) -> tuple[float, float]:
+                    teacher: torch.Tensor | None = None,
+                    teacher_model: torch.nn.Module | None = None) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, accuracy).
 
     `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
     `num_classes` sizes mixup's probability targets (`config.mixup`). `teacher`, class
-    probabilities per training face (distill.py), is blended into each target by `config.teacher_weight`.
+    probabilities per training face, or `teacher_model`, run on each batch as the step sees
+    it (distill.py), is blended into each target by `config.teacher_weight`.
     """
     model = model or state.module
     model.train()
@@ -251,7 +253,10 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         y = labels[index] if teacher is None else blend_targets(labels[index], teacher[index], config.teacher_weight)
         if config.mixup > 0:
             x, y = mixup(x, y, num_classes, config.mixup, state.augment_rng)
-            return x.contiguous(memory_format=torch.channels_last), y
+            x = x.contiguous(memory_format=torch.channels_last)
+        if teacher_model is not None:
+            # After mixup: the teacher answers for the blended face, as the student sees it.
+            y = blend_targets(y, view_probabilities(teacher_model, x, config.temperature, dtype), config.teacher_weight)
         return x, y
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -333,8 +338,9 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     should then hold its digest, so a checkpoint is only resumed with the same start. An
     ensemble artifact as `init` (with `config.arch` "ensemble") trains its branches and head
     together, end to end, and the result is an ensemble again. `teacher`, a predictions artifact
-    of the train split, adds its probabilities to the targets (distillation; `config.teacher`
-    should hold its digest and `config.teacher_weight` its share).
+    of the train split or a model run on every step's faces, adds its probabilities to the
+    targets (distillation; `config.teacher` should hold its digest and `config.teacher_weight`
+    its share).
     """
     config.validate()
     if teacher is None and config.teacher_weight > 0:
@@ -350,7 +356,9 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     train_images, train_labels, _ = select_split(dataset, "train")
     val_images, val_labels, _ = select_split(dataset, config.val_split)
     train_images, train_labels = train_images.to(device), train_labels.to(device)
-    soft = None if teacher is None else teacher_probabilities(teacher, dataset, config.temperature).to(device)
+    online = teacher is not None and teacher.kind != "predictions"
+    soft = teacher_probabilities(teacher, dataset, config.temperature).to(device) if teacher is not None and not online else None
+    teacher_model = teacher_network(teacher, device) if online else None
     val_images, val_labels = val_images.to(device), val_labels.to(device)
 
     torch.manual_seed(config.seed)  # initial weights and dropout
@@ -374,7 +382,8 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
         started = time.perf_counter()
         loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter,
-                                          cluster=cluster, model=step_model, num_classes=len(classes), teacher=soft)
+                                          cluster=cluster, model=step_model, num_classes=len(classes), teacher=soft,
+                                          teacher_model=teacher_model)
         train_seconds = time.perf_counter() - started
         cluster.sync_buffers(model)  # every rank then scores rank 0's model and makes the same choices
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
