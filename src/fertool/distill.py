@@ -10,8 +10,8 @@ plain (or through its test-time views), not through the step's random crop, shif
 so its answer describes a face the student is not shown. A model (a branch or an ensemble) is
 run beside every step on the very faces the student sees, after augmentation and mixup (the
 "consistent teacher" of Beyer et al., 2022): its answer fits the view, at the cost of its
-forward pass (a three-wide-branch teacher next to a wide student: 1.8x the epoch time on the
-project's CPU, docs/RESULTS.md).
+forward pass (a three-wide-branch teacher next to a wide student: 1.68x the epoch time on the
+project's 2-core CPU, docs/RESULTS.md).
 
 Each target is `(1 - weight) * one_hot(label) + weight * softmax(teacher_logits / temperature)`
 (Hinton et al., 2015, with the student's side at temperature 1); label smoothing and mixup
