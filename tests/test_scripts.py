@@ -94,6 +94,18 @@ def test_train_default_arch_and_epochs_per_seed_reach_every_stage_head_average_a
     assert not (out / "ensemble.jsonl").exists()
 
 
+def test_train_default_teacher_online_runs_the_model_beside_every_step(
+        small_synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
+    out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
+    env = {"SEEDS": "1", "ARCH": "tiny", "EPOCHS": "1", "DEFAULT_OUT": str(packed), "TEACHER": str(tiny_branch),
+           "TEACHER_ONLINE": "1"}
+    done = run_script("train_default.sh", small_synthetic_data, out, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not (out / "teacher.npz").exists()  # no predictions: the model is the teacher
+    teacher = load_artifact(out / "branch1.safetensors").meta["teacher"]
+    assert teacher["online"] is True and teacher["file"] == str(tiny_branch)
+
+
 def test_train_default_refuses_an_unknown_head_before_training(small_synthetic_data: Path, tmp_path: Path) -> None:
     bad = run_script("train_default.sh", small_synthetic_data, tmp_path / "bad", env={"HEAD": "mean"})
     assert bad.returncode != 0 and "HEAD=mean" in bad.stderr
