@@ -221,12 +221,17 @@ def test_train_branch_with_a_teacher_from_eval_records_it(synthetic_data, tiny_b
 
 
 def test_train_branch_with_a_model_teacher_records_it(synthetic_data, tiny_branch, tmp_path):
-    output = tmp_path / "taught.safetensors"
-    json_of(invoke("train-branch", synthetic_data, "-o", output, "--epochs", 1, *TRAIN, "--teacher", tiny_branch, "--json"))
-    meta = load_artifact(output).meta
+    runs = {}
+    for name, extra in {"plain": [], "taught": ["--teacher", tiny_branch]}.items():
+        output = tmp_path / f"{name}.safetensors"
+        json_of(invoke("train-branch", synthetic_data, "-o", output, "--epochs", 1, "--seed", 3, *TRAIN, *extra, "--json"))
+        runs[name] = load_artifact(output).meta
+    meta = runs["taught"]
+    # Same seed, same faces: only the teacher's share of the targets can change the loss.
+    assert meta["history"][0]["loss"] != runs["plain"]["history"][0]["loss"]
     assert meta["teacher"]["online"] is True and meta["teacher"]["file"] == str(tiny_branch)
     assert meta["teacher"]["arch"] == "tiny" and meta["train_config"]["teacher_weight"] == 0.5
-    info = " ".join(ok(invoke("info", output)).stdout.split())
+    info = " ".join(ok(invoke("info", tmp_path / "taught.safetensors")).stdout.split())
     assert f"teacher {tiny_branch} (tiny), run on every step's transformed faces" in info
 
 

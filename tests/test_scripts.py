@@ -98,12 +98,13 @@ def test_train_default_teacher_online_runs_the_model_beside_every_step(
         small_synthetic_data: Path, tiny_branch: Path, tmp_path: Path) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
     env = {"SEEDS": "1", "ARCH": "tiny", "EPOCHS": "1", "DEFAULT_OUT": str(packed), "TEACHER": str(tiny_branch),
-           "TEACHER_ONLINE": "1"}
+           "TEACHER_ONLINE": "1", "TEACHER_WEIGHT": "0.3", "TEMPERATURE": "2"}
     done = run_script("train_default.sh", small_synthetic_data, out, env=env)
     assert done.returncode == 0, done.stderr
     assert not (out / "teacher.npz").exists()  # no predictions: the model is the teacher
-    teacher = load_artifact(out / "branch1.safetensors").meta["teacher"]
-    assert teacher["online"] is True and teacher["file"] == str(tiny_branch)
+    meta = load_artifact(out / "branch1.safetensors").meta
+    assert meta["teacher"]["online"] is True and meta["teacher"]["file"] == str(tiny_branch)
+    assert (meta["train_config"]["teacher_weight"], meta["train_config"]["temperature"]) == (0.3, 2.0)
 
 
 def test_train_default_refuses_an_unknown_head_before_training(small_synthetic_data: Path, tmp_path: Path) -> None:

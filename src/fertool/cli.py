@@ -384,7 +384,7 @@ def train_branch_command(
 
     Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --recipe best
     """
-    from fertool.artifacts import check_output_path, load_artifact, save_tensors
+    from fertool.artifacts import MODEL_KINDS, check_output_path, load_artifact, save_tensors
     from fertool.distill import teacher_provenance
     from fertool.distributed import process_group
     from fertool.runtime import resolve_device
@@ -394,7 +394,7 @@ def train_branch_command(
         check_output_path(log, inputs=[data, init, teacher])
     dataset = load_artifact(data, expect="dataset")
     # distill.py checks that predictions fit the data, check_model_fits a model; train_branch that a weight has a teacher.
-    teacher_file, teacher_sha256 = load_with_digest(teacher, ("predictions", "branch", "ensemble")) if teacher is not None else (None, "")
+    teacher_file, teacher_sha256 = load_with_digest(teacher, ("predictions", *MODEL_KINDS)) if teacher is not None else (None, "")
     if teacher_file is not None and teacher_file.kind != "predictions":
         check_model_fits(teacher_file.meta, teacher, dataset)
     if teacher_weight is None:

@@ -63,7 +63,7 @@ def teacher_network(teacher: Artifact, device: torch.device) -> torch.nn.Module:
     test-time views (`tta` in its metadata) are not used: it answers for the one view the
     student is shown.
     """
-    network = model_from_artifact(teacher).eval().to(device).to(memory_format=torch.channels_last)
+    network = model_from_artifact(teacher).to(device).to(memory_format=torch.channels_last)  # in eval mode
     return network.requires_grad_(False)
 
 

@@ -356,9 +356,12 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     train_images, train_labels, _ = select_split(dataset, "train")
     val_images, val_labels, _ = select_split(dataset, config.val_split)
     train_images, train_labels = train_images.to(device), train_labels.to(device)
-    online = teacher is not None and teacher.kind != "predictions"
-    soft = teacher_probabilities(teacher, dataset, config.temperature).to(device) if teacher is not None and not online else None
-    teacher_model = teacher_network(teacher, device) if online else None
+    # A teacher is predictions (a table of probabilities per face) or a model (run on each batch).
+    soft = teacher_model = None
+    if teacher is not None and teacher.kind == "predictions":
+        soft = teacher_probabilities(teacher, dataset, config.temperature).to(device)
+    elif teacher is not None:
+        teacher_model = teacher_network(teacher, device)
     val_images, val_labels = val_images.to(device), val_labels.to(device)
 
     torch.manual_seed(config.seed)  # initial weights and dropout
