@@ -231,8 +231,20 @@ def test_train_branch_with_a_model_teacher_records_it(synthetic_data, tiny_branc
     assert meta["history"][0]["loss"] != runs["plain"]["history"][0]["loss"]
     assert meta["teacher"]["online"] is True and meta["teacher"]["file"] == str(tiny_branch)
     assert meta["teacher"]["arch"] == "tiny" and meta["train_config"]["teacher_weight"] == 0.5
+    teacher_val = load_artifact(tiny_branch).meta["metrics"]["best_val_accuracy"]
     info = " ".join(ok(invoke("info", tmp_path / "taught.safetensors")).stdout.split())
-    assert f"teacher {tiny_branch} (tiny), run on every step's transformed faces" in info
+    assert f"teacher {tiny_branch} (tiny, val {teacher_val:.2%}), run on every step's transformed faces" in info
+
+
+def test_an_ensemble_teacher_is_described_by_its_branches(synthetic_data, tiny_branch, tmp_path):
+    # An ensemble's own arch is "ensemble"; info should say what it is made of.
+    ensemble = tmp_path / "ensemble.safetensors"
+    ok(invoke("ensemble", synthetic_data, tiny_branch, tiny_branch, "--average", "-o", ensemble))
+    student = tmp_path / "student.safetensors"
+    json_of(invoke("train-branch", synthetic_data, "-o", student, "--epochs", 1, *TRAIN, "--teacher", ensemble, "--json"))
+    assert load_artifact(student).meta["teacher"]["arch"] == "ensemble of 2: 2 tiny"
+    info = " ".join(ok(invoke("info", student)).stdout.split())
+    assert f"teacher {ensemble} (ensemble of 2: 2 tiny, val " in info
 
 
 def test_bad_teachers_are_one_line_errors_and_write_nothing(synthetic_data, tiny_branch, tmp_path):

@@ -178,14 +178,18 @@ def branch_text(branch: dict[str, Any]) -> str:
             f"{branch['command']}")
 
 
+def val_suffix(record: dict[str, Any]) -> str:
+    """", val 69.27%" for a record of another model that knows its val accuracy (older files may not)."""
+    acc = record.get("val_accuracy")
+    return f", val {acc:.2%}" if isinstance(acc, float) else ""
+
+
 def field_text(key: str, value: Any) -> str:
     """One field of `info`'s summary in words."""
     if key == "init" and isinstance(value, dict):
-        acc = value.get("val_accuracy")
-        acc_text = f", val {acc:.2%}" if isinstance(acc, float) else ""
-        return f"{value.get('file')} ({value.get('epochs')} epochs{acc_text}): {value.get('command')}"
+        return f"{value.get('file')} ({value.get('epochs')} epochs{val_suffix(value)}): {value.get('command')}"
     if key == "teacher" and isinstance(value, dict) and value.get("online"):
-        return f"{value.get('file')} ({value.get('arch')}), run on every step's transformed faces"
+        return f"{value.get('file')} ({value.get('arch')}{val_suffix(value)}), run on every step's transformed faces"
     if key == "teacher" and isinstance(value, dict):
         return f"{value.get('file')}: {value.get('model')}'s predictions (tta {value.get('tta')})"
     if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):

@@ -20,6 +20,7 @@ then apply to it as they do to a plain label.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
@@ -87,11 +88,24 @@ def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float) -
     return (1 - weight) * targets.to(teacher.dtype) + weight * teacher
 
 
+def architecture_text(meta: dict[str, Any]) -> str | None:
+    """A model's architecture in words: a branch's arch, or what an ensemble is made of.
+
+    An ensemble's own arch is just "ensemble"; the branches are what a reader of `info` wants.
+    """
+    branches = meta.get("branches")
+    if meta.get("kind") != "ensemble" or not branches:
+        return meta.get("arch")
+    counts = Counter(str(branch.get("arch")) for branch in branches)
+    return f"ensemble of {len(branches)}: " + ", ".join(f"{n} {arch}" for arch, n in counts.items())
+
+
 def teacher_provenance(teacher: Artifact, sha256: str) -> dict[str, Any]:
     """What a distilled branch records of its teacher (shown by `fertool info`)."""
     if teacher.kind != "predictions":
         # A model run on every step's faces: the file is the model, and it used no test-time views.
         return {"file": str(teacher.path), "sha256": sha256, "model": str(teacher.path), "online": True,
-                "arch": teacher.meta.get("arch")}
+                "arch": architecture_text(teacher.meta),
+                "val_accuracy": teacher.meta.get("metrics", {}).get("best_val_accuracy")}
     return {"file": str(teacher.path), "sha256": sha256, "model": teacher.meta.get("model"),
             "tta": teacher.meta.get("tta")}

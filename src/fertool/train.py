@@ -344,7 +344,7 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     """
     config.validate()
     if teacher is None and config.teacher_weight > 0:
-        raise BadInputError(f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS, the teacher's predictions")
+        raise BadInputError(f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS|MODEL, the teacher's predictions or the teacher")
     if teacher is not None and config.teacher_weight == 0:
         raise BadInputError("--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one")
     if config.batch_size < cluster.world_size:
