@@ -24,6 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def main() -> None:
     replacements = fills(images01, float(dataset.meta["train_mean"]))
     targets = predict_probabilities(model, images01).argmax(dim=1)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for method in [*METHODS, BLACK_BASELINE, "random"]:
         started = time.perf_counter()
         if method == "random":

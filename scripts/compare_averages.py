@@ -96,7 +96,8 @@ def main() -> int:
     rows = []
     for count in range(1, len(names) + 1):
         for subset in itertools.combinations(range(len(names)), count):
-            size = None if any(sizes[i] is None for i in subset) else sum(sizes[i] for i in subset)
+            known = [b for b in (sizes[i] for i in subset) if b is not None]
+            size = sum(known) if len(known) == len(subset) else None  # None: some model file is not here
             if args.max_mib is not None and (size is None or size > args.max_mib * MIB):
                 continue
             predicted = probabilities[list(subset)].mean(axis=0).argmax(axis=1)

@@ -1,7 +1,8 @@
-"""The code passes ruff's pyflakes and bugbear checks (configured in pyproject.toml)."""
+"""The code passes ruff's pyflakes and bugbear checks and mypy's type check (both configured in pyproject.toml)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,4 +19,13 @@ def test_ruff_finds_nothing() -> None:
         pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e '.[dev]')")
     done = subprocess.run([ruff, "check", "--no-cache", "src", "tests", "scripts", "benchmarks"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_finds_nothing() -> None:
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if mypy is None:
+        pytest.skip("mypy is not installed (it comes with the dev extra: pip install -e '.[dev]')")
+    # The files to check come from pyproject.toml; no cache, so nothing is written into the clone.
+    done = subprocess.run([mypy, "--cache-dir", os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

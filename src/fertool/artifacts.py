@@ -125,7 +125,7 @@ def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: d
             raise ValueError(f"{name}: object arrays would need pickle; convert to a numeric dtype")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz"
-            np.savez(handle, __meta__=np.array(json.dumps(header)), **arrays)
+            np.savez(handle, allow_pickle=False, **{"__meta__": np.array(json.dumps(header)), **arrays})
 
 
 def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None, contents: bool = True,
@@ -193,10 +193,11 @@ def _load_safetensors(path: Path, as_numpy: bool) -> Artifact:
             # numpy has no bfloat16 (nor float8): such a file is read as torch tensors whatever was asked.
             as_numpy = as_numpy and all(handle.get_slice(name).get_dtype() in _NUMPY_DTYPES for name in handle.keys())
         if as_numpy:
-            from safetensors.numpy import load_file
+            from safetensors.numpy import load_file as load_numpy
+            tensors: dict[str, Any] = load_numpy(str(path))
         else:
-            from safetensors.torch import load_file
-        tensors = load_file(str(path))
+            from safetensors.torch import load_file as load_torch
+            tensors = load_torch(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise BadInputError(f"{not_ours} ({_first_line(err)})") from err
     meta = _decode_meta(path, raw_meta)

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -33,6 +33,9 @@ from rich.text import Text
 
 from fertool import __version__
 from fertool.errors import BadInputError, ExitCode, FertoolError, Terminated
+
+if TYPE_CHECKING:  # torch and the models load inside the commands that need them: `--help` stays quick
+    from fertool.models import Classifier
 
 app = typer.Typer(
     name="fertool",
@@ -235,7 +238,7 @@ class ProgressReporter:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def stage(self, text: str, images: int) -> None:
@@ -396,7 +399,7 @@ def train_branch_command(
     # distill.py checks that predictions fit the data, check_model_fits a model; train_branch that a weight has a teacher.
     teacher_file, teacher_sha256 = load_with_digest(teacher, ("predictions", *MODEL_KINDS)) if teacher is not None else (None, "")
     if teacher_file is not None and teacher_file.kind != "predictions":
-        check_model_fits(teacher_file.meta, teacher, dataset)
+        check_model_fits(teacher_file.meta, teacher_file.path, dataset)
     if teacher_weight is None:
         teacher_weight = 0.5 if teacher is not None else 0.0  # with a teacher: as much teacher as label
     if recipe not in RECIPES:
@@ -407,8 +410,8 @@ def train_branch_command(
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     start, start_sha256 = load_start(init, dataset) if init is not None else (None, "")
     if output is None:
-        tuned = start is not None and start.kind == "ensemble"
-        output = Path(f"{init.stem}-tuned.safetensors" if tuned else f"branch{seed}.safetensors")
+        tuned = start.path.stem if start is not None and start.kind == "ensemble" else None
+        output = Path(f"{tuned}-tuned.safetensors" if tuned else f"branch{seed}.safetensors")
     check_output_path(output, inputs=[data, init, teacher])
     if start is not None:
         # The start decides the architecture (train_branch refuses an --arch that disagrees)
@@ -438,7 +441,7 @@ def train_branch_command(
             "device": result.device, "precision": result.precision,
             "command": recorded_command()}
     if start is not None:
-        meta["init"] = init_provenance(init, start_sha256, start.meta)
+        meta["init"] = init_provenance(start.path, start_sha256, start.meta)
     if teacher_file is not None:
         meta["teacher"] = teacher_provenance(teacher_file, teacher_sha256)
     save_tensors(output, result.model.state_dict(), kind=start.meta["kind"] if start is not None else "branch", meta=meta)
@@ -591,6 +594,7 @@ def ensemble_command(
     branches = [load_artifact(p, expect="branch") for p in branch_paths]
     for branch in branches:
         check_model_fits(branch.meta, branch.path, dataset)
+    model: Classifier
     if average:
         model = average_ensemble(branches)
         images, labels, _ = select_split(dataset, val_split)

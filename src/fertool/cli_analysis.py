@@ -76,7 +76,7 @@ def confusion(
         write_matrix_csv(csv_path, matrix, classes)
     pairs = most_confused(matrix, classes)
     recalls = {name: row["recall"] for name, row in report["per_class"].items() if row["support"] > 0}
-    worst = min(recalls, key=recalls.get)
+    worst = min(recalls, key=lambda name: recalls[name])
     summary = {"output": str(output), "accuracy": report["accuracy"], "matrix": report["confusion"], "classes": classes,
                "most_confused": pairs, "worst_class": {"class": worst, "recall": recalls[worst]}}
     if csv_path is not None:
@@ -255,14 +255,14 @@ def saliency(
     if npz is not None:
         arrays = {"maps": result.raw, "predicted": result.predicted, "probabilities": result.probabilities,
                   "targets": result.targets}
-        if result.signed is not None:  # integrated gradients: evidence for (+) and against (-) the target
+        if result.signed is not None and result.logit_rise is not None:  # integrated gradients: evidence for (+) and against (-) the target
             arrays.update(signed=result.signed, logit_rise=result.logit_rise)
         save_npz(npz, arrays, kind="saliency",
                  meta={"model": model_name, "method": method, "tta": tta, "images": names, "classes": classes})
     rows = [{"image": name, "predicted": classes[result.predicted[i]],
              "probability": float(result.probabilities[i, result.predicted[i]]), "target": classes[result.targets[i]]}
             for i, name in enumerate(names)]
-    if result.signed is not None:
+    if result.signed is not None and result.logit_rise is not None:
         # Completeness, checked: how far the attributions' sum is from what it should add up to.
         for row, total, rise in zip(rows, result.signed.sum(axis=(1, 2)), result.logit_rise):
             row.update(attribution_sum=float(total), logit_rise=float(rise))
@@ -317,6 +317,7 @@ def filters(
         return
     check_output_path(output, inputs=[model_path, image])
     info = fx.find_layer(model, layer)
+    summary: dict[str, Any]
     if image is not None:
         from fertool.data import read_image
 

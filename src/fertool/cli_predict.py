@@ -89,7 +89,7 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 def images_under(root: Path, extensions: frozenset[str]) -> list[Path]:
     """Image files below `root`, sorted, skipping hidden files and folders; symlinked folders are not followed."""
-    found = []
+    found: list[Path] = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         found.extend(Path(folder) / n for n in sorted(names)

@@ -156,12 +156,13 @@ DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.
 def _try_read(path: Path) -> tuple[np.ndarray | None, str | None]:
     """(pixels, None) or (None, why it failed): never raises for a bad file."""
     try:
-        with Image.open(path) as image:
-            if max(image.size) > 2 * IMAGE_SIZE:  # JPEG: decode big photos at 1/2..1/8 scale
-                image.draft("L", (2 * IMAGE_SIZE, 2 * IMAGE_SIZE))
-            image.load()
-            if image.format != "JPEG" or "exif" in image.info:  # phones store rotation in EXIF
-                image = ImageOps.exif_transpose(image)
+        with Image.open(path) as opened:
+            if max(opened.size) > 2 * IMAGE_SIZE:  # JPEG: decode big photos at 1/2..1/8 scale
+                opened.draft("L", (2 * IMAGE_SIZE, 2 * IMAGE_SIZE))
+            opened.load()
+            image: Image.Image = opened
+            if opened.format != "JPEG" or "exif" in opened.info:  # phones store rotation in EXIF
+                image = ImageOps.exif_transpose(opened)
             return to_gray48(image), None
     except DECODE_ERRORS as err:
         return None, failure_reason(path, err)
@@ -192,7 +193,8 @@ def load_csv(path: Path) -> RawDataset:
     lines = _read_lines(path)
     columns = _parse_header(path, lines[0])
     images = np.empty((len(lines) - 1, N_PIXELS), np.uint8)
-    labels, splits = [], []
+    labels: list[int] = []
+    splits: list[int] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # numpy < 2 warns on junk instead of raising
         for number, line in enumerate(lines[1:], start=2):
@@ -205,8 +207,8 @@ def load_csv(path: Path) -> RawDataset:
     if not labels:
         raise BadInputError(f"{path}: no data rows after the header; add rows like '3,<2304 pixels>,Training'")
     source = f"csv:{path}" + ("" if "usage" in columns else " (no Usage column: all rows train)")
-    images = images[:len(labels)].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-    return RawDataset(images, np.array(labels, np.int64), np.array(splits, np.uint8), source)
+    faces = images[:len(labels)].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return RawDataset(faces, np.array(labels, np.int64), np.array(splits, np.uint8), source)
 
 
 def _line_error(path: Path, number: int, problem: str) -> BadInputError:

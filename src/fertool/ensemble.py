@@ -33,7 +33,7 @@ from fertool.artifacts import Artifact
 from fertool.augment import Augment, AugmentConfig
 from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import check_tta, log_mean_softmax, select_split, to_input, tta_views
-from fertool.models import EnsembleClassifier, model_from_artifact
+from fertool.models import EnsembleClassifier, branch_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 from fertool.checkpoint import TrainingState, save_checkpoint
 from fertool.checkpoint import resume as resume_from
@@ -132,7 +132,7 @@ def check_unseen(dataset: Artifact, branches: list[Artifact]) -> None:
 def build_ensemble(branches: list[Artifact], config: EnsembleConfig, average: bool = False) -> EnsembleClassifier:
     check_compatible(branches)
     torch.manual_seed(config.seed)
-    models = [model_from_artifact(b) for b in branches]
+    models = [branch_from_artifact(b) for b in branches]
     for model in models:
         model.requires_grad_(False)
     features = "average" if average else config.features
@@ -199,6 +199,7 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     val_images, val_labels, _ = select_split(dataset, config.val_split)
     train_labels, val_labels = train_labels.to(device), val_labels.to(device)
     head = model.head
+    assert head is not None  # build_ensemble gives a head unless asked to average
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = TrainingState(head, optimizer, config.seed)
     data_sha256 = _fingerprint(dataset, branches)
@@ -221,6 +222,7 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
             # One view of each face, drawn afresh every step (always view 0 when there is one).
             view = torch.randint(len(cached), (len(index),), generator=state.augment_rng).to(index.device)
             return cached[view, index], train_labels[index]
+        assert augment is not None  # without a cache, config.augment is on
         return _augmented_outputs(model, train_images[index.cpu()], augment, device, dtype), train_labels[index]
 
     while state.epoch < config.epochs:

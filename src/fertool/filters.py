@@ -28,7 +28,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -201,6 +201,8 @@ class FourierImage(nn.Module):
     that plain pixel ascent produces.
     """
 
+    scale: torch.Tensor  # a buffer: 1/f weights of the coefficients
+
     def __init__(self, batch: int, sd: float = 0.01, size: int = IMAGE_SIZE, decay_power: float = 1.0,
                  generator: torch.Generator | None = None):
         super().__init__()
@@ -234,7 +236,7 @@ class _RedirectedReLU(torch.autograd.Function):
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # Any: saved_tensors is not on FunctionCtx's type
         (x,) = ctx.saved_tensors
         relu_grad = grad * (x > 0)
         # We minimise -objective: grad > 0 means the step would lower x.
@@ -366,6 +368,7 @@ def _selected_sequential(module: nn.Sequential, x: torch.Tensor, channels: torch
     out = selected_channels(children[last], x, channels)
     for child in children[last + 1:]:  # channel by channel: the same on the one channel kept
         if isinstance(child, nn.BatchNorm2d):  # in eval mode a fixed affine map per channel
+            assert child.running_var is not None and child.running_mean is not None  # every fertool BN tracks them
             scale = (child.running_var[channels] + child.eps).rsqrt() * child.weight[channels]
             out = (out - child.running_mean[channels].view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1)
             out = out + child.bias[channels].view(-1, 1, 1, 1)

@@ -13,18 +13,28 @@ split's mean/std as buffers, so a caller always feeds plain [0, 1] pixels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 from torch import nn
 
 from fertool.artifacts import Artifact
-from fertool.errors import BadInputError
+from fertool.errors import BadInputError, WrongKindError
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+class Backbone(nn.Module):
+    """What every registered architecture provides: the classifier, Grad-CAM and the ensemble read these."""
+
+    feature_dim: int  # width of `features(x)`, what an ensemble's head reads
+    fc: nn.Linear  # the last layer: features -> class logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+
+
+def register_model(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
     _REGISTRY[fn.__name__] = fn
     return fn
 
@@ -33,7 +43,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, **kwargs: Any) -> Backbone:
     if name not in _REGISTRY:
         raise BadInputError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
     return _REGISTRY[name](**kwargs)
@@ -46,6 +56,8 @@ class ChannelLRN(nn.Module):
     neighbouring channels with a fixed banded 1x1 convolution is the same sum done as a matrix
     product, about 4x faster forward and backward on CPU (measured at 100x64x12x12).
     """
+
+    window: torch.Tensor  # a buffer
 
     def __init__(self, channels: int, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
@@ -92,7 +104,7 @@ class FeatEx(nn.Module):
         return torch.cat([self.conv_path(x), self.pool_path(x)], dim=1)
 
 
-class DeXpression(nn.Module):
+class DeXpression(Backbone):
     """DeXpression (Burkert et al. 2015) for 48x48 grayscale faces.
 
     conv 7x7/2 64 -> maxpool 3x3/2 -> LRN -> FeatEx -> maxpool 3x3/2 -> FeatEx -> maxpool 3x3/2
@@ -135,12 +147,16 @@ class DeXpression(nn.Module):
             # The paper's LRN; size 5 and the AlexNet constants it inherits.
             layers.append(ChannelLRN(stem_out, size=5, alpha=1e-4, beta=0.75, k=2.0))
         self.stem = nn.Sequential(*layers)
-        block = {"reduce": channels(96), "wide": channels(208), "pool_proj": channels(64), "batch_norm": batch_norm}
-        self.featex1 = FeatEx(stem_out, **block)
+
+        def block(in_channels: int) -> FeatEx:
+            return FeatEx(in_channels, reduce=channels(96), wide=channels(208), pool_proj=channels(64),
+                          batch_norm=batch_norm)
+
+        self.featex1 = block(stem_out)
         self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)
-        self.featex2 = FeatEx(self.featex1.out_channels, **block)
+        self.featex2 = block(self.featex1.out_channels)
         # A third block at the 6x6 of the second: depth where it is cheap (a quarter of featex1's cost).
-        self.featex3 = FeatEx(self.featex2.out_channels, **block) if blocks == 3 else None
+        self.featex3 = block(self.featex2.out_channels) if blocks == 3 else None
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
         # The last block: what the features are made of, and where Grad-CAM looks by default.
         self.cam_layer = f"featex{blocks}"
@@ -160,7 +176,7 @@ class DeXpression(nn.Module):
         return self.fc(self.dropout(self.features(x)))
 
 
-class TinyNet(nn.Module):
+class TinyNet(Backbone):
     """A two-conv model that trains in seconds; it exists so tests are fast (timm's test_*)."""
 
     def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48, dropout: float = 0.0):
@@ -184,43 +200,46 @@ class TinyNet(nn.Module):
 
 
 @register_model
-def dexpression(**kwargs: Any) -> nn.Module:
+def dexpression(**kwargs: Any) -> Backbone:
     return DeXpression(**kwargs)
 
 
 @register_model
-def dexpression_bn(**kwargs: Any) -> nn.Module:
+def dexpression_bn(**kwargs: Any) -> Backbone:
     """DeXpression with batch norm after every conv instead of the LRN."""
     return DeXpression(batch_norm=True, **kwargs)
 
 
 @register_model
-def dexpression_bn_deep(**kwargs: Any) -> nn.Module:
+def dexpression_bn_deep(**kwargs: Any) -> Backbone:
     """dexpression_bn with a third FeatEx block at 6x6 (about 1.3x the compute)."""
     return DeXpression(batch_norm=True, blocks=3, **kwargs)
 
 
 @register_model
-def dexpression_bn_gentle_deep(**kwargs: Any) -> nn.Module:
+def dexpression_bn_gentle_deep(**kwargs: Any) -> Backbone:
     """Both: the 3x3 stem and a third FeatEx block (about 1.8x the compute)."""
     return DeXpression(batch_norm=True, stem="gentle", blocks=3, **kwargs)
 
 
 @register_model
-def dexpression_bn_gentle_wide(**kwargs: Any) -> nn.Module:
+def dexpression_bn_gentle_wide(**kwargs: Any) -> Backbone:
     """dexpression_bn_gentle_deep with 1.5x the channels in every conv (2.2x the parameters, 1.75x the epoch time)."""
     return DeXpression(batch_norm=True, stem="gentle", blocks=3, width=1.5, **kwargs)
 
 
 @register_model
-def tiny(**kwargs: Any) -> nn.Module:
+def tiny(**kwargs: Any) -> Backbone:
     return TinyNet(**kwargs)
 
 
 class FERClassifier(nn.Module):
     """A backbone plus the normalisation it was trained with; input is [0, 1] pixels, N x 1 x H x W."""
 
-    def __init__(self, backbone: nn.Module, mean: float = 0.0, std: float = 1.0):
+    mean: torch.Tensor  # buffers: saved with the weights
+    std: torch.Tensor
+
+    def __init__(self, backbone: Backbone, mean: float = 0.0, std: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.register_buffer("mean", torch.tensor(float(mean)))
@@ -267,10 +286,15 @@ class EnsembleClassifier(nn.Module):
         layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
         return nn.Sequential(*layers)
 
+    @property
+    def members(self) -> list[FERClassifier]:
+        """The branches, typed: a ModuleList only knows it holds modules."""
+        return cast("list[FERClassifier]", list(self.branches))
+
     def branch_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """What the head reads: the branches' features or logits, concatenated."""
         if self.mode == "penultimate":
-            return torch.cat([b.features(x) for b in self.branches], dim=1)
+            return torch.cat([b.features(x) for b in self.members], dim=1)
         return torch.cat([b(x) for b in self.branches], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,7 +318,7 @@ class EnsembleClassifier(nn.Module):
         """
         self.requires_grad_(True)
         if self.mode == "penultimate":
-            for branch in self.branches:
+            for branch in self.members:
                 branch.backbone.fc.requires_grad_(False)
         return self
 
@@ -304,10 +328,14 @@ def build_classifier(arch: str, arch_args: dict[str, Any], normalization: dict[s
     return FERClassifier(create_model(arch, **arch_args), mean=norm["mean"], std=norm["std"])
 
 
-def build_from_meta(meta: dict[str, Any]) -> nn.Module:
+# What a model file holds, rebuilt: one branch, or several joined.
+Classifier = FERClassifier | EnsembleClassifier
+
+
+def build_from_meta(meta: dict[str, Any]) -> Classifier:
     """An untrained model of the shape `meta` describes: a branch or an ensemble of branches."""
     if meta.get("kind") == "ensemble":
-        branches = [build_from_meta({**b, "kind": "branch"}) for b in meta["branches"]]
+        branches = [build_classifier(b["arch"], b.get("arch_args", {}), b.get("normalization")) for b in meta["branches"]]
         args = meta.get("arch_args", {})
         return EnsembleClassifier(branches, features=args.get("features", "penultimate"),
                                   hidden=tuple(args.get("hidden", (512, 256))), dropout=args.get("dropout", 0.5),
@@ -325,7 +353,7 @@ def check_shapes(expected: dict[str, torch.Tensor], tensors: dict[str, Any]) -> 
             raise ValueError(f"{name} has shape {list(tensors[name].shape)}, its architecture {list(want.shape)}")
 
 
-def model_from_artifact(artifact: Artifact) -> nn.Module:
+def model_from_artifact(artifact: Artifact) -> Classifier:
     """Rebuild a branch or an ensemble from its artifact alone: architecture, arguments, weights."""
     try:
         # Shapes first, on the meta device, which allocates nothing: arch_args are a stranger's
@@ -347,9 +375,17 @@ def model_from_artifact(artifact: Artifact) -> nn.Module:
     return model.eval()
 
 
-def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: Path | str) -> tuple[Classifier, dict[str, Any]]:
     """A model artifact (branch or ensemble) -> (model in eval mode on the CPU, its metadata)."""
     from fertool.artifacts import MODEL_KINDS, load_artifact
 
     artifact = load_artifact(path, expect=MODEL_KINDS)
     return model_from_artifact(artifact), artifact.meta
+
+
+def branch_from_artifact(artifact: Artifact) -> FERClassifier:
+    """A branch artifact's model; an ensemble is refused (an ensemble's members are branches)."""
+    model = model_from_artifact(artifact)
+    if not isinstance(model, FERClassifier):
+        raise WrongKindError(f"{artifact.path}: is an ensemble, but this needs a branch made by train-branch; pass a branch")
+    return model

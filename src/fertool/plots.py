@@ -166,23 +166,23 @@ def grid_shape(count: int) -> tuple[int, int]:
 
 
 def filters_figure(images: np.ndarray, indices: Sequence[int], layer: str, title: str | None = None,
-                   inactive: Sequence[bool] | None = None) -> Figure:
+                   inactive: Sequence[bool] | np.ndarray | None = None) -> Figure:
     """A grid of per-filter images (F x H x W in [0, 1]), each labelled with its filter index.
 
     `inactive[i]` marks a filter that stayed at zero even for its optimised image (a dead ReLU
     unit, common after training): its picture is faded and labelled "off".
     """
     images = np.asarray(images, dtype=np.float32)
-    inactive = np.zeros(len(images), bool) if inactive is None else np.asarray(inactive, bool)
-    if len(indices) != len(images) or len(inactive) != len(images):
-        raise ValueError(f"{len(images)} images but {len(indices)} filter indices, {len(inactive)} flags")
-    shown = np.where(inactive[:, None, None], 0.3 * images + 0.7, images)  # faded towards white
-    labels = [f"{index} off" if off else str(index) for index, off in zip(indices, inactive)]
-    fig, ax = _mosaic_figure(shown, labels, [0.55 if off else 0.0 for off in inactive], cmap="gray",
+    off = np.zeros(len(images), bool) if inactive is None else np.asarray(inactive, bool)
+    if len(indices) != len(images) or len(off) != len(images):
+        raise ValueError(f"{len(images)} images but {len(indices)} filter indices, {len(off)} flags")
+    shown = np.where(off[:, None, None], 0.3 * images + 0.7, images)  # faded towards white
+    labels = [f"{index} off" if dead else str(index) for index, dead in zip(indices, off)]
+    fig, ax = _mosaic_figure(shown, labels, [0.55 if dead else 0.0 for dead in off], cmap="gray",
                              vmin=0.0, vmax=1.0, extra_width=0.0)
     heading = title or f"{layer}: the input that maximises each filter's mean activation"
-    if inactive.any():
-        heading += f"\n({inactive.sum()} filters marked 'off' stayed at zero: dead units, their pictures show nothing)"
+    if off.any():
+        heading += f"\n({off.sum()} filters marked 'off' stayed at zero: dead units, their pictures show nothing)"
     fig.suptitle(heading, fontsize=11)
     return fig
 
@@ -293,7 +293,7 @@ def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour
               faint: bool = False) -> list[tuple[float, float, str]]:
     """Draw one run; return its best-val star as [(epoch, accuracy %, colour)] (none when faint)."""
     epochs = [record.get("epoch", i + 1) for i, record in enumerate(history)]
-    style = {"color": colour, "marker": ".", "alpha": _FAINT if faint else 1.0}
+    style: dict[str, Any] = {"color": colour, "marker": ".", "alpha": _FAINT if faint else 1.0}
     # One convention in both panels: train dashed, validation solid (validation is what counts).
     ax_loss.plot(epochs, [r["loss"] for r in history], ls="--", **style)
     if all("val_loss" in r for r in history):

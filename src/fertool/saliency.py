@@ -48,6 +48,7 @@ from fertool.data import CLASSES
 from fertool.errors import BadInputError
 from fertool.evaluate import check_tta, tta_logits
 from fertool.filters import resolve_layer
+from fertool.models import FERClassifier
 from fertool.runtime import model_placement
 
 
@@ -329,8 +330,8 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
     probabilities = predict_probabilities(model, images01, tta=tta)
     predicted = probabilities.argmax(dim=1)
     targets = resolve_targets(target, predicted, labels, classes)
-    options = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "noise": noise, "seed": seed},
-               "integrated": {"steps": steps}}
+    options: dict[str, dict[str, Any]] = {"gradcam": {"layer": layer}, "integrated": {"steps": steps},
+                                          "smoothgrad": {"samples": samples, "noise": noise, "seed": seed}}
     with METHODS[method](model, **options.get(method, {})) as saliency:
         arrays = saliency.results(images01, targets)
     return SaliencyResult(maps=normalize_maps(arrays["raw"]), predicted=predicted.numpy(),
@@ -412,9 +413,9 @@ def default_cam_layers(model: nn.Module) -> list[str]:
     branches = getattr(model, "branches", None)
     if isinstance(branches, nn.ModuleList):
         return [f"branches.{i}.{name}" for i, branch in enumerate(branches) for name in default_cam_layers(branch)]
-    prefix, backbone = ("backbone.", model.backbone) if hasattr(model, "backbone") else ("", model)
-    if hasattr(backbone, "cam_layer"):  # a backbone that names its last block (DeXpression)
-        return [prefix + backbone.cam_layer]
+    prefix, backbone = ("backbone.", model.backbone) if isinstance(model, FERClassifier) else ("", model)
+    if isinstance(getattr(backbone, "cam_layer", None), str):  # a backbone that names its last block (DeXpression)
+        return [prefix + str(backbone.cam_layer)]
     modules = list(backbone.named_modules())
     convs = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
     if not convs:

@@ -33,7 +33,7 @@ from fertool.checkpoint import resume as resume_from
 from fertool.distill import blend_targets, teacher_network, teacher_probabilities, view_probabilities
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
-from fertool.models import EnsembleClassifier, FERClassifier, build_classifier, model_from_artifact
+from fertool.models import Classifier, EnsembleClassifier, build_classifier, model_from_artifact
 from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 
 
@@ -153,7 +153,7 @@ class SilentReporter:
 
 @dataclass
 class TrainResult:
-    model: FERClassifier | EnsembleClassifier
+    model: Classifier
     history: list[dict[str, Any]]
     best_epoch: int
     best_val_accuracy: float
@@ -286,7 +286,7 @@ def check_finite(model: torch.nn.Module, val_loss: float, epoch: int, checkpoint
     raise FertoolError(f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; lower --lr and run again")
 
 
-def evaluate_split(model: FERClassifier, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+def evaluate_split(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
                    dtype: torch.dtype | None) -> tuple[float, float]:
     """(loss, accuracy) of the model on uint8 images already on `device`."""
     logits = predict_logits(model, images, device, dtype)
@@ -295,7 +295,7 @@ def evaluate_split(model: FERClassifier, images: torch.Tensor, labels: torch.Ten
 
 
 def initial_model(dataset: Artifact, config: TrainConfig,
-                  init: Artifact | None) -> tuple[FERClassifier | EnsembleClassifier, dict[str, Any], dict[str, float] | None]:
+                  init: Artifact | None) -> tuple[Classifier, dict[str, Any], dict[str, float] | None]:
     """(model, arch_args, normalization) the run starts from: random weights, or `init`'s.
 
     A run started from a trained branch keeps that branch's architecture arguments and the
@@ -317,7 +317,7 @@ def initial_model(dataset: Artifact, config: TrainConfig,
     return build_classifier(config.arch, arch_args, normalization), arch_args, normalization
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> torch.nn.Module:
+def set_dropout(model: Classifier, p: float) -> Classifier:
     """Give every dropout layer of `model` the probability `p`: a run from trained weights may
     train with another dropout than they were trained with (its arch_args then record `p`).
     An ensemble's branches stay in eval mode while its head trains, so there only the head's count."""
@@ -414,7 +414,9 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         device=str(device),
         precision=precision_name(dtype),
         meta={"arch": config.arch, "arch_args": arch_args, "classes": classes,
-              **(_ensemble_parts(init) if isinstance(model, EnsembleClassifier) else {"normalization": normalization})},
+              # A model is an ensemble only when it started from one (--init).
+              **(_ensemble_parts(init) if init is not None and isinstance(model, EnsembleClassifier)
+                 else {"normalization": normalization})},
     )
 
 
