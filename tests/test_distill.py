@@ -243,8 +243,9 @@ def test_an_ensemble_teacher_is_described_by_its_branches(synthetic_data, tiny_b
     student = tmp_path / "student.safetensors"
     json_of(invoke("train-branch", synthetic_data, "-o", student, "--epochs", 1, *TRAIN, "--teacher", ensemble, "--json"))
     assert load_artifact(student).meta["teacher"]["arch"] == "ensemble of 2: 2 tiny"
+    ensemble_val = load_artifact(ensemble).meta["metrics"]["best_val_accuracy"]
     info = " ".join(ok(invoke("info", student)).stdout.split())
-    assert f"teacher {ensemble} (ensemble of 2: 2 tiny, val " in info
+    assert f"teacher {ensemble} (ensemble of 2: 2 tiny, val {ensemble_val:.2%}), run on every step's" in info
 
 
 def test_bad_teachers_are_one_line_errors_and_write_nothing(synthetic_data, tiny_branch, tmp_path):

@@ -14,7 +14,7 @@ from fertool.cli import app
 from fertool.ensemble import EnsembleConfig, average_ensemble, branch_outputs, build_ensemble, train_ensemble
 from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import predict_logits, select_split
-from fertool.models import load_model
+from fertool.models import branch_from_artifact, load_model
 from fertool.train import SilentReporter, TrainConfig, train_branch
 
 from clitools import one_line_error, stderr_of
@@ -212,6 +212,9 @@ def test_average_cli_writes_a_model_eval_accepts(synthetic_data, branches, tmp_p
     summary = json.loads(result.stdout)
     evaluated = json.loads(runner.invoke(app, ["eval", str(synthetic_data), str(out), "--json"]).stdout)
     assert evaluated["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-6)
+    # An ensemble is not a branch: building one from it is refused by kind, naming the file.
+    with pytest.raises(WrongKindError, match="avg.safetensors: is an ensemble"):
+        branch_from_artifact(load_artifact(out))
 
 
 def test_average_records_the_accuracy_eval_gives_with_its_views(synthetic_data, branches, tmp_path):

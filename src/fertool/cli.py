@@ -410,8 +410,8 @@ def train_branch_command(
     settings = {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
     start, start_sha256 = load_start(init, dataset) if init is not None else (None, "")
     if output is None:
-        tuned = start.path.stem if start is not None and start.kind == "ensemble" else None
-        output = Path(f"{tuned}-tuned.safetensors" if tuned else f"branch{seed}.safetensors")
+        ensemble_stem = start.path.stem if start is not None and start.kind == "ensemble" else None
+        output = Path(f"{ensemble_stem}-tuned.safetensors" if ensemble_stem else f"branch{seed}.safetensors")
     check_output_path(output, inputs=[data, init, teacher])
     if start is not None:
         # The start decides the architecture (train_branch refuses an --arch that disagrees)
