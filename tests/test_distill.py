@@ -233,7 +233,7 @@ def test_train_branch_with_a_model_teacher_records_it(synthetic_data, tiny_branc
     assert meta["teacher"]["arch"] == "tiny" and meta["train_config"]["teacher_weight"] == 0.5
     teacher_val = load_artifact(tiny_branch).meta["metrics"]["best_val_accuracy"]
     info = " ".join(ok(invoke("info", tmp_path / "taught.safetensors")).stdout.split())
-    assert f"teacher {tiny_branch} (tiny, val {teacher_val:.2%}), run on every step's transformed faces" in info
+    assert f"teacher {tiny_branch} (tiny, val {teacher_val:.2%} on single views), run on every step's transformed faces" in info
 
 
 def test_an_ensemble_teacher_is_described_by_its_branches(synthetic_data, tiny_branch, tmp_path):
@@ -245,7 +245,7 @@ def test_an_ensemble_teacher_is_described_by_its_branches(synthetic_data, tiny_b
     assert load_artifact(student).meta["teacher"]["arch"] == "ensemble of 2: 2 tiny"
     ensemble_val = load_artifact(ensemble).meta["metrics"]["best_val_accuracy"]
     info = " ".join(ok(invoke("info", student)).stdout.split())
-    assert f"teacher {ensemble} (ensemble of 2: 2 tiny, val {ensemble_val:.2%}), run on every step's" in info
+    assert f"teacher {ensemble} (ensemble of 2: 2 tiny, val {ensemble_val:.2%} on single views), run on every step's" in info
 
 
 def test_bad_teachers_are_one_line_errors_and_write_nothing(synthetic_data, tiny_branch, tmp_path):
