@@ -13,6 +13,7 @@ import torch
 
 from clitools import invoke, json_of, listing, ok, one_line_error
 from fertool.artifacts import load_artifact, save_tensors
+from fertool.cli_info import field_text
 from fertool.distill import blend_targets, teacher_probabilities, view_probabilities
 from fertool.errors import BadInputError
 from fertool.evaluate import select_split
@@ -277,3 +278,11 @@ def test_a_resumed_run_keeps_its_teacher(dataset, tmp_path):
                      checkpoint=checkpoint, resume=True)
     resumed = train_branch(dataset, TrainConfig(**settings), teacher=teacher, checkpoint=checkpoint, resume=True)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+
+
+def test_a_model_teacher_without_a_val_accuracy_is_named_without_one():
+    # Files from before teachers recorded their val accuracy: no "val" and no "on single views".
+    record = {"online": True, "file": "t.safetensors", "arch": "tiny"}
+    assert field_text("teacher", record) == "t.safetensors (tiny), run on every step's transformed faces"
+    assert field_text("teacher", {**record, "val_accuracy": 0.5}) == (
+        "t.safetensors (tiny, val 50.00% on single views), run on every step's transformed faces")
