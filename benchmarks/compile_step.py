@@ -18,9 +18,13 @@ import torch.nn.functional as F
 from fertool.models import build_classifier
 
 
-def rate(arch: str, compiled: bool, infer: bool, steps: int = 30, batch: int = 100) -> tuple[float, float]:
+def rate(
+    arch: str, compiled: bool, infer: bool, steps: int = 30, batch: int = 100
+) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_classifier(arch, {"num_classes": 7}, {"mean": 0.5, "std": 0.25}).to(memory_format=torch.channels_last)
+    model = build_classifier(arch, {"num_classes": 7}, {"mean": 0.5, "std": 0.25}).to(
+        memory_format=torch.channels_last
+    )
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     forward = torch.compile(model) if compiled else model
     x = torch.rand(batch, 1, 48, 48).contiguous(memory_format=torch.channels_last)
@@ -46,8 +50,11 @@ def main() -> None:
         for infer in (False, True):
             eager, _ = rate(arch, False, infer)
             compiled, first = rate(arch, True, infer)
-            print(f"{arch:>15} {'infer' if infer else 'train'}: eager {eager:5.0f} img/s, compiled {compiled:5.0f} img/s "
-                  f"(first step {first:.1f} s)", flush=True)
+            print(
+                f"{arch:>15} {'infer' if infer else 'train'}: eager {eager:5.0f} img/s, compiled {compiled:5.0f} img/s "
+                f"(first step {first:.1f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

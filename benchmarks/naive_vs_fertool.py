@@ -54,18 +54,37 @@ class TutorialDataset(Dataset):
 
 
 def tutorial_transforms(mean: float, std: float, train: bool) -> Any:
-    steps = [transforms.RandomHorizontalFlip(),
-             transforms.RandomAffine(degrees=5, translate=(0.1, 0.1), scale=(0.9, 1.1))] if train else []
+    steps = (
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomAffine(degrees=5, translate=(0.1, 0.1), scale=(0.9, 1.1)),
+        ]
+        if train
+        else []
+    )
     return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize([mean], [std])])
 
 
-def naive_train_epoch(images: np.ndarray, labels: np.ndarray, arch: str, mean: float, std: float,
-                      batch_size: int, workers: int) -> float:
+def naive_train_epoch(
+    images: np.ndarray,
+    labels: np.ndarray,
+    arch: str,
+    mean: float,
+    std: float,
+    batch_size: int,
+    workers: int,
+) -> float:
     torch.manual_seed(0)
-    model = build_classifier(arch, {"num_classes": 7}, None).backbone  # normalisation is in the transforms
+    model = build_classifier(
+        arch, {"num_classes": 7}, None
+    ).backbone  # normalisation is in the transforms
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loader = DataLoader(TutorialDataset(images, labels, tutorial_transforms(mean, std, train=True)),
-                        batch_size=batch_size, shuffle=True, num_workers=workers)
+    loader = DataLoader(
+        TutorialDataset(images, labels, tutorial_transforms(mean, std, train=True)),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+    )
     model.train()
     running_loss, started = 0.0, time.perf_counter()
     for x, y in loader:
@@ -77,11 +96,22 @@ def naive_train_epoch(images: np.ndarray, labels: np.ndarray, arch: str, mean: f
     return len(images) / (time.perf_counter() - started)
 
 
-def naive_infer(images: np.ndarray, labels: np.ndarray, arch: str, mean: float, std: float, batch_size: int,
-                workers: int) -> float:
+def naive_infer(
+    images: np.ndarray,
+    labels: np.ndarray,
+    arch: str,
+    mean: float,
+    std: float,
+    batch_size: int,
+    workers: int,
+) -> float:
     model = build_classifier(arch, {"num_classes": 7}, None).backbone.eval()
-    loader = DataLoader(TutorialDataset(images, labels, tutorial_transforms(mean, std, train=False)),
-                        batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(
+        TutorialDataset(images, labels, tutorial_transforms(mean, std, train=False)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+    )
     started = time.perf_counter()
     predictions = []
     with torch.no_grad():
@@ -90,7 +120,9 @@ def naive_infer(images: np.ndarray, labels: np.ndarray, arch: str, mean: float, 
     return len(images) / (time.perf_counter() - started)
 
 
-def fertool_train_epoch(subset: Artifact, arch: str, batch_size: int, precision: str) -> tuple[float, str]:
+def fertool_train_epoch(
+    subset: Artifact, arch: str, batch_size: int, precision: str
+) -> tuple[float, str]:
     config = TrainConfig(arch=arch, epochs=1, batch_size=batch_size, seed=0, precision=precision)
     result = train_branch(subset, config)
     return result.history[0]["images_per_second"], result.precision
@@ -124,18 +156,26 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{model}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}")
+    return (
+        f"{model}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} "
+        f"threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", type=Path, help="a dataset artifact (fertool prepare)")
-    parser.add_argument("--synthetic", type=int, default=0, help="use N synthetic faces instead of DATA")
-    parser.add_argument("--images", type=int, default=6000, help="training images per epoch measured")
+    parser.add_argument(
+        "--synthetic", type=int, default=0, help="use N synthetic faces instead of DATA"
+    )
+    parser.add_argument(
+        "--images", type=int, default=6000, help="training images per epoch measured"
+    )
     parser.add_argument("--arch", default="dexpression")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried (naive)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers tried (naive)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -146,7 +186,9 @@ def main() -> None:
         from fertool.prepare import dataset_artifact
 
         tensors, meta = dataset_artifact(synthetic_faces(args.synthetic, seed=0))
-        dataset = Artifact(path=Path(f"synthetic:{args.synthetic}"), kind="dataset", meta=meta, tensors=tensors)
+        dataset = Artifact(
+            path=Path(f"synthetic:{args.synthetic}"), kind="dataset", meta=meta, tensors=tensors
+        )
     else:
         dataset = load_artifact(args.data, expect="dataset")
     subset = subset_of(dataset, args.images)
@@ -154,7 +196,9 @@ def main() -> None:
     np_images, np_labels = images.numpy(), labels.numpy()
     mean, std = float(dataset.meta["train_mean"]), float(dataset.meta["train_std"])
     print(machine())
-    print(f"{len(images)} training images from {dataset.path}, {args.arch}, batch {args.batch_size}")
+    print(
+        f"{len(images)} training images from {dataset.path}, {args.arch}, batch {args.batch_size}"
+    )
 
     runs: dict[str, list[float]] = {f"naive_train_w{w}": [] for w in args.workers}
     runs.update({f"naive_infer_w{w}": [] for w in args.workers})
@@ -163,28 +207,49 @@ def main() -> None:
     for round_ in range(args.rounds):
         for workers in args.workers:
             runs[f"naive_train_w{workers}"].append(
-                naive_train_epoch(np_images, np_labels, args.arch, mean, std, args.batch_size, workers))
+                naive_train_epoch(
+                    np_images, np_labels, args.arch, mean, std, args.batch_size, workers
+                )
+            )
             runs[f"naive_infer_w{workers}"].append(
-                naive_infer(np_images, np_labels, args.arch, mean, std, args.batch_size, workers))
+                naive_infer(np_images, np_labels, args.arch, mean, std, args.batch_size, workers)
+            )
         rate, precision = fertool_train_epoch(subset, args.arch, args.batch_size, args.precision)
         runs["fertool_train"].append(rate)
         runs["fertool_infer"].append(fertool_infer(images, args.arch, 100))
-        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()), flush=True)
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items()),
+            flush=True,
+        )
 
     medians = {k: statistics.median(v) for k, v in runs.items()}
-    best_naive_train = max(medians[f"naive_train_w{w}"] for w in args.workers)  # the naive pipeline at its best
+    best_naive_train = max(
+        medians[f"naive_train_w{w}"] for w in args.workers
+    )  # the naive pipeline at its best
     best_naive_infer = max(medians[f"naive_infer_w{w}"] for w in args.workers)
-    result = {"machine": machine(), "data": str(dataset.path), "images": len(images), "arch": args.arch,
-              "batch_size": args.batch_size, "rounds": args.rounds, "fertool_precision": precision,
-              "median_images_per_second": medians, "runs": runs,
-              "train_speedup": medians["fertool_train"] / best_naive_train,
-              "infer_speedup": medians["fertool_infer"] / best_naive_infer,
-              "fertool_epoch_seconds_fer2013": 28709 / medians["fertool_train"],
-              "naive_epoch_seconds_fer2013": 28709 / best_naive_train}
-    print(f"train: naive {best_naive_train:.0f} img/s (best of workers {args.workers}), fertool {medians['fertool_train']:.0f} "
-          f"img/s ({precision}): {result['train_speedup']:.2f}x; a full FER2013 epoch {result['fertool_epoch_seconds_fer2013']:.0f} s "
-          f"vs {result['naive_epoch_seconds_fer2013']:.0f} s")
-    print(f"infer: naive {best_naive_infer:.0f} img/s, fertool {medians['fertool_infer']:.0f} img/s: {result['infer_speedup']:.2f}x")
+    result = {
+        "machine": machine(),
+        "data": str(dataset.path),
+        "images": len(images),
+        "arch": args.arch,
+        "batch_size": args.batch_size,
+        "rounds": args.rounds,
+        "fertool_precision": precision,
+        "median_images_per_second": medians,
+        "runs": runs,
+        "train_speedup": medians["fertool_train"] / best_naive_train,
+        "infer_speedup": medians["fertool_infer"] / best_naive_infer,
+        "fertool_epoch_seconds_fer2013": 28709 / medians["fertool_train"],
+        "naive_epoch_seconds_fer2013": 28709 / best_naive_train,
+    }
+    print(
+        f"train: naive {best_naive_train:.0f} img/s (best of workers {args.workers}), fertool {medians['fertool_train']:.0f} "
+        f"img/s ({precision}): {result['train_speedup']:.2f}x; a full FER2013 epoch {result['fertool_epoch_seconds_fer2013']:.0f} s "
+        f"vs {result['naive_epoch_seconds_fer2013']:.0f} s"
+    )
+    print(
+        f"infer: naive {best_naive_infer:.0f} img/s, fertool {medians['fertool_infer']:.0f} img/s: {result['infer_speedup']:.2f}x"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from fertool.artifacts import load_artifact
-from fertool.cli_analysis import default_model_path
+from fertool.bundled import default_model_path
 from fertool.evaluate import select_split
 from fertool.models import load_model
 from fertool.saliency import METHODS, IntegratedGradients, explain, predict_probabilities
@@ -44,11 +44,20 @@ BLACK_BASELINE = "integrated, black baseline"
 def fills(images01: torch.Tensor, train_mean: float) -> dict[str, torch.Tensor]:
     """What each pixel becomes when deleted, per fill: N x 1 x H x W like the images."""
     blurred = F.avg_pool2d(F.pad(images01, (5, 5, 5, 5), mode="replicate"), 11, stride=1)
-    return {"blur": blurred, "mean grey": torch.full_like(images01, train_mean), "black": torch.zeros_like(images01)}
+    return {
+        "blur": blurred,
+        "mean grey": torch.full_like(images01, train_mean),
+        "black": torch.zeros_like(images01),
+    }
 
 
-def deletion_score(model: torch.nn.Module, images01: torch.Tensor, maps: np.ndarray, targets: torch.Tensor,
-                   fill: torch.Tensor) -> float:
+def deletion_score(
+    model: torch.nn.Module,
+    images01: torch.Tensor,
+    maps: np.ndarray,
+    targets: torch.Tensor,
+    fill: torch.Tensor,
+) -> float:
     """Area under the mean probability of each face's target class as its pixels are replaced, 0-50 %."""
     n, pixels = len(images01), images01[0].numel()
     order = torch.from_numpy(np.argsort(-maps.reshape(n, -1), axis=1, kind="stable").copy())
@@ -66,7 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="a prepared FER2013 dataset (fertool prepare)")
     parser.add_argument("--model", type=Path, default=None, help="a model file [the bundled model]")
-    parser.add_argument("--faces", type=int, default=100, help="val faces, evenly spaced through the split")
+    parser.add_argument(
+        "--faces", type=int, default=100, help="val faces, evenly spaced through the split"
+    )
     args = parser.parse_args()
 
     dataset = load_artifact(args.data, expect="dataset")
@@ -82,19 +93,30 @@ def main() -> None:
     for method in [*METHODS, BLACK_BASELINE, "random"]:
         started = time.perf_counter()
         if method == "random":
-            maps = np.random.default_rng(0).random((len(images01), *images01.shape[2:])).astype(np.float32)
+            maps = (
+                np.random.default_rng(0)
+                .random((len(images01), *images01.shape[2:]))
+                .astype(np.float32)
+            )
         elif method == BLACK_BASELINE:
             with IntegratedGradients(model, baseline=0.0) as integrated:
                 maps = integrated(images01, targets).numpy()
         else:
             maps = explain(model, images01, method, target="predicted").raw
         seconds = time.perf_counter() - started
-        scores = {name: deletion_score(model, images01, maps, targets, fill) for name, fill in replacements.items()}
-        rows.append({"method": method, "deletion": scores, "seconds_per_face": seconds / len(images01)})
+        scores = {
+            name: deletion_score(model, images01, maps, targets, fill)
+            for name, fill in replacements.items()
+        }
+        rows.append(
+            {"method": method, "deletion": scores, "seconds_per_face": seconds / len(images01)}
+        )
         print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\n{len(images01)} val faces, model {args.model or 'bundled'}: deletion score, the mean probability "
-          "of the predicted class while 0-50 % of the pixels are replaced (lower = more faithful)\n")
+    print(
+        f"\n{len(images01)} val faces, model {args.model or 'bundled'}: deletion score, the mean probability "
+        "of the predicted class while 0-50 % of the pixels are replaced (lower = more faithful)\n"
+    )
     print("| method | " + " | ".join(f"{name} fill" for name in replacements) + " | s per face |")
     print("| --- " * (len(replacements) + 2) + "|")
     for row in sorted(rows, key=lambda r: r["deletion"]["blur"]):

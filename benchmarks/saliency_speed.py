@@ -20,7 +20,7 @@ import torch
 
 import fertool
 from fertool.artifacts import load_artifact
-from fertool.cli_analysis import default_model_path
+from fertool.bundled import default_model_path
 from fertool.evaluate import select_split
 from fertool.models import load_model
 from fertool.saliency import METHODS, explain
@@ -35,7 +35,11 @@ def main() -> None:
     model, _ = load_model(default_model_path())
     model.float()
     print(f"fertool from {Path(fertool.__file__).parent}, {torch.get_num_threads()} threads\n")
-    print("| method | " + " | ".join(f"{n} face{'s' * (n > 1)}: s per face" for n in args.faces) + " |")
+    print(
+        "| method | "
+        + " | ".join(f"{n} face{'s' * (n > 1)}: s per face" for n in args.faces)
+        + " |"
+    )
     print("| --- " * (len(args.faces) + 1) + "|")
     for method in METHODS:
         cells = []

@@ -32,7 +32,9 @@ def seconds(command: list[str], env: dict[str, str], runs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, help="import fertool from this folder instead of the installed one")
+    parser.add_argument(
+        "--src", type=Path, help="import fertool from this folder instead of the installed one"
+    )
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -42,25 +44,70 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         data, model, preds = tmp / "data.safetensors", tmp / "tiny.safetensors", tmp / "preds.npz"
-        subprocess.run([*fertool, "prepare", "--synthetic", "300", "-o", str(data)], env=env, check=True,
-                       capture_output=True)
-        subprocess.run([*fertool, "train-branch", str(data), "-o", str(model), "--arch", "tiny", "--epochs", "1"],
-                       env=env, check=True, capture_output=True)
-        subprocess.run([*fertool, "eval", str(data), str(model), "-o", str(preds)], env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*fertool, "prepare", "--synthetic", "300", "-o", str(data)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *fertool,
+                "train-branch",
+                str(data),
+                "-o",
+                str(model),
+                "--arch",
+                "tiny",
+                "--epochs",
+                "1",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*fertool, "eval", str(data), str(model), "-o", str(preds)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         rows = {
             "python -c 'import torch'": [sys.executable, "-c", "import torch"],
-            "... and construct an optimizer (imports torch._dynamo)":
-                [sys.executable, "-c", "import torch; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)"],
+            "... and construct an optimizer (imports torch._dynamo)": [
+                sys.executable,
+                "-c",
+                "import torch; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)",
+            ],
             "fertool --version": [*fertool, "--version"],
             "fertool info (the bundled model)": [*fertool, "info"],
             "fertool info MODEL": [*fertool, "info", str(model)],
-            "fertool confusion PREDS -o c.png": [*fertool, "confusion", str(preds), "-o", str(tmp / "c.png")],
-            "fertool curves MODEL -o curves.png": [*fertool, "curves", str(model), "-o", str(tmp / "curves.png")],
+            "fertool confusion PREDS -o c.png": [
+                *fertool,
+                "confusion",
+                str(preds),
+                "-o",
+                str(tmp / "c.png"),
+            ],
+            "fertool curves MODEL -o curves.png": [
+                *fertool,
+                "curves",
+                str(model),
+                "-o",
+                str(tmp / "curves.png"),
+            ],
             "fertool eval DATA MODEL (300 faces)": [*fertool, "eval", str(data), str(model)],
-            "fertool train-branch DATA --arch tiny --epochs 1": [*fertool, "train-branch", str(data), "-o",
-                                                                 str(tmp / "again.safetensors"), "--arch", "tiny",
-                                                                 "--epochs", "1"],
+            "fertool train-branch DATA --arch tiny --epochs 1": [
+                *fertool,
+                "train-branch",
+                str(data),
+                "-o",
+                str(tmp / "again.safetensors"),
+                "--arch",
+                "tiny",
+                "--epochs",
+                "1",
+            ],
         }
         print(f"| command (median of {args.runs} fresh processes) | seconds |")
         print("| --- | --- |")

@@ -19,12 +19,17 @@ from fertool.models import create_model
 from fertool.runtime import cpu_has_fast_bf16
 
 
-def images_per_second(channels_last: bool, dtype: torch.dtype | None, batch: int = 100, steps: int = 12) -> float:
+def images_per_second(
+    channels_last: bool, dtype: torch.dtype | None, batch: int = 100, steps: int = 12
+) -> float:
     torch.manual_seed(0)
     model = create_model("dexpression")
     x, y = torch.rand(batch, 1, 48, 48), torch.randint(0, 7, (batch,))
     if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     times = []
     for _ in range(steps):
@@ -39,8 +44,10 @@ def images_per_second(channels_last: bool, dtype: torch.dtype | None, batch: int
 
 
 def main() -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}"
+    )
     for channels_last in (False, True):
         for dtype in (None, torch.bfloat16):
             rate = images_per_second(channels_last, dtype)

@@ -35,7 +35,9 @@ def val_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -
 
 
 @torch.no_grad()
-def measure_batch_norm(model: nn.Module, images: torch.Tensor, augment: Augment | None, batch_size: int = 256) -> None:
+def measure_batch_norm(
+    model: nn.Module, images: torch.Tensor, augment: Augment | None, batch_size: int = 256
+) -> None:
     """Replace every batch-norm layer's running statistics with their average over `images`.
 
     Batches of `batch_size` faces each weigh the same (the last, smaller one too): what
@@ -49,7 +51,7 @@ def measure_batch_norm(model: nn.Module, images: torch.Tensor, augment: Augment 
         norm.momentum = None  # cumulative average over all batches, not an exponential one
         norm.train()
     for start in range(0, len(images), batch_size):
-        x = to_input(images[start:start + batch_size], torch.device("cpu"))
+        x = to_input(images[start : start + batch_size], torch.device("cpu"))
         model(augment(x) if augment is not None else x)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
@@ -58,27 +60,47 @@ def measure_batch_norm(model: nn.Module, images: torch.Tensor, augment: Augment 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("snapshots", type=Path, nargs="+", help="branch files: stages of one training run")
+    parser.add_argument(
+        "snapshots", type=Path, nargs="+", help="branch files: stages of one training run"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="dataset artifact: train faces for batch norm, val to score")
-    parser.add_argument("--augment-preset", choices=sorted(PRESETS), help="augment the batch-norm pass (default: plain faces)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="dataset artifact: train faces for batch norm, val to score",
+    )
+    parser.add_argument(
+        "--augment-preset",
+        choices=sorted(PRESETS),
+        help="augment the batch-norm pass (default: plain faces)",
+    )
     args = parser.parse_args()
-    check_output_path(args.output, inputs=[*args.snapshots, args.data])  # before the minutes of work, not after
+    check_output_path(
+        args.output, inputs=[*args.snapshots, args.data]
+    )  # before the minutes of work, not after
 
     snapshots = [load_artifact(path, expect="branch") for path in args.snapshots]
     first = snapshots[0].meta
     for snap in snapshots[1:]:
         for key in ("arch", "arch_args", "normalization"):
             if snap.meta.get(key) != first.get(key):
-                sys.exit(f"{snap.path}: its {key} differs from {snapshots[0].path}'s; average stages of one run only")
+                sys.exit(
+                    f"{snap.path}: its {key} differs from {snapshots[0].path}'s; average stages of one run only"
+                )
     dataset = load_artifact(args.data, expect="dataset")
     train_images, _, _ = select_split(dataset, "train")
     val_images, val_labels, _ = select_split(dataset, "val")
 
     scores = [val_accuracy(model_from_artifact(s), val_images, val_labels) for s in snapshots]
-    tensors = {name: (torch.stack([s.tensors[name].float() for s in snapshots]).mean(0)
-                      if value.is_floating_point() else value)
-               for name, value in snapshots[-1].tensors.items()}
+    tensors = {
+        name: (
+            torch.stack([s.tensors[name].float() for s in snapshots]).mean(0)
+            if value.is_floating_point()
+            else value
+        )
+        for name, value in snapshots[-1].tensors.items()
+    }
     model = model_from_artifact(Artifact(args.output, "branch", first, tensors))
     augment = None
     if args.augment_preset:
@@ -87,15 +109,28 @@ def main() -> int:
     score = val_accuracy(model, val_images, val_labels)
 
     last = snapshots[-1].meta
-    averaged = {"files": [str(p) for p in args.snapshots], "val_accuracy": scores,
-                "batch_norm": args.augment_preset or "plain"}
+    averaged = {
+        "files": [str(p) for p in args.snapshots],
+        "val_accuracy": scores,
+        "batch_norm": args.augment_preset or "plain",
+    }
     meta = {k: v for k, v in last.items() if k not in ("kind", "schema", "fertool_version")}
     # The average has no best epoch of its own: its one score, on the split it was measured on.
     meta["metrics"] = {"best_val_accuracy": score, "val_split": "val"}
     meta["command"] = shlex.join(["python", *sys.argv])
-    save_tensors(args.output, model.state_dict(), kind="branch", meta={**meta, "averaged": averaged})
-    print(json.dumps({"output": str(args.output), "snapshots_val_accuracy": scores, "val_accuracy": score,
-                      "batch_norm": averaged["batch_norm"]}))
+    save_tensors(
+        args.output, model.state_dict(), kind="branch", meta={**meta, "averaged": averaged}
+    )
+    print(
+        json.dumps(
+            {
+                "output": str(args.output),
+                "snapshots_val_accuracy": scores,
+                "val_accuracy": score,
+                "batch_norm": averaged["batch_norm"],
+            }
+        )
+    )
     return 0
 
 

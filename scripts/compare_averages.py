@@ -32,7 +32,7 @@ import numpy as np
 from fertool.artifacts import load_artifact
 from fertool.errors import BadInputError, FertoolError
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def load_predictions(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -42,10 +42,14 @@ def load_predictions(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[di
     for artifact in artifacts[1:]:
         for key in ("dataset_sha256", "split", "tta"):
             if artifact.meta[key] != first.meta[key]:
-                raise BadInputError(f"{artifact.path}: {key} {artifact.meta[key]!r}, but {first.path} has "
-                                    f"{first.meta[key]!r}; evaluate every model on one data set, split and --tta")
+                raise BadInputError(
+                    f"{artifact.path}: {key} {artifact.meta[key]!r}, but {first.path} has "
+                    f"{first.meta[key]!r}; evaluate every model on one data set, split and --tta"
+                )
         if not np.array_equal(artifact.tensors["indices"], first.tensors["indices"]):
-            raise BadInputError(f"{artifact.path}: scores other faces than {first.path}; evaluate both on one split")
+            raise BadInputError(
+                f"{artifact.path}: scores other faces than {first.path}; evaluate both on one split"
+            )
     # Saved "logits" are log mean probabilities under TTA and true logits without; softmax undoes both.
     logits = np.stack([a.tensors["logits"].astype(np.float64) for a in artifacts])
     probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -75,16 +79,26 @@ def print_shared_errors(probabilities: np.ndarray, labels: np.ndarray, names: li
     for a, b in itertools.combinations(range(len(names)), 2):
         either_wrong = ~right[a] | ~right[b]
         shared = (~right[a] & ~right[b]).sum() / max(int(either_wrong.sum()), 1)
-        print(f"| {names[a]} + {names[b]} | {shared:.1%} | {(predicted[a] == predicted[b]).mean():.1%} |")
-    print(f"every model right: {right.all(axis=0).mean():.2%}; at least one right: {right.any(axis=0).mean():.2%}")
+        print(
+            f"| {names[a]} + {names[b]} | {shared:.1%} | {(predicted[a] == predicted[b]).mean():.1%} |"
+        )
+    print(
+        f"every model right: {right.all(axis=0).mean():.2%}; at least one right: {right.any(axis=0).mean():.2%}"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("predictions", type=Path, nargs="+", help="files written by `fertool eval ... -o`")
-    parser.add_argument("--max-mib", type=float, help="leave out subsets whose fp16 weights exceed this")
+    parser.add_argument(
+        "predictions", type=Path, nargs="+", help="files written by `fertool eval ... -o`"
+    )
+    parser.add_argument(
+        "--max-mib", type=float, help="leave out subsets whose fp16 weights exceed this"
+    )
     parser.add_argument("--top", type=int, default=20, help="rows to print, best first")
-    parser.add_argument("--errors", action="store_true", help="then a table of how alike each pair's mistakes are")
+    parser.add_argument(
+        "--errors", action="store_true", help="then a table of how alike each pair's mistakes are"
+    )
     args = parser.parse_args()
     try:
         probabilities, labels, metas = load_predictions(args.predictions)
@@ -97,13 +111,17 @@ def main() -> int:
     for count in range(1, len(names) + 1):
         for subset in itertools.combinations(range(len(names)), count):
             known = [b for b in (sizes[i] for i in subset) if b is not None]
-            size = sum(known) if len(known) == len(subset) else None  # None: some model file is not here
+            size = (
+                sum(known) if len(known) == len(subset) else None
+            )  # None: some model file is not here
             if args.max_mib is not None and (size is None or size > args.max_mib * MIB):
                 continue
             predicted = probabilities[list(subset)].mean(axis=0).argmax(axis=1)
             rows.append((float((predicted == labels).mean()), subset, size))
     rows.sort(key=lambda row: (-row[0], len(row[1])))  # ties: fewer models first
-    print(f"| models averaged ({metas[0]['split']}, --tta {metas[0]['tta']}) | accuracy | fp16 MiB |")
+    print(
+        f"| models averaged ({metas[0]['split']}, --tta {metas[0]['tta']}) | accuracy | fp16 MiB |"
+    )
     print("| --- | --- | --- |")
     for score, subset, size in rows[: args.top]:
         mib = "–" if size is None else f"{size / MIB:.2f}"

@@ -50,8 +50,12 @@ View = tuple[bool, float, tuple[int, int]]  # (mirrored, zoom, shift)
 
 def candidate_views(name: str) -> list[View]:
     shifts, zooms = CANDIDATES[name]
-    return [(mirrored, zoom, shift) for mirrored in ([False] if name == "none" else [False, True])
-            for zoom in zooms for shift in shifts]
+    return [
+        (mirrored, zoom, shift)
+        for mirrored in ([False] if name == "none" else [False, True])
+        for zoom in zooms
+        for shift in shifts
+    ]
 
 
 def make_view(x: torch.Tensor, view: View) -> torch.Tensor:
@@ -60,8 +64,9 @@ def make_view(x: torch.Tensor, view: View) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def view_probabilities(model: torch.nn.Module, images: torch.Tensor, views: list[View],
-                       dtype: torch.dtype | None) -> dict[View, torch.Tensor]:
+def view_probabilities(
+    model: torch.nn.Module, images: torch.Tensor, views: list[View], dtype: torch.dtype | None
+) -> dict[View, torch.Tensor]:
     """Each view's softmax over the split (N x classes), every view computed once."""
     model.eval()
     cpu = torch.device("cpu")
@@ -95,7 +100,10 @@ def main() -> int:
             predicted = torch.stack([probabilities[view] for view in views]).mean(0).argmax(1)
             score = (predicted == labels).float().mean().item()
             print(f"| {path.name} | {name} | {len(views)} | {score:.2%} |", flush=True)
-        print(f"{path.name}: {len(needed)} distinct views in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        print(
+            f"{path.name}: {len(needed)} distinct views in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -28,7 +28,9 @@ from fertool.evaluate import TTA_MODES, predict_logits, select_split
 from fertool.models import model_from_artifact
 
 
-def accuracy(artifact_tensors: dict, meta: dict, images: torch.Tensor, labels: torch.Tensor, tta: str) -> float:
+def accuracy(
+    artifact_tensors: dict, meta: dict, images: torch.Tensor, labels: torch.Tensor, tta: str
+) -> float:
     from fertool.artifacts import Artifact
 
     model = model_from_artifact(Artifact(Path("<memory>"), meta["kind"], meta, artifact_tensors))
@@ -51,7 +53,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
     parser.add_argument("output", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="dataset artifact to check accuracy on")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset artifact to check accuracy on"
+    )
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
 
@@ -65,11 +69,26 @@ def main() -> int:
     half_score = accuracy(half, source.meta, images, labels, tta)
     use_half = abs(half_score - scores[tta]) <= 0.001
     tensors = half if use_half else source.tensors
-    packing = {"from": str(args.model), "split": args.split, "accuracy_fp32": scores,
-               "accuracy_fp16": half_score, "weights": "fp16" if use_half else "fp32"}
-    meta = {k: rounded(v) for k, v in source.meta.items() if k not in ("kind", "schema", "fertool_version")}
-    save_tensors(args.output, tensors, kind=source.kind, meta={**meta, "tta": tta, "packing": packing})
-    print(json.dumps({"output": str(args.output), "bytes": args.output.stat().st_size, "tta": tta, **packing}))
+    packing = {
+        "from": str(args.model),
+        "split": args.split,
+        "accuracy_fp32": scores,
+        "accuracy_fp16": half_score,
+        "weights": "fp16" if use_half else "fp32",
+    }
+    meta = {
+        k: rounded(v)
+        for k, v in source.meta.items()
+        if k not in ("kind", "schema", "fertool_version")
+    }
+    save_tensors(
+        args.output, tensors, kind=source.kind, meta={**meta, "tta": tta, "packing": packing}
+    )
+    print(
+        json.dumps(
+            {"output": str(args.output), "bytes": args.output.stat().st_size, "tta": tta, **packing}
+        )
+    )
     return 0
 
 

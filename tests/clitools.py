@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fertool import cli
 from fertool.cli import app
+from fertool.cli import base as cli
 
 runner = CliRunner()
 
@@ -103,6 +103,8 @@ def copy_with_meta(source: Path, path: Path, **changes: Any) -> Path:
     from fertool.artifacts import load_artifact, save_tensors
 
     artifact = load_artifact(source)
-    meta = {k: v for k, v in artifact.meta.items() if k not in ("kind", "schema", "fertool_version")}
+    meta = {
+        k: v for k, v in artifact.meta.items() if k not in ("kind", "schema", "fertool_version")
+    }
     save_tensors(path, artifact.tensors, kind=artifact.meta["kind"], meta={**meta, **changes})
     return path

@@ -28,7 +28,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def find_fer2013() -> Path | None:
     """The image-folder FER2013 beside the repository (../shared/fer2013) or $FERTOOL_FER2013."""
-    candidates = [os.environ.get("FERTOOL_FER2013"), Path(__file__).resolve().parents[2] / "shared" / "fer2013"]
+    candidates = [
+        os.environ.get("FERTOOL_FER2013"),
+        Path(__file__).resolve().parents[2] / "shared" / "fer2013",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "train").is_dir():
             return Path(candidate)
@@ -39,7 +42,9 @@ def find_fer2013() -> Path | None:
 def fer2013_root() -> Path:
     root = find_fer2013()
     if root is None:
-        pytest.skip("real FER2013 not found: put the image folders at ../shared/fer2013 or set FERTOOL_FER2013")
+        pytest.skip(
+            "real FER2013 not found: put the image folders at ../shared/fer2013 or set FERTOOL_FER2013"
+        )
     return root
 
 
@@ -58,7 +63,9 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared synthetic dataset artifact (1200 faces) shared by the whole session."""
     from fertool.data import synthetic_faces
 
-    return write_dataset(tmp_path_factory.mktemp("data") / "synthetic.safetensors", synthetic_faces(1200, seed=0))
+    return write_dataset(
+        tmp_path_factory.mktemp("data") / "synthetic.safetensors", synthetic_faces(1200, seed=0)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +74,9 @@ def small_synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     learns is not checked."""
     from fertool.data import synthetic_faces
 
-    return write_dataset(tmp_path_factory.mktemp("data") / "small.safetensors",
-                         synthetic_faces(300, seed=0))
+    return write_dataset(
+        tmp_path_factory.mktemp("data") / "small.safetensors", synthetic_faces(300, seed=0)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -77,12 +85,17 @@ def easy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     epoch, so a test of what a model learns from its targets does not hang on a lucky seed."""
     import numpy as np
 
-    from fertool.data import SPLITS, RawDataset
+    from fertool.constants import SPLITS
+    from fertool.data import RawDataset
 
     rng = np.random.default_rng(0)
     labels = rng.permutation(np.arange(1400) % 7)
-    images = np.clip(20 + 32 * labels[:, None, None] + rng.normal(0, 8, (1400, 48, 48)), 0, 255).astype(np.uint8)
-    split = np.where(np.arange(1400) % 5 == 0, SPLITS.index("val"), SPLITS.index("train")).astype(np.uint8)
+    images = np.clip(
+        20 + 32 * labels[:, None, None] + rng.normal(0, 8, (1400, 48, 48)), 0, 255
+    ).astype(np.uint8)
+    split = np.where(np.arange(1400) % 5 == 0, SPLITS.index("val"), SPLITS.index("train")).astype(
+        np.uint8
+    )
     raw = RawDataset(images, labels, split, "test:brightness")
     return write_dataset(tmp_path_factory.mktemp("data") / "easy.safetensors", raw)
 
@@ -93,6 +106,19 @@ def tiny_branch(synthetic_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     from clitools import invoke
 
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    result = invoke("train-branch", synthetic_data, "-o", path, "--arch", "tiny", "--epochs", 2, "--lr", "3e-3", "--seed", 1)
+    result = invoke(
+        "train-branch",
+        synthetic_data,
+        "-o",
+        path,
+        "--arch",
+        "tiny",
+        "--epochs",
+        2,
+        "--lr",
+        "3e-3",
+        "--seed",
+        1,
+    )
     assert result.exit_code == 0, result.output
     return path

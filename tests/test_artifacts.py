@@ -37,7 +37,7 @@ META = {
     "train_mean": 0.123456789012345678,
     "normalization": None,
     "history": [{"epoch": 1, "loss": 1.5e-7}, {"epoch": 2, "loss": float(2.0 / 3.0)}],
-    "note": "unicode: é ✓ 😀, quotes \" and \\ backslash",
+    "note": 'unicode: é ✓ 😀, quotes " and \\ backslash',
     "flag": True,
 }
 
@@ -80,7 +80,9 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal dtype, shape and bytes: NaN == NaN and -0.0 != 0.0, unlike torch.equal."""
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
-    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+    return torch.equal(
+        a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8)
+    )
 
 
 def dir_listing(path: Path) -> list[str]:
@@ -100,7 +102,9 @@ def test_safetensors_round_trip_is_bit_exact(tmp_path: Path) -> None:
     assert art.meta["kind"] == "branch"
     assert art.meta["schema"] == SCHEMA_VERSION
     assert art.meta["fertool_version"] == fertool.__version__
-    assert {k: v for k, v in art.meta.items() if k not in ("kind", "schema", "fertool_version")} == META
+    assert {
+        k: v for k, v in art.meta.items() if k not in ("kind", "schema", "fertool_version")
+    } == META
     assert art.meta["train_mean"] == META["train_mean"]  # float survives JSON exactly
     assert set(art.tensors) == set(tensors)
     for name, tensor in tensors.items():
@@ -119,7 +123,9 @@ def test_as_numpy_reads_the_same_values_and_keeps_bfloat16_files_in_torch(tmp_pa
     as_torch, as_numpy = load_file_layer(path), load_file_layer(path, as_numpy=True)
     assert as_numpy.meta == as_torch.meta and as_numpy.tensors.keys() == as_torch.tensors.keys()
     for name, array in as_numpy.tensors.items():
-        assert isinstance(array, np.ndarray) and str(array.dtype) == str(tensors[name].dtype).removeprefix("torch.")
+        assert isinstance(array, np.ndarray) and str(array.dtype) == str(
+            tensors[name].dtype
+        ).removeprefix("torch.")
         assert same_bits(torch.from_numpy(array), tensors[name])
     kept = load_file_layer(with_bf16, as_numpy=True)
     assert all(isinstance(t, torch.Tensor) for t in kept.tensors.values())
@@ -134,7 +140,9 @@ def test_npz_round_trip_is_bit_exact(tmp_path: Path) -> None:
     assert art.kind == "predictions"
     assert art.meta["schema"] == SCHEMA_VERSION
     assert art.meta["fertool_version"] == fertool.__version__
-    assert {k: v for k, v in art.meta.items() if k not in ("kind", "schema", "fertool_version")} == META
+    assert {
+        k: v for k, v in art.meta.items() if k not in ("kind", "schema", "fertool_version")
+    } == META
     assert set(art.tensors) == set(arrays)  # __meta__ is not one of the arrays
     for name, array in arrays.items():
         loaded = art.tensors[name]
@@ -161,7 +169,12 @@ def test_save_overwrites_an_existing_artifact(tmp_path: Path) -> None:
 
 def test_save_npz_refuses_object_arrays(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pickle"):
-        save_npz(tmp_path / "x.npz", {"bad": np.array([{"a": 1}], dtype=object)}, kind="predictions", meta={})
+        save_npz(
+            tmp_path / "x.npz",
+            {"bad": np.array([{"a": 1}], dtype=object)},
+            kind="predictions",
+            meta={},
+        )
     assert dir_listing(tmp_path) == []
 
 
@@ -223,8 +236,9 @@ class Boom(Exception):
 
 
 @pytest.mark.parametrize("failure", [Boom, KeyboardInterrupt])
-def test_failed_safetensors_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                    failure: type[BaseException]) -> None:
+def test_failed_safetensors_write_keeps_old_file_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]
+) -> None:
     path = tmp_path / "model.safetensors"
     save_tensors(path, {"x": torch.arange(4)}, kind="branch", meta={"version": "old"})
     before = path.read_bytes()
@@ -236,7 +250,9 @@ def test_failed_safetensors_write_keeps_old_file_and_leaves_no_temp(tmp_path: Pa
             handle.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{half a header")
         raise failure()
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_write)  # what save_tensors imports to write
+    monkeypatch.setattr(
+        safetensors.torch, "save_file", half_write
+    )  # what save_tensors imports to write
     with pytest.raises(failure):
         save_tensors(path, {"x": torch.arange(100)}, kind="branch", meta={"version": "new"})
     assert Path(written_to[0]).parent == tmp_path  # written beside the target: rename is atomic
@@ -249,8 +265,9 @@ def test_failed_safetensors_write_keeps_old_file_and_leaves_no_temp(tmp_path: Pa
 
 
 @pytest.mark.parametrize("failure", [Boom, KeyboardInterrupt])
-def test_failed_npz_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            failure: type[BaseException]) -> None:
+def test_failed_npz_write_keeps_old_file_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]
+) -> None:
     path = tmp_path / "preds.npz"
     save_npz(path, {"x": np.arange(4)}, kind="predictions", meta={"version": "old"})
     before = path.read_bytes()
@@ -314,8 +331,10 @@ def test_output_in_read_only_directory(tmp_path: Path) -> None:
     read_only.chmod(0o555)
     try:
         if os.access(read_only, os.W_OK):
-            pytest.skip("running as root (or with CAP_DAC_OVERRIDE): a mode-555 directory is still writable; "
-                        "test_output_in_unwritable_directory_simulated covers the check")
+            pytest.skip(
+                "running as root (or with CAP_DAC_OVERRIDE): a mode-555 directory is still writable; "
+                "test_output_in_unwritable_directory_simulated covers the check"
+            )
         target = read_only / "out.safetensors"
         with pytest.raises(BadInputError, match="not writable") as info:
             save_tensors(target, {"x": torch.zeros(1)}, kind="dataset", meta={})
@@ -325,7 +344,9 @@ def test_output_in_read_only_directory(tmp_path: Path) -> None:
         read_only.chmod(0o755)
 
 
-def test_output_in_unwritable_directory_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_output_in_unwritable_directory_simulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Works as root too: the check asks os.access, so make os.access say what it says for a normal user."""
     read_only = tmp_path / "ro"
     read_only.mkdir()
@@ -397,7 +418,9 @@ def test_npz_without_meta(tmp_path: Path) -> None:
 
 def test_npz_with_unknown_kind(tmp_path: Path) -> None:
     path = tmp_path / "odd.npz"
-    np.savez(path, __meta__=np.array(json.dumps({"kind": "spreadsheet", "schema": 1})), x=np.zeros(1))
+    np.savez(
+        path, __meta__=np.array(json.dumps({"kind": "spreadsheet", "schema": 1})), x=np.zeros(1)
+    )
     expect_bad(path, "not a fertool artifact")
 
 
@@ -426,7 +449,11 @@ def test_truncated_npz(tmp_path: Path) -> None:
 
 def test_safetensors_with_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "future.safetensors"
-    meta = {"kind": json.dumps("branch"), "schema": json.dumps(SCHEMA_VERSION + 1), "fertool_version": json.dumps("9.0")}
+    meta = {
+        "kind": json.dumps("branch"),
+        "schema": json.dumps(SCHEMA_VERSION + 1),
+        "fertool_version": json.dumps("9.0"),
+    }
     save_file({"x": torch.zeros(2)}, str(path), metadata=meta)
     error = expect_bad(path, "upgrade fertool")
     assert str(SCHEMA_VERSION + 1) in str(error)
@@ -440,7 +467,9 @@ def test_safetensors_without_metadata(tmp_path: Path) -> None:
 
 def test_foreign_safetensors_with_non_json_metadata_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "hf_model.safetensors"
-    save_file({"x": torch.zeros(2)}, str(path), metadata={"format": "pt"})  # what Hugging Face writes
+    save_file(
+        {"x": torch.zeros(2)}, str(path), metadata={"format": "pt"}
+    )  # what Hugging Face writes
     expect_bad(path)
 
 
@@ -469,7 +498,9 @@ def test_truncated_safetensors(tmp_path: Path) -> None:
     data = path.read_bytes()
     header_len = struct.unpack("<Q", data[:8])[0]
     cut = len(data) // 2
-    assert cut > 8 + header_len  # the header survives: safetensors itself must notice the missing data
+    assert (
+        cut > 8 + header_len
+    )  # the header survives: safetensors itself must notice the missing data
     path.write_bytes(data[:cut])
     expect_bad(path)
 
@@ -490,9 +521,14 @@ FERTOOL_META = {"kind": json.dumps("branch"), "schema": "1", "fertool_version": 
 
 
 @pytest.mark.parametrize("offsets", [[0, 2**42], [0, 16], [2**50, 2**50 + 2**42]])
-def test_enormous_shape_is_refused_quickly_without_allocating(tmp_path: Path, offsets: list[int]) -> None:
+def test_enormous_shape_is_refused_quickly_without_allocating(
+    tmp_path: Path, offsets: list[int]
+) -> None:
     path = tmp_path / "huge.safetensors"
-    header = {"__metadata__": FERTOOL_META, "weights": {"dtype": "F32", "shape": [2**40], "data_offsets": offsets}}
+    header = {
+        "__metadata__": FERTOOL_META,
+        "weights": {"dtype": "F32", "shape": [2**40], "data_offsets": offsets},
+    }
     handmade_safetensors(path, header)
     assert path.stat().st_size < 1000
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

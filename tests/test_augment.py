@@ -14,13 +14,19 @@ def faces(n: int = 8) -> torch.Tensor:
 
 def test_zero_strength_is_the_identity():
     x = faces()
-    aug = Augment(AugmentConfig(flip=False, rotate_degrees=0, shift=0, zoom=0), torch.Generator().manual_seed(0))
+    aug = Augment(
+        AugmentConfig(flip=False, rotate_degrees=0, shift=0, zoom=0),
+        torch.Generator().manual_seed(0),
+    )
     torch.testing.assert_close(aug(x), x, atol=1e-5, rtol=0)
 
 
 def test_flip_only_mirrors_about_half_the_batch():
     x = faces(64)
-    aug = Augment(AugmentConfig(flip=True, rotate_degrees=0, shift=0, zoom=0), torch.Generator().manual_seed(0))
+    aug = Augment(
+        AugmentConfig(flip=True, rotate_degrees=0, shift=0, zoom=0),
+        torch.Generator().manual_seed(0),
+    )
     y = aug(x)
     mirrored = [torch.allclose(y[i], x[i].flip(-1), atol=1e-5) for i in range(len(x))]
     unchanged = [torch.allclose(y[i], x[i], atol=1e-5) for i in range(len(x))]
@@ -78,4 +84,7 @@ def test_presets_name_the_report_recipe_and_a_stronger_one():
     from fertool.augment import PRESETS
 
     assert PRESETS["report"] == AugmentConfig()
-    assert PRESETS["strong"].erase > 0 and PRESETS["strong"].rotate_degrees > PRESETS["report"].rotate_degrees
+    assert (
+        PRESETS["strong"].erase > 0
+        and PRESETS["strong"].rotate_degrees > PRESETS["report"].rotate_degrees
+    )

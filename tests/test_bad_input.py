@@ -20,10 +20,10 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from clitools import _debug_off, invoke, listing, one_line_error, runner  # noqa: F401
 from PIL import Image
 from safetensors.torch import save_file
 
-from clitools import _debug_off, invoke, listing, one_line_error, runner  # noqa: F401
 from fertool.artifacts import load_artifact, save_npz, save_tensors
 from fertool.cli import app
 from fertool.models import build_classifier
@@ -35,7 +35,9 @@ CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
 @pytest.fixture(scope="module")
-def good(synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def good(
+    synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("good")
     preds = folder / "preds.npz"
     result = invoke("eval", synthetic_data, tiny_branch, "-o", preds)
@@ -48,25 +50,41 @@ def good(synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempP
 
 def tiny_model_file(path: Path, classes: list[str], size: int) -> Path:
     model = build_classifier("tiny", {"num_classes": len(classes)}, None)
-    save_tensors(path, model.state_dict(), kind="branch",
-                 meta={"arch": "tiny", "arch_args": {"num_classes": len(classes)}, "classes": classes,
-                       "input_size": [1, size, size], "normalization": None})
+    save_tensors(
+        path,
+        model.state_dict(),
+        kind="branch",
+        meta={
+            "arch": "tiny",
+            "arch_args": {"num_classes": len(classes)},
+            "classes": classes,
+            "input_size": [1, size, size],
+            "normalization": None,
+        },
+    )
     return path
 
 
 def enormous_header(path: Path) -> Path:
     """A safetensors header promising a 4 PiB tensor in a 16-byte file."""
-    header = {"__metadata__": {"kind": '"dataset"', "schema": "1"},
-              "images": {"dtype": "U8", "shape": [2**26, 2**26], "data_offsets": [0, 16]}}
+    header = {
+        "__metadata__": {"kind": '"dataset"', "schema": "1"},
+        "images": {"dtype": "U8", "shape": [2**26, 2**26], "data_offsets": [0, 16]},
+    }
     encoded = json.dumps(header).encode()
     path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + bytes(16))
     return path
 
 
 def object_npz(path: Path) -> Path:
-    with open(path, "wb") as handle:  # numpy would pickle this on load if allowed: fertool never allows it
-        np.savez(handle, __meta__=np.array('{"kind": "predictions", "schema": 1}'),
-                 logits=np.array([{"evil": 1}], dtype=object))
+    with open(
+        path, "wb"
+    ) as handle:  # numpy would pickle this on load if allowed: fertool never allows it
+        np.savez(
+            handle,
+            __meta__=np.array('{"kind": "predictions", "schema": 1}'),
+            logits=np.array([{"evil": 1}], dtype=object),
+        )
     return path
 
 
@@ -79,7 +97,12 @@ def float_images_dataset(path: Path, good: dict[str, Path]) -> Path:
 
 def int_weights_model(path: Path, good: dict[str, Path]) -> Path:
     model = load_artifact(good["model"])
-    save_tensors(path, {k: v.to(torch.int32) for k, v in model.tensors.items()}, kind="branch", meta=model.meta)
+    save_tensors(
+        path,
+        {k: v.to(torch.int32) for k, v in model.tensors.items()},
+        kind="branch",
+        meta=model.meta,
+    )
     return path
 
 
@@ -108,14 +131,26 @@ def labels_out_of_range(path: Path, good: dict[str, Path]) -> Path:
 
 def big_images_dataset(path: Path, good: dict[str, Path]) -> Path:
     data = load_artifact(good["data"])
-    images = torch.nn.functional.interpolate(data.tensors["images"][:, None].float(), size=64)[:, 0].to(torch.uint8)
-    save_tensors(path, {**data.tensors, "images": images}, kind="dataset", meta={**data.meta, "image_size": 64})
+    images = torch.nn.functional.interpolate(data.tensors["images"][:, None].float(), size=64)[
+        :, 0
+    ].to(torch.uint8)
+    save_tensors(
+        path,
+        {**data.tensors, "images": images},
+        kind="dataset",
+        meta={**data.meta, "image_size": 64},
+    )
     return path
 
 
 def bad_preds(path: Path, good: dict[str, Path]) -> Path:
     preds = load_artifact(good["preds"])
-    save_npz(path, {**preds.tensors, "logits": preds.tensors["logits"][:, :5]}, kind="predictions", meta=preds.meta)
+    save_npz(
+        path,
+        {**preds.tensors, "logits": preds.tensors["logits"][:, :5]},
+        kind="predictions",
+        meta=preds.meta,
+    )
     return path
 
 
@@ -163,10 +198,14 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
         "int-weights": lambda d, g: int_weights_model(d / "int.safetensors", g),
         "nan-weights": lambda d, g: nan_weights_model(d / "nan.safetensors", g),
         "unknown-tta": lambda d, g: odd_meta_model(d / "tta.safetensors", g, tta="tencrop"),
-        "history-without-loss": lambda d, g: odd_meta_model(d / "history.safetensors", g, history=[{"epoch": 1}]),
+        "history-without-loss": lambda d, g: odd_meta_model(
+            d / "history.safetensors", g, history=[{"epoch": 1}]
+        ),
     },
     "model-built": {  # a model slot of a command that builds the network (curves only reads histories)
-        "unknown-arch": lambda d, g: odd_meta_model(d / "arch.safetensors", g, arch="dexpression_v9"),
+        "unknown-arch": lambda d, g: odd_meta_model(
+            d / "arch.safetensors", g, arch="dexpression_v9"
+        ),
     },
     "model-on-data": {  # a model slot in a command that also reads a data set
         "other-classes": lambda d, g: tiny_model_file(d / "five.safetensors", CLASSES[:5], 48),
@@ -187,22 +226,52 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
 
 # Every slot of every command: (command line with BAD where the bad file goes, slot kinds).
 SLOTS: dict[str, tuple[list[str], tuple[str, ...]]] = {
-    "train-branch DATA": (["train-branch", "BAD", "-o", "OUT/b.safetensors", "--arch", "tiny", "--epochs", "1"],
-                          ("data",)),
-    "train-branch --init": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--init", "BAD", "--epochs", "1"],
-                            ("model", "model-built", "model-on-data")),
-    "train-branch --teacher": (["train-branch", "{data}", "-o", "OUT/b.safetensors", "--arch", "tiny", "--teacher", "BAD",
-                                "--epochs", "1"], ("model", "model-built", "model-on-data", "teacher-preds")),
+    "train-branch DATA": (
+        ["train-branch", "BAD", "-o", "OUT/b.safetensors", "--arch", "tiny", "--epochs", "1"],
+        ("data",),
+    ),
+    "train-branch --init": (
+        ["train-branch", "{data}", "-o", "OUT/b.safetensors", "--init", "BAD", "--epochs", "1"],
+        ("model", "model-built", "model-on-data"),
+    ),
+    "train-branch --teacher": (
+        [
+            "train-branch",
+            "{data}",
+            "-o",
+            "OUT/b.safetensors",
+            "--arch",
+            "tiny",
+            "--teacher",
+            "BAD",
+            "--epochs",
+            "1",
+        ],
+        ("model", "model-built", "model-on-data", "teacher-preds"),
+    ),
     "eval DATA": (["eval", "BAD", "{model}", "-o", "OUT/p.npz"], ("data", "data-for-model")),
-    "eval MODEL": (["eval", "{data}", "BAD", "-o", "OUT/p.npz"], ("model", "model-built", "model-on-data")),
-    "ensemble DATA": (["ensemble", "BAD", "{model}", "{model}", "-o", "OUT/e.safetensors"], ("data",)),
-    "ensemble BRANCH": (["ensemble", "{data}", "{model}", "BAD", "-o", "OUT/e.safetensors"],
-                        ("model", "model-built", "model-on-data")),
+    "eval MODEL": (
+        ["eval", "{data}", "BAD", "-o", "OUT/p.npz"],
+        ("model", "model-built", "model-on-data"),
+    ),
+    "ensemble DATA": (
+        ["ensemble", "BAD", "{model}", "{model}", "-o", "OUT/e.safetensors"],
+        ("data",),
+    ),
+    "ensemble BRANCH": (
+        ["ensemble", "{data}", "{model}", "BAD", "-o", "OUT/e.safetensors"],
+        ("model", "model-built", "model-on-data"),
+    ),
     "confusion PREDS": (["confusion", "BAD", "-o", "OUT/c.png"], ("preds",)),
     "saliency MODEL": (["saliency", "BAD", "{image}", "-o", "OUT/s.png"], ("model", "model-built")),
-    "saliency --data": (["saliency", "{model}", "--data", "BAD", "--index", "0", "-o", "OUT/s.png"], ("data",)),
-    "filters MODEL": (["filters", "BAD", "--layer", "body.2", "--steps", "2", "-o", "OUT/f.png"],
-                      ("model", "model-built")),
+    "saliency --data": (
+        ["saliency", "{model}", "--data", "BAD", "--index", "0", "-o", "OUT/s.png"],
+        ("data",),
+    ),
+    "filters MODEL": (
+        ["filters", "BAD", "--layer", "body.2", "--steps", "2", "-o", "OUT/f.png"],
+        ("model", "model-built"),
+    ),
     "curves MODEL": (["curves", "BAD", "-o", "OUT/c.png"], ("model",)),
     "predict MODEL": (["predict", "BAD", "{image}"], ("model", "model-built")),
 }
@@ -229,7 +298,9 @@ def command_line(slot: str, bad: Path, good: dict[str, Path], out: Path) -> list
 
 
 @pytest.mark.parametrize("slot, case", MATRIX, ids=[f"{s}:{c}" for s, c in MATRIX])
-def test_bad_file_in_every_slot(slot: str, case: str, good: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_file_in_every_slot(
+    slot: str, case: str, good: dict[str, Path], tmp_path: Path
+) -> None:
     makers = {**FILE_CASES, **{k: v for kind in KIND_CASES.values() for k, v in kind.items()}}
     bad_dir, out = tmp_path / "in", tmp_path / "out"
     bad_dir.mkdir()
@@ -262,12 +333,16 @@ def write_image(path: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind", ["cmyk.jpg", "16bit.png", "animated.gif", "rgba.png"])
 @pytest.mark.parametrize("command", ["saliency", "filters", "predict"])
-def test_unusual_but_valid_images_are_read(kind: str, command: str, good: dict[str, Path], tmp_path: Path) -> None:
+def test_unusual_but_valid_images_are_read(
+    kind: str, command: str, good: dict[str, Path], tmp_path: Path
+) -> None:
     image = write_image(tmp_path / kind, kind)
     out = tmp_path / "out.png"
-    args = {"saliency": ["saliency", good["model"], image, "-o", out],
-            "filters": ["filters", good["model"], "--image", image, "--layer", "body.2", "-o", out],
-            "predict": ["predict", good["model"], image, "--no-detect", "--json"]}[command]
+    args = {
+        "saliency": ["saliency", good["model"], image, "-o", out],
+        "filters": ["filters", good["model"], "--image", image, "--layer", "body.2", "-o", out],
+        "predict": ["predict", good["model"], image, "--no-detect", "--json"],
+    }[command]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     if command != "predict":
@@ -287,19 +362,34 @@ BAD_IMAGES: dict[str, bytes] = {
 
 @pytest.mark.parametrize("name", list(BAD_IMAGES))
 @pytest.mark.parametrize("command", ["saliency", "filters"])
-def test_bad_images_end_in_one_line(name: str, command: str, good: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_images_end_in_one_line(
+    name: str, command: str, good: dict[str, Path], tmp_path: Path
+) -> None:
     image = tmp_path / name
     image.write_bytes(BAD_IMAGES[name])
     out = tmp_path / "out"
     out.mkdir()
-    args = {"saliency": ["saliency", good["model"], image, "-o", out / "s.png"],
-            "filters": ["filters", good["model"], "--image", image, "--layer", "body.2", "-o", out / "f.png"]}[command]
+    args = {
+        "saliency": ["saliency", good["model"], image, "-o", out / "s.png"],
+        "filters": [
+            "filters",
+            good["model"],
+            "--image",
+            image,
+            "--layer",
+            "body.2",
+            "-o",
+            out / "f.png",
+        ],
+    }[command]
     one_line_error(invoke(*args), name, code=3)
     assert listing(out) == []
 
 
 @pytest.mark.parametrize("name", list(BAD_IMAGES))
-def test_predict_reports_a_bad_photo_and_goes_on(name: str, good: dict[str, Path], tmp_path: Path) -> None:
+def test_predict_reports_a_bad_photo_and_goes_on(
+    name: str, good: dict[str, Path], tmp_path: Path
+) -> None:
     bad = tmp_path / name
     bad.write_bytes(BAD_IMAGES[name])
     result = invoke("predict", good["model"], bad, good["image"], "--json")
@@ -382,21 +472,30 @@ def output_case(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
         import os
 
         real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == locked else real_access(p, mode, *a, **k))
+        monkeypatch.setattr(
+            os,
+            "access",
+            lambda p, mode, *a, **k: False if Path(p) == locked else real_access(p, mode, *a, **k),
+        )
         return locked / "out.file"
     raise AssertionError(case)
 
 
 @pytest.mark.parametrize("case", ["missing-directory", "read-only-directory"])
 @pytest.mark.parametrize("command", list(OUTPUT_COMMANDS))
-def test_unwritable_outputs_fail_before_any_work(command: str, case: str, good: dict[str, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_outputs_fail_before_any_work(
+    command: str, case: str, good: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = output_case(case, tmp_path, monkeypatch)
     if command == "predict":
         target = target.parent / "annotated"  # --annotate takes a folder
-    args = [a.replace("OUTPUT", str(target)).format(**{k: str(v) for k, v in good.items()})
-            for a in OUTPUT_COMMANDS[command]]
-    one_line_error(invoke(*args), target.parent.name if case == "read-only-directory" else "no", code=3)
+    args = [
+        a.replace("OUTPUT", str(target)).format(**{k: str(v) for k, v in good.items()})
+        for a in OUTPUT_COMMANDS[command]
+    ]
+    one_line_error(
+        invoke(*args), target.parent.name if case == "read-only-directory" else "no", code=3
+    )
     assert not target.exists()
 
 
@@ -404,18 +503,26 @@ def test_unwritable_outputs_fail_before_any_work(command: str, case: str, good: 
 # own predictions, a data set by a branch): refused before any work, the input left as it was.
 OUTPUT_OVER_INPUT = {
     "prepare": (["prepare", "{csv}", "-o", "{csv}"], "csv"),
-    "train-branch": (["train-branch", "{data}", "-o", "{data}", "--arch", "tiny", "--epochs", "1"], "data"),
+    "train-branch": (
+        ["train-branch", "{data}", "-o", "{data}", "--arch", "tiny", "--epochs", "1"],
+        "data",
+    ),
     "eval": (["eval", "{data}", "{model}", "-o", "{model}"], "model"),
     "ensemble": (["ensemble", "{data}", "{model}", "{model}", "-o", "{model}"], "model"),
     "confusion": (["confusion", "{preds}", "-o", "{preds}"], "preds"),
     "saliency": (["saliency", "{model}", "{image}", "-o", "{image}"], "image"),
-    "filters": (["filters", "{model}", "--layer", "body.2", "--steps", "2", "-o", "{model}"], "model"),
+    "filters": (
+        ["filters", "{model}", "--layer", "body.2", "--steps", "2", "-o", "{model}"],
+        "model",
+    ),
     "curves": (["curves", "{model}", "-o", "{model}"], "model"),
 }
 
 
 @pytest.mark.parametrize("command", list(OUTPUT_OVER_INPUT))
-def test_an_output_that_is_an_input_is_refused(command: str, good: dict[str, Path], tmp_path: Path) -> None:
+def test_an_output_that_is_an_input_is_refused(
+    command: str, good: dict[str, Path], tmp_path: Path
+) -> None:
     import shutil
 
     csv = tmp_path / "faces.csv"
@@ -445,7 +552,16 @@ def test_debug_shows_the_traceback_instead(good: dict[str, Path], tmp_path: Path
 def test_the_matrix_is_as_documented() -> None:
     """docs/RELIABILITY.md states how many cases this file tries; keep the two in step."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md").read_text()
-    total = (len(MATRIX) + 4 * 3 + len(BAD_IMAGES) * 2 + len(BAD_IMAGES) + len(BAD_ROWS) + len(BAD_CSV_FILES)
-             + 2 * len(OUTPUT_COMMANDS) + len(OUTPUT_OVER_INPUT) + 1)
+    total = (
+        len(MATRIX)
+        + 4 * 3
+        + len(BAD_IMAGES) * 2
+        + len(BAD_IMAGES)
+        + len(BAD_ROWS)
+        + len(BAD_CSV_FILES)
+        + 2 * len(OUTPUT_COMMANDS)
+        + len(OUTPUT_OVER_INPUT)
+        + 1
+    )
     assert f"{total} cases" in doc, f"docs/RELIABILITY.md should say '{total} cases'"
     assert f"{len(MATRIX)} slot cases" in doc

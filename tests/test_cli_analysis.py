@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clitools import assert_real_png, copy_with_meta, invoke, one_line_error
 from PIL import Image
 from typer.testing import CliRunner
 
-from clitools import assert_real_png, invoke, copy_with_meta, one_line_error
 from fertool.artifacts import load_artifact
 from fertool.cli import app
 
@@ -25,7 +25,9 @@ def run(*args: str) -> object:
 
 
 @pytest.fixture(scope="module")
-def predictions(synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def predictions(
+    synthetic_data: Path, tiny_branch: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     path = tmp_path_factory.mktemp("preds") / "preds.npz"
     run("eval", synthetic_data, tiny_branch, "--split", "val", "-o", path)
     return path
@@ -84,8 +86,23 @@ def test_confusion_refuses_a_model(tiny_branch, tmp_path):
 @pytest.mark.parametrize("method", ["gradient", "smoothgrad", "gradcam", "integrated"])
 def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, method):
     png, raw = tmp_path / "s.png", tmp_path / "s.npz"
-    result = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0,5,9", "--method", method,
-                 "--target", "true", "--npz", raw, "-o", png, "--json")
+    result = run(
+        "saliency",
+        tiny_branch,
+        "--data",
+        synthetic_data,
+        "--index",
+        "0,5,9",
+        "--method",
+        method,
+        "--target",
+        "true",
+        "--npz",
+        raw,
+        "-o",
+        png,
+        "--json",
+    )
     summary = json.loads(result.stdout)
     assert [row["image"] for row in summary["images"]] == ["#0", "#5", "#9"]
     labels = load_artifact(synthetic_data).tensors["labels"][[0, 5, 9]].tolist()
@@ -101,65 +118,179 @@ def test_saliency_on_dataset_images(synthetic_data, tiny_branch, tmp_path, metho
     assert_real_png(png)
 
 
-def test_integrated_saliency_reports_how_close_its_sum_is_and_more_steps_close_it(synthetic_data, tiny_branch,
-                                                                                    tmp_path):
+def test_integrated_saliency_reports_how_close_its_sum_is_and_more_steps_close_it(
+    synthetic_data, tiny_branch, tmp_path
+):
     gaps = {}
     for steps in (2, 128):
-        result = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0-5", "--method", "integrated",
-                     "--steps", steps, "-o", tmp_path / f"s{steps}.png", "--json")
+        result = run(
+            "saliency",
+            tiny_branch,
+            "--data",
+            synthetic_data,
+            "--index",
+            "0-5",
+            "--method",
+            "integrated",
+            "--steps",
+            steps,
+            "-o",
+            tmp_path / f"s{steps}.png",
+            "--json",
+        )
         rows = json.loads(result.stdout)["images"]
         assert all(np.isfinite([r["attribution_sum"], r["logit_rise"]]).all() for r in rows)
         gaps[steps] = max(abs(r["attribution_sum"] - r["logit_rise"]) for r in rows)
     # The rise is the same whatever the steps; only the sum's path approximation changes.
     assert gaps[128] < gaps[2] / 4, gaps
-    table = run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0", "--method", "integrated",
-                "-o", tmp_path / "t.png").stdout
+    table = run(
+        "saliency",
+        tiny_branch,
+        "--data",
+        synthetic_data,
+        "--index",
+        "0",
+        "--method",
+        "integrated",
+        "-o",
+        tmp_path / "t.png",
+    ).stdout
     assert "attributions sum to" in table and "of the logit's" in table
-    assert "attribution_sum" not in run("saliency", tiny_branch, "--data", synthetic_data, "--index", "0",
-                                        "-o", tmp_path / "g.png", "--json").stdout
+    assert (
+        "attribution_sum"
+        not in run(
+            "saliency",
+            tiny_branch,
+            "--data",
+            synthetic_data,
+            "--index",
+            "0",
+            "-o",
+            tmp_path / "g.png",
+            "--json",
+        ).stdout
+    )
 
 
-def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(synthetic_data, tiny_branch, predictions,
-                                                                             tmp_path):
+def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(
+    synthetic_data, tiny_branch, predictions, tmp_path
+):
     crops = copy_with_meta(tiny_branch, tmp_path / "crops.safetensors", tta="crops")
     preds = tmp_path / "p.npz"
-    run("eval", synthetic_data, crops, "--split", "val", "-o", preds, "--precision", "fp32")  # saliency is fp32
+    run(
+        "eval", synthetic_data, crops, "--split", "val", "-o", preds, "--precision", "fp32"
+    )  # saliency is fp32
     evaluated = load_artifact(preds).tensors
     index = evaluated["indices"][:6].tolist()
-    summary = json.loads(run("saliency", crops, "--data", synthetic_data, "--index", ",".join(map(str, index)),
-                             "-o", tmp_path / "s.png", "--json").stdout)
+    summary = json.loads(
+        run(
+            "saliency",
+            crops,
+            "--data",
+            synthetic_data,
+            "--index",
+            ",".join(map(str, index)),
+            "-o",
+            tmp_path / "s.png",
+            "--json",
+        ).stdout
+    )
     assert summary["tta"] == "crops"
     expected = np.exp(evaluated["logits"][:6])  # eval's logits with views: log mean probabilities
     classes = load_artifact(tiny_branch).meta["classes"]
-    assert [row["predicted"] for row in summary["images"]] == [classes[i] for i in expected.argmax(1)]
+    assert [row["predicted"] for row in summary["images"]] == [
+        classes[i] for i in expected.argmax(1)
+    ]
     # rtol 1e-3 (here and for --tta none): fp32 sums of a batch of 6 and of 100 differed by 1.5e-4
     # with oneDNN on an AMX Xeon; the labels above are compared exactly.
-    np.testing.assert_allclose([row["probability"] for row in summary["images"]], expected.max(1), rtol=1e-3)
+    np.testing.assert_allclose(
+        [row["probability"] for row in summary["images"]], expected.max(1), rtol=1e-3
+    )
     # --tta none: the face alone, as the file without its request (the module's predictions) scores it.
-    alone = json.loads(run("saliency", crops, "--data", synthetic_data, "--index", ",".join(map(str, index)),
-                           "-o", tmp_path / "n.png", "--json", "--tta", "none").stdout)
+    alone = json.loads(
+        run(
+            "saliency",
+            crops,
+            "--data",
+            synthetic_data,
+            "--index",
+            ",".join(map(str, index)),
+            "-o",
+            tmp_path / "n.png",
+            "--json",
+            "--tta",
+            "none",
+        ).stdout
+    )
     logits = load_artifact(predictions).tensors["logits"][:6]
     single = np.exp(logits - logits.max(1, keepdims=True))
     single /= single.sum(1, keepdims=True)
     assert alone["tta"] == "none"
-    np.testing.assert_allclose([row["probability"] for row in alone["images"]], single.max(1), rtol=1e-3)
+    np.testing.assert_allclose(
+        [row["probability"] for row in alone["images"]], single.max(1), rtol=1e-3
+    )
     assert not np.allclose(single.max(1), expected.max(1), rtol=1e-3)  # the views made a difference
 
 
 def test_saliency_option_mistakes_are_named_before_any_file_is_read(tmp_path):
     # The images do not exist either: the option is the first thing wrong, and it is named.
-    one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "lime", "-o", tmp_path / "s.png"),
-                   "'lime'", "gradient, smoothgrad, gradcam, integrated", code=3)
-    one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "integrated", "--layer", "featex1",
-                          "-o", tmp_path / "s.png"), "--layer applies to the gradcam method only", code=3)
-    one_line_error(invoke("saliency", tmp_path / "missing.png", "--steps", 64, "-o", tmp_path / "s.png"),
-                   "--steps applies to the integrated method only", code=3)
-    one_line_error(invoke("saliency", tmp_path / "missing.png", "--method", "integrated", "--steps", 0,
-                          "-o", tmp_path / "s.png"), "--steps 0", code=3)
-    one_line_error(invoke("saliency", tmp_path / "missing.png", "--tta", "tencrop", "-o", tmp_path / "s.png"),
-                   "--tta tencrop", "auto, none, flip, crops", code=3)
-    one_line_error(invoke("saliency", "--data", tmp_path / "missing.safetensors", "--detect", "-o", tmp_path / "s.png"),
-                   "--detect finds faces in photo files", code=3)
+    one_line_error(
+        invoke("saliency", tmp_path / "missing.png", "--method", "lime", "-o", tmp_path / "s.png"),
+        "'lime'",
+        "'gradient', 'smoothgrad', 'gradcam', 'integrated'",
+        code=2,
+    )
+    one_line_error(
+        invoke(
+            "saliency",
+            tmp_path / "missing.png",
+            "--method",
+            "integrated",
+            "--layer",
+            "featex1",
+            "-o",
+            tmp_path / "s.png",
+        ),
+        "--layer applies to the gradcam method only",
+        code=3,
+    )
+    one_line_error(
+        invoke("saliency", tmp_path / "missing.png", "--steps", 64, "-o", tmp_path / "s.png"),
+        "--steps applies to the integrated method only",
+        code=3,
+    )
+    one_line_error(
+        invoke(
+            "saliency",
+            tmp_path / "missing.png",
+            "--method",
+            "integrated",
+            "--steps",
+            0,
+            "-o",
+            tmp_path / "s.png",
+        ),
+        "'--steps'",
+        code=2,
+    )
+    one_line_error(
+        invoke("saliency", tmp_path / "missing.png", "--tta", "tencrop", "-o", tmp_path / "s.png"),
+        "'tencrop'",
+        "'auto', 'none', 'flip', 'crops'",
+        code=2,
+    )
+    one_line_error(
+        invoke(
+            "saliency",
+            "--data",
+            tmp_path / "missing.safetensors",
+            "--detect",
+            "-o",
+            tmp_path / "s.png",
+        ),
+        "--detect finds faces in photo files",
+        code=3,
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -169,7 +300,9 @@ def test_saliency_on_image_files_of_any_size_and_colour(tiny_branch, tmp_path):
     Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(big)
     small = tmp_path / "face.png"
     Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(small)
-    result = run("saliency", tiny_branch, big, small, "-o", tmp_path / "s.png", "--target", "happy", "--json")
+    result = run(
+        "saliency", tiny_branch, big, small, "-o", tmp_path / "s.png", "--target", "happy", "--json"
+    )
     rows = json.loads(result.stdout)["images"]
     assert [r["image"] for r in rows] == ["big colour.jpg", "face.png"]
     assert all(r["target"] == "happy" for r in rows)
@@ -193,7 +326,7 @@ def test_saliency_errors_name_the_problem(tiny_branch, synthetic_data, tmp_path)
 
 
 def test_saliency_without_a_model_uses_the_bundled_one(tmp_path, monkeypatch):
-    import fertool.cli_analysis
+    import fertool.bundled
 
     face = tmp_path / "face.png"
     Image.fromarray(np.full((48, 48), 128, np.uint8)).save(face)
@@ -201,7 +334,7 @@ def test_saliency_without_a_model_uses_the_bundled_one(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model"].endswith("default.safetensors")
     # Where no model ships (a source tree without it), the error says to pass one.
-    monkeypatch.setattr(fertool.cli_analysis, "DEFAULT_MODEL", tmp_path / "no-model-here.safetensors")
+    monkeypatch.setattr(fertool.bundled, "DEFAULT_MODEL", tmp_path / "no-model-here.safetensors")
     result = runner.invoke(app, ["saliency", str(face), "-o", str(tmp_path / "t.png")])
     assert result.exit_code != 0
     assert "pass a model file" in result.stderr
@@ -215,7 +348,19 @@ def test_filters_list_layers_one_per_line_name_first(tiny_branch):
 
 def test_filters_gradient_ascent_figure(tiny_branch, tmp_path):
     png = tmp_path / "f.png"
-    result = run("filters", tiny_branch, "--layer", "body.2", "--filters", "0-7", "--steps", "12", "-o", png, "--json")
+    result = run(
+        "filters",
+        tiny_branch,
+        "--layer",
+        "body.2",
+        "--filters",
+        "0-7",
+        "--steps",
+        "12",
+        "-o",
+        png,
+        "--json",
+    )
     summary = json.loads(result.stdout)
     assert summary["filters"] == list(range(8))
     gains = np.array(summary["objective_end"]) - np.array(summary["objective_start"])
@@ -226,13 +371,25 @@ def test_filters_gradient_ascent_figure(tiny_branch, tmp_path):
 def test_filters_activation_maps_for_an_image(tiny_branch, tmp_path):
     face = tmp_path / "face.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), dtype=np.uint8)).save(face)
-    result = run("filters", tiny_branch, "--layer", "body.0", "--image", face, "-o", tmp_path / "a.png", "--json")
+    result = run(
+        "filters",
+        tiny_branch,
+        "--layer",
+        "body.0",
+        "--image",
+        face,
+        "-o",
+        tmp_path / "a.png",
+        "--json",
+    )
     assert json.loads(result.stdout)["maps"] == [16, 24, 24]
     assert_real_png(tmp_path / "a.png")
 
 
 def test_filters_unknown_layer_lists_the_names(tiny_branch, tmp_path):
-    result = runner.invoke(app, ["filters", str(tiny_branch), "--layer", "nope", "-o", str(tmp_path / "f.png")])
+    result = runner.invoke(
+        app, ["filters", str(tiny_branch), "--layer", "nope", "-o", str(tmp_path / "f.png")]
+    )
     assert result.exit_code != 0
     assert "body.0" in result.stderr and "--list-layers" in result.stderr
 
@@ -244,7 +401,12 @@ def test_curves_one_line_per_model(tiny_branch, tmp_path, monkeypatch):
     real_save = fertool.plots.save_figure
 
     def keep(figure, path):
-        legends.extend(t.get_text() for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        legends.extend(
+            t.get_text()
+            for ax in figure.axes
+            if ax.get_legend()
+            for t in ax.get_legend().get_texts()
+        )
         real_save(figure, path)
 
     monkeypatch.setattr(fertool.plots, "save_figure", keep)
@@ -252,5 +414,7 @@ def test_curves_one_line_per_model(tiny_branch, tmp_path, monkeypatch):
     run("curves", tiny_branch, tiny_branch, "--labels", "first,second", "-o", png)
     assert_real_png(png)
     assert {"first", "second"} <= set(legends)
-    result = runner.invoke(app, ["curves", str(tiny_branch), "--labels", "a,b", "-o", str(tmp_path / "x.png")])
+    result = runner.invoke(
+        app, ["curves", str(tiny_branch), "--labels", "a,b", "-o", str(tmp_path / "x.png")]
+    )
     assert result.exit_code != 0 and "--labels" in result.stderr

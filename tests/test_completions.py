@@ -17,7 +17,9 @@ BIN = Path(sys.executable).parent  # the virtualenv whose `fertool` the scripts 
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("completions_script", ROOT / "scripts" / "completions.py")
+    spec = importlib.util.spec_from_file_location(
+        "completions_script", ROOT / "scripts" / "completions.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,14 +41,21 @@ def bash_complete(*words: str) -> list[str]:
     if not (BIN / "fertool").exists():
         pytest.skip(f"no fertool entry point in {BIN}: pip install -e . first")
     quoted = " ".join(f"'{w}'" for w in words)
-    script = (f"source '{COMPLETIONS / 'fertool.bash'}'\n"
-              f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}\n"
-              "_fertool_completion fertool\n"
-              'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    script = (
+        f"source '{COMPLETIONS / 'fertool.bash'}'\n"
+        f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}\n"
+        "_fertool_completion fertool\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("_FERTOOL_COMPLETE", None)
-    result = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return [line for line in result.stdout.splitlines() if line]
 
@@ -61,7 +70,9 @@ def test_bash_completes_options_of_a_subcommand():
     assert bash_complete("fertool", "predict", "--anno") == ["--annotate"]
 
 
-@pytest.mark.parametrize(("shell", "check"), [("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])])
+@pytest.mark.parametrize(
+    ("shell", "check"), [("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])]
+)
 def test_zsh_and_fish_scripts_parse(shell, check):
     if shutil.which(check[0]) is None:
         pytest.skip(f"no {shell} on this machine")

@@ -52,7 +52,9 @@ def test_gray48_composites_alpha_on_white(mode: str) -> None:
     rgba[:, 16:32, 3] = 255  # opaque in the middle third, transparent elsewhere
     rgba[:, 32:, 3] = 128  # half transparent on the right
     image = Image.fromarray(rgba, "RGBA")
-    image = image.convert("LA").convert("La") if mode == "La" else image.convert(mode)  # PIL: RGBA -> La drops alpha
+    image = (
+        image.convert("LA").convert("La") if mode == "La" else image.convert(mode)
+    )  # PIL: RGBA -> La drops alpha
     out = to_gray48(image)
     assert out[:, :16].min() >= 250  # transparent -> white
     assert out[:, 18:30].max() <= 5  # opaque black stays black
@@ -69,7 +71,9 @@ def test_gray48_palette_with_transparency() -> None:
 @pytest.mark.parametrize("mode", ["I;16B", "I;16L"])
 def test_gray48_16_bit_byte_orders(mode: str) -> None:
     values = np.tile(np.linspace(0, 65535, 48), (48, 1)).astype(np.uint16)
-    image = Image.frombytes(mode, (48, 48), values.astype(">u2" if mode.endswith("B") else "<u2").tobytes())
+    image = Image.frombytes(
+        mode, (48, 48), values.astype(">u2" if mode.endswith("B") else "<u2").tobytes()
+    )
     np.testing.assert_allclose(to_gray48(image), values / 257, atol=1)
 
 
@@ -132,7 +136,9 @@ def test_read_image_applies_exif_rotation(tmp_path: Path) -> None:
 
 def jpeg_bytes() -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48), dtype=np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48), dtype=np.uint8)).save(
+        buffer, "JPEG"
+    )
     return buffer.getvalue()
 
 
@@ -171,7 +177,9 @@ def real_faces(fer2013_root: Path) -> list[tuple[np.ndarray, int, str]]:
     for label, name in enumerate(CLASSES):
         train = sorted((fer2013_root / "train" / name).glob("*.jpg"))[:3]
         val = sorted((fer2013_root / "val" / name).glob("*.jpg"))[:2]
-        for path, usage in zip(train + val, ["Training", "Training", "PrivateTest", "PublicTest", "PublicTest"]):
+        for path, usage in zip(
+            train + val, ["Training", "Training", "PrivateTest", "PublicTest", "PublicTest"]
+        ):
             faces.append((np.asarray(Image.open(path)), label, usage))
     return faces
 
@@ -180,7 +188,11 @@ def csv_text(faces: list[tuple[np.ndarray, int, str]], header: str = "emotion,pi
     columns = [name.strip().lower() for name in header.split(",")]
     rows = []
     for pixels, label, usage in faces:
-        values = {"emotion": str(label), "pixels": " ".join(map(str, pixels.ravel())), "usage": usage}
+        values = {
+            "emotion": str(label),
+            "pixels": " ".join(map(str, pixels.ravel())),
+            "usage": usage,
+        }
         rows.append(",".join(values[column] for column in columns))
     return "\n".join([header, *rows]) + "\n"
 
@@ -191,7 +203,9 @@ def test_csv_round_trips_real_faces(tmp_path: Path, real_faces: list) -> None:
     ds = load_csv(path)
     assert ds.images.dtype == np.uint8 and ds.images.shape == (35, 48, 48)
     np.testing.assert_array_equal(ds.images, np.stack([pixels for pixels, _, _ in real_faces]))
-    assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [label for _, label, _ in real_faces]
+    assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [
+        label for _, label, _ in real_faces
+    ]
     assert ds.split.dtype == np.uint8 and ds.split.tolist() == [0, 0, 2, 1, 1] * 7
     assert ds.source == f"csv:{path}" and ds.masks is None and ds.skipped == []
 
@@ -220,18 +234,49 @@ def make_row(values: str = "", label: str = "3", usage: str = "Training") -> str
 
 GOOD = make_row()
 CSV_ERRORS = {  # name: (file text, line number in the message or None, text in the message)
-    "pixel count": (["emotion,pixels,Usage", GOOD, make_row(" ".join(["1"] * 2300))], 3,
-                    "expected 2304 pixel values, found 2300"),
-    "too many pixels": (["emotion,pixels,Usage", GOOD, GOOD, make_row(" ".join(["1"] * 2305))], 4, "found 2305"),
+    "pixel count": (
+        ["emotion,pixels,Usage", GOOD, make_row(" ".join(["1"] * 2300))],
+        3,
+        "expected 2304 pixel values, found 2300",
+    ),
+    "too many pixels": (
+        ["emotion,pixels,Usage", GOOD, GOOD, make_row(" ".join(["1"] * 2305))],
+        4,
+        "found 2305",
+    ),
     "no pixels": (["emotion,pixels,Usage", make_row(" ")], 2, "found 0"),
-    "not an integer": (["emotion,pixels,Usage", make_row("1 2 abc" + " 3" * 2301)], 2, "pixel 3 is 'abc'"),
+    "not an integer": (
+        ["emotion,pixels,Usage", make_row("1 2 abc" + " 3" * 2301)],
+        2,
+        "pixel 3 is 'abc'",
+    ),
     "float pixel": (["emotion,pixels,Usage", make_row("1.5" + " 3" * 2303)], 2, "pixel 1 is '1.5'"),
-    "negative pixel": (["emotion,pixels,Usage", GOOD, make_row("-1" + " 3" * 2303)], 3, "pixel 1 is '-1'"),
-    "pixel above 255": (["emotion,pixels,Usage", make_row("3 256" + " 3" * 2302)], 2, "pixel 2 is 256, outside 0..255"),
-    "label 7": (["emotion,pixels,Usage", GOOD, make_row(label="7")], 3, "emotion must be an integer 0..6"),
+    "negative pixel": (
+        ["emotion,pixels,Usage", GOOD, make_row("-1" + " 3" * 2303)],
+        3,
+        "pixel 1 is '-1'",
+    ),
+    "pixel above 255": (
+        ["emotion,pixels,Usage", make_row("3 256" + " 3" * 2302)],
+        2,
+        "pixel 2 is 256, outside 0..255",
+    ),
+    "label 7": (
+        ["emotion,pixels,Usage", GOOD, make_row(label="7")],
+        3,
+        "emotion must be an integer 0..6",
+    ),
     "label text": (["emotion,pixels,Usage", make_row(label="happy")], 2, "found 'happy'"),
-    "unknown usage": (["emotion,pixels,Usage", GOOD, GOOD, make_row(usage="Holdout")], 4, "unknown Usage 'Holdout'"),
-    "missing field": (["emotion,pixels,Usage", GOOD, "3,1 2 3"], 3, "expected 3 comma-separated fields"),
+    "unknown usage": (
+        ["emotion,pixels,Usage", GOOD, GOOD, make_row(usage="Holdout")],
+        4,
+        "unknown Usage 'Holdout'",
+    ),
+    "missing field": (
+        ["emotion,pixels,Usage", GOOD, "3,1 2 3"],
+        3,
+        "expected 3 comma-separated fields",
+    ),
     "extra field": (["emotion,pixels,Usage", GOOD + ",x"], 2, "found 4"),
     "no header": ([GOOD, GOOD], 1, "no header"),
     "wrong header": (["label,image,split", GOOD], 1, "emotion,pixels,Usage"),
@@ -258,7 +303,10 @@ def test_csv_errors_name_file_and_line(tmp_path: Path, case: str) -> None:
         (b"", "empty file"),
         (b"  \n\n", "empty file"),
         (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "line 3: binary data"),
-        ("emotion,pixels,Usage\n3,1 2,Training\n3,\xe9t\xe9,Training\n".encode("latin-1"), "line 3: not UTF-8"),
+        (
+            "emotion,pixels,Usage\n3,1 2,Training\n3,\xe9t\xe9,Training\n".encode("latin-1"),
+            "line 3: not UTF-8",
+        ),
     ],
 )
 def test_csv_unreadable_files(tmp_path: Path, content: bytes, expected: str) -> None:
@@ -281,7 +329,10 @@ def test_csv_parses_fast(tmp_path: Path) -> None:
     distinct = np.random.default_rng(0).integers(0, 256, (50, 2304))
     texts = [" ".join(map(str, row)) for row in distinct]
     path = tmp_path / "big.csv"
-    path.write_text("emotion,pixels,Usage\n" + "\n".join(f"{i % 7},{texts[i % 50]},Training" for i in range(3000)))
+    path.write_text(
+        "emotion,pixels,Usage\n"
+        + "\n".join(f"{i % 7},{texts[i % 50]},Training" for i in range(3000))
+    )
     start = time.perf_counter()
     ds = load_csv(path)
     assert time.perf_counter() - start < 2.0  # ~0.25 s on one idle core; generous for busy machines
@@ -320,10 +371,20 @@ def test_folders_split_layout_synonyms_and_clutter(tmp_path: Path) -> None:
     put_clutter(tmp_path / "test")
     put_clutter(tmp_path / "test" / "neutral")
     ds = load_folders(tmp_path, workers=1)
-    found = {int(round(image.mean())): (CLASSES[label], int(split))
-             for image, label, split in zip(ds.images, ds.labels, ds.split)}
-    assert found == {10: ("happy", 0), 20: ("happy", 0), 30: ("angry", 0), 40: ("sad", 1), 50: ("fear", 1),
-                     60: ("surprise", 2), 70: ("disgust", 2), 80: ("neutral", 2)}
+    found = {
+        int(round(image.mean())): (CLASSES[label], int(split))
+        for image, label, split in zip(ds.images, ds.labels, ds.split)
+    }
+    assert found == {
+        10: ("happy", 0),
+        20: ("happy", 0),
+        30: ("angry", 0),
+        40: ("sad", 1),
+        50: ("fear", 1),
+        60: ("surprise", 2),
+        70: ("disgust", 2),
+        80: ("neutral", 2),
+    }
     assert ds.source == f"folders:{tmp_path}" and ds.skipped == []
 
 
@@ -341,11 +402,16 @@ def test_folders_class_layout_needs_split(tmp_path: Path) -> None:
     put_image(tmp_path / "happy" / "a.png", 10)
     put_image(tmp_path / "Sad" / "b.png", 20)
     ds = load_folders(tmp_path, split="test")
-    assert ds.split.tolist() == [2, 2] and [CLASSES[i] for i in ds.labels] == ["sad", "happy"]  # "Sad" < "happy"
+    assert ds.split.tolist() == [2, 2] and [CLASSES[i] for i in ds.labels] == [
+        "sad",
+        "happy",
+    ]  # "Sad" < "happy"
     assert load_folders(tmp_path, split="Validation").split.tolist() == [1, 1]
     with pytest.raises(BadInputError, match="--split") as err:
         load_folders(tmp_path)
-    assert str(tmp_path / "Sad" / "b.png") in str(err.value) and "ROOT/<split>/<class>" in str(err.value)
+    assert str(tmp_path / "Sad" / "b.png") in str(err.value) and "ROOT/<split>/<class>" in str(
+        err.value
+    )
     with pytest.raises(BadInputError, match="unknown split 'holdout'"):
         load_folders(tmp_path, split="holdout")
 
@@ -356,7 +422,9 @@ def test_folders_class_layout_with_prefixes_needs_no_split(tmp_path: Path) -> No
     assert load_folders(tmp_path).split.tolist() == [1, 0]  # sorted: PublicTest_2 < Training_1
 
 
-def test_folders_order_is_sorted_and_independent_of_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_folders_order_is_sorted_and_independent_of_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for i in range(120):
         put_image(tmp_path / "train" / CLASSES[i % 7] / f"{i:03d}.png", i)
     monkeypatch.setattr(data, "_CHUNK", 16)  # several pool tasks from a small tree
@@ -375,7 +443,14 @@ def test_folders_unknown_class_lists_accepted_names(tmp_path: Path, name: str) -
         load_folders(tmp_path)
     message = str(err.value)
     assert f"unknown class folder '{name}'" in message and str(tmp_path / "train" / name) in message
-    accepted_names = ("angry/anger", "disgust", "fear/fearful", "happy/happiness", "sad/sadness", "surprise/surprised")
+    accepted_names = (
+        "angry/anger",
+        "disgust",
+        "fear/fearful",
+        "happy/happiness",
+        "sad/sadness",
+        "surprise/surprised",
+    )
     for accepted in (*accepted_names, "neutral"):
         assert accepted in message
 
@@ -383,8 +458,13 @@ def test_folders_unknown_class_lists_accepted_names(tmp_path: Path, name: str) -
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
-        (lambda root: (put_image(root / "train" / "happy" / "a.png", 1), put_image(root / "sad" / "b.png", 2)),
-         "not a split folder"),
+        (
+            lambda root: (
+                put_image(root / "train" / "happy" / "a.png", 1),
+                put_image(root / "sad" / "b.png", 2),
+            ),
+            "not a split folder",
+        ),
         (lambda root: put_image(root / "train" / "stray.png", 1), "outside a class folder"),
         (lambda root: put_image(root / "stray.png", 1), "outside a class folder"),
         (lambda root: (root / "train" / "happy").mkdir(parents=True), "no image files"),
@@ -436,12 +516,26 @@ def test_folders_real_fer2013_subset(tmp_path: Path, fer2013_root: Path) -> None
                 target = tmp_path / split / name / source.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
-                expected[source.name] = (CLASSES.index(name), SPLITS_OF[split], np.asarray(Image.open(source)))
+                expected[source.name] = (
+                    CLASSES.index(name),
+                    SPLITS_OF[split],
+                    np.asarray(Image.open(source)),
+                )
     ds = load_folders(tmp_path, workers=2)
     assert len(ds.images) == len(expected) == 7 * 42
-    assert np.bincount(ds.labels).tolist() == [42] * 7 and np.bincount(ds.split).tolist() == [210, 84]
-    names = sorted(expected, key=lambda name: str(tmp_path / ("train" if name.startswith("Training") else "val")
-                                                     / CLASSES[expected[name][0]] / name))
+    assert np.bincount(ds.labels).tolist() == [42] * 7 and np.bincount(ds.split).tolist() == [
+        210,
+        84,
+    ]
+    names = sorted(
+        expected,
+        key=lambda name: str(
+            tmp_path
+            / ("train" if name.startswith("Training") else "val")
+            / CLASSES[expected[name][0]]
+            / name
+        ),
+    )
     for name, image, label, split in zip(names, ds.images, ds.labels, ds.split):
         assert (label, split) == expected[name][:2]
         np.testing.assert_array_equal(image, expected[name][2])
@@ -461,14 +555,20 @@ def faces() -> data.RawDataset:
 def test_synthetic_shapes_balance_and_splits(faces: data.RawDataset) -> None:
     assert faces.images.shape == (1400, 48, 48) and faces.images.dtype == np.uint8
     assert faces.labels.dtype == np.int64 and faces.split.dtype == np.uint8
-    assert faces.masks is not None and faces.masks.shape == (1400, 48, 48) and faces.masks.dtype == np.uint8
+    assert (
+        faces.masks is not None
+        and faces.masks.shape == (1400, 48, 48)
+        and faces.masks.dtype == np.uint8
+    )
     assert set(np.unique(faces.masks)) == {0, 1}
     assert np.bincount(faces.labels).tolist() == [200] * 7
     assert np.bincount(faces.split).tolist() == [980, 210, 210]
     for split in range(3):  # stratified: every split balanced too
         counts = np.bincount(faces.labels[faces.split == split], minlength=7)
         assert counts.max() - counts.min() <= 1
-    assert faces.labels[:14].tolist() != list(range(7)) * 2  # shuffled, not cycling through the classes
+    assert (
+        faces.labels[:14].tolist() != list(range(7)) * 2
+    )  # shuffled, not cycling through the classes
     assert faces.source == "synthetic:n=1400,seed=0"
     assert faces.images.std() > 40  # backgrounds, skin and lighting vary
 
@@ -477,14 +577,22 @@ def test_synthetic_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     first, other = synthetic_faces(300, seed=5), synthetic_faces(300, seed=6)
     monkeypatch.setattr("fertool.synthetic.os.cpu_count", lambda: 1)  # one thread: same bytes
     again = synthetic_faces(300, seed=5)
-    assert first.images.tobytes() == again.images.tobytes() and first.masks.tobytes() == again.masks.tobytes()
-    assert first.labels.tolist() == again.labels.tolist() and first.split.tolist() == again.split.tolist()
+    assert (
+        first.images.tobytes() == again.images.tobytes()
+        and first.masks.tobytes() == again.masks.tobytes()
+    )
+    assert (
+        first.labels.tolist() == again.labels.tolist()
+        and first.split.tolist() == again.split.tolist()
+    )
     assert first.images.tobytes() != other.images.tobytes()
 
 
 def test_synthetic_options() -> None:
     few = synthetic_faces(10, seed=1, val_fraction=0.0, test_fraction=0.0, with_masks=False)
-    assert few.masks is None and few.split.tolist() == [0] * 10 and len(set(few.labels.tolist())) == 7
+    assert (
+        few.masks is None and few.split.tolist() == [0] * 10 and len(set(few.labels.tolist())) == 7
+    )
     with pytest.raises(ValueError):
         synthetic_faces(0)
     with pytest.raises(ValueError):
@@ -501,7 +609,9 @@ def test_synthetic_masks_cover_the_features_inside_the_face(faces: data.RawDatas
     weight = faces.masks.sum((1, 2))
     centre_y = (faces.masks * rows).sum((1, 2)) / weight
     centre_x = (faces.masks * cols).sum((1, 2)) / weight
-    assert np.abs(centre_x - 23.5).max() < 7 and np.abs(centre_y - 23.5).max() < 8  # on the (shifted) face
+    assert (
+        np.abs(centre_x - 23.5).max() < 7 and np.abs(centre_y - 23.5).max() < 8
+    )  # on the (shifted) face
     upper = faces.masks[:, :24].sum((1, 2)) > 0
     lower = faces.masks[:, 28:].sum((1, 2)) > 0
     assert upper.all() and lower.all()  # eyes/brows above, mouth below, in every face
@@ -516,7 +626,9 @@ def class_signal(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return ((means - x.mean(0)) ** 2).mean(0) / x.var(0)
 
 
-def test_synthetic_class_signal_is_in_the_features_not_the_background(faces: data.RawDataset) -> None:
+def test_synthetic_class_signal_is_in_the_features_not_the_background(
+    faces: data.RawDataset,
+) -> None:
     signal = class_signal(faces.images, faces.labels)
     chance = class_signal(faces.images, np.random.default_rng(0).permutation(faces.labels)).mean()
     features = faces.masks.mean(0) > 0.1  # pixels that are a feature in >10% of faces (~ a quarter)

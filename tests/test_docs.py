@@ -29,8 +29,10 @@ def test_each_command_help_has_an_example(name):
     assert f"Example: fertool {name}" in (command.help or ""), f"{name} --help has no example"
 
 
-DOCS = [Path(__file__).resolve().parents[1] / "README.md",
-        *sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md"))]
+DOCS = [
+    Path(__file__).resolve().parents[1] / "README.md",
+    *sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md")),
+]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)

@@ -39,7 +39,9 @@ def test_a_class_never_predicted_scores_zero_not_nan():
     report = classification_report(one_hot_logits([0, 0]), np.array([0, 1]), CLASSES)
     assert report["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert report["per_class"]["c"]["support"] == 0
-    assert report["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)  # absent classes are left out of the mean
+    assert report["macro_f1"] == pytest.approx(
+        (2 / 3 + 0) / 2
+    )  # absent classes are left out of the mean
 
 
 def test_predict_logits_batches_give_the_same_answer():

@@ -40,20 +40,35 @@ def face() -> torch.Tensor:
 
 def hook_state(model: nn.Module) -> dict[str, tuple]:
     """Hooks of every kind on every module, and each ReLU's inplace flag (the ascent flips it)."""
-    return {name: (len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks),
-                   getattr(m, "inplace", None)) for name, m in model.named_modules()}
+    return {
+        name: (
+            len(m._forward_hooks),
+            len(m._backward_hooks),
+            len(m._forward_pre_hooks),
+            getattr(m, "inplace", None),
+        )
+        for name, m in model.named_modules()
+    }
 
 
 def test_list_layers_shows_every_map_layer_with_its_size(model):
-    layers = {info.name: (info.name, info.type, info.channels, info.height, info.width) for info in list_layers(model)}
+    layers = {
+        info.name: (info.name, info.type, info.channels, info.height, info.width)
+        for info in list_layers(model)
+    }
     modules = dict(model.named_modules())
     assert set(layers) <= set(modules)
     assert layers["backbone.stem.0"][1:] == ("Conv2d", 64, 24, 24)
     assert layers["backbone.featex1"][1:] == ("FeatEx", 272, 12, 12)
     assert layers["backbone.featex2"][1:] == ("FeatEx", 272, 6, 6)
     assert layers["backbone.pool2"][1:] == ("MaxPool2d", 272, 3, 3)
-    assert not any(isinstance(modules[name], nn.ReLU) for name in layers)  # same map as the conv before
-    assert [info.short_name for info in list_layers(model)][:2] == ["stem.0", "stem.2"]  # forward order
+    assert not any(
+        isinstance(modules[name], nn.ReLU) for name in layers
+    )  # same map as the conv before
+    assert [info.short_name for info in list_layers(model)][:2] == [
+        "stem.0",
+        "stem.2",
+    ]  # forward order
 
 
 def test_short_and_full_names_resolve_to_the_same_layer(model):
@@ -61,7 +76,9 @@ def test_short_and_full_names_resolve_to_the_same_layer(model):
         assert resolve_layer(model, info.name) == info.name
         assert resolve_layer(model, info.short_name) == info.name
     torch.manual_seed(1)
-    ensemble = EnsembleClassifier([FERClassifier(create_model("dexpression")), FERClassifier(create_model("tiny"))])
+    ensemble = EnsembleClassifier(
+        [FERClassifier(create_model("dexpression")), FERClassifier(create_model("tiny"))]
+    )
     assert resolve_layer(ensemble, "branches.0.featex1") == "branches.0.backbone.featex1"
     assert resolve_layer(ensemble, "branches.1.body.2") == "branches.1.backbone.body.2"
 
@@ -70,7 +87,12 @@ def test_unknown_layer_lists_the_blocks_and_how_to_see_all(model):
     with pytest.raises(BadInputError) as error:
         resolve_layer(model, "featex3")
     message = str(error.value)
-    assert "'featex3'" in message and "featex1" in message and "featex2" in message and "--list-layers" in message
+    assert (
+        "'featex3'" in message
+        and "featex1" in message
+        and "featex2" in message
+        and "--list-layers" in message
+    )
     assert "\n" not in message
     with pytest.raises(BadInputError, match="--list-layers"):
         activation_maps(model, "conv9", torch.rand(1, 1, 48, 48))
@@ -83,7 +105,11 @@ def test_activation_maps_are_the_layer_outputs(model, face):
         expected = model.backbone.featex1(model.backbone.stem(model.normalize(face)))[0]
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
     assert activation_maps(model, "backbone.stem.0", face).shape == (64, 24, 24)
-    assert activation_maps(model, "featex2", face[0, 0]).shape == (272, 6, 6)  # a bare 48 x 48 works too
+    assert activation_maps(model, "featex2", face[0, 0]).shape == (
+        272,
+        6,
+        6,
+    )  # a bare 48 x 48 works too
     with pytest.raises(BadInputError, match="one image"):
         activation_maps(model, "featex1", torch.rand(2, 1, 48, 48))
 
@@ -93,7 +119,11 @@ def test_selected_channels_equal_the_full_layer_output(arch):
     torch.manual_seed(0)
     model = FERClassifier(create_model(arch)).eval()
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # not the identity
-        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
+        (
+            bn.running_mean.uniform_(-0.5, 0.5),
+            bn.running_var.uniform_(0.5, 2),
+            bn.weight.data.uniform_(0.5, 2),
+        )
     x = torch.rand(6, 1, 48, 48, generator=torch.Generator().manual_seed(2))
     for info in list_layers(model):
         channels = torch.randint(0, info.channels, (6,), generator=torch.Generator().manual_seed(3))
@@ -165,7 +195,9 @@ def test_visualisation_works_inside_inference_mode(model):
 
 
 def test_filter_indices_are_checked(model):
-    with pytest.raises(BadInputError, match=r"filter 272 of featex1: out of range; it has 272 filters, 0\.\.271"):
+    with pytest.raises(
+        BadInputError, match=r"filter 272 of featex1: out of range; it has 272 filters, 0\.\.271"
+    ):
         visualize_filters(model, "featex1", filters=[0, 272])
     with pytest.raises(BadInputError, match="filter -1"):
         visualize_filters(model, "stem.0", filters=[-1])

@@ -31,26 +31,47 @@ from fertool.data import load_csv
 from fertool.errors import FertoolError
 
 EXAMPLES = int(os.environ.get("FERTOOL_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=2000, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=2000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 WORKDIR = Path(tempfile.mkdtemp(prefix="fertool-fuzz-"))
 
 
 def valid_safetensors() -> bytes:
     path = WORKDIR / "seed.safetensors"
-    tensors = {"images": torch.arange(4 * 48 * 48, dtype=torch.int32).to(torch.uint8).reshape(4, 48, 48),
-               "labels": torch.tensor([0, 1, 2, 3]), "split": torch.zeros(4, dtype=torch.uint8)}
-    save_tensors(path, tensors, kind="dataset",
-                 meta={"classes": ["a", "b", "c", "d"], "image_size": 48, "train_mean": 0.5, "train_std": 0.2,
-                       "sha256": "0" * 64})
+    tensors = {
+        "images": torch.arange(4 * 48 * 48, dtype=torch.int32).to(torch.uint8).reshape(4, 48, 48),
+        "labels": torch.tensor([0, 1, 2, 3]),
+        "split": torch.zeros(4, dtype=torch.uint8),
+    }
+    save_tensors(
+        path,
+        tensors,
+        kind="dataset",
+        meta={
+            "classes": ["a", "b", "c", "d"],
+            "image_size": 48,
+            "train_mean": 0.5,
+            "train_std": 0.2,
+            "sha256": "0" * 64,
+        },
+    )
     return path.read_bytes()
 
 
 def valid_npz() -> bytes:
     path = WORKDIR / "seed.npz"
-    save_npz(path, {"logits": np.zeros((3, 2), np.float32), "labels": np.array([0, 1, 1])}, kind="predictions",
-             meta={"classes": ["a", "b"], "split": "val", "model": "m"})
+    save_npz(
+        path,
+        {"logits": np.zeros((3, 2), np.float32), "labels": np.array([0, 1, 1])},
+        kind="predictions",
+        meta={"classes": ["a", "b"], "split": "val", "model": "m"},
+    )
     return path.read_bytes()
 
 
@@ -77,8 +98,10 @@ def load_bytes(content: bytes, suffix: str = ".safetensors") -> None:
         except FertoolError:
             continue
         # Loaded: what it holds came from the file, so it cannot be bigger than the file.
-        held = sum(t.numel() * t.element_size() if isinstance(t, torch.Tensor) else np.asarray(t).nbytes
-                   for t in artifact.tensors.values())
+        held = sum(
+            t.numel() * t.element_size() if isinstance(t, torch.Tensor) else np.asarray(t).nbytes
+            for t in artifact.tensors.values()
+        )
         assert held <= len(content)
 
 
@@ -101,28 +124,47 @@ def mutated(draw: st.DrawFn, seed: bytes) -> bytes:
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=12),
-    lambda inner: st.lists(inner, min_size=1, max_size=4) | st.dictionaries(st.text(max_size=8), inner, min_size=1, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, min_size=1, max_size=4)
+    ),
     max_leaves=12,
 )
-DTYPES = st.sampled_from(["U8", "I8", "F16", "BF16", "F32", "F64", "I64", "BOOL", "F8_E4M3", "X9", ""])
+DTYPES = st.sampled_from(
+    ["U8", "I8", "F16", "BF16", "F32", "F64", "I64", "BOOL", "F8_E4M3", "X9", ""]
+)
 
 
 @st.composite
 def forged_header(draw: st.DrawFn) -> bytes:
     """A safetensors file whose header JSON says anything: shapes up to 2**62, offsets anywhere."""
     entries: dict[str, object] = {}
-    for name in draw(st.lists(st.sampled_from(["images", "labels", "split", "w", "__metadata__"]), max_size=4)):
+    for name in draw(
+        st.lists(st.sampled_from(["images", "labels", "split", "w", "__metadata__"]), max_size=4)
+    ):
         if name == "__metadata__" and draw(st.booleans()):
-            entries[name] = draw(st.dictionaries(st.sampled_from(["kind", "schema", "classes", "image_size"]),
-                                                 st.sampled_from(['"dataset"', '"branch"', "1", "99", "[1]", "{",
-                                                                  '"x"', "null"]), max_size=4))
+            entries[name] = draw(
+                st.dictionaries(
+                    st.sampled_from(["kind", "schema", "classes", "image_size"]),
+                    st.sampled_from(
+                        ['"dataset"', '"branch"', "1", "99", "[1]", "{", '"x"', "null"]
+                    ),
+                    max_size=4,
+                )
+            )
             continue
         shape = draw(st.lists(st.integers(0, 2**62) | st.integers(0, 64), max_size=4))
         start = draw(st.integers(0, 2**40) | st.integers(0, 64))
         end = draw(st.integers(0, 2**40) | st.integers(start, start + 64))
-        entries[name] = draw(st.just({"dtype": draw(DTYPES), "shape": shape, "data_offsets": [start, end]})
-                             | JSON_VALUES)
+        entries[name] = draw(
+            st.just({"dtype": draw(DTYPES), "shape": shape, "data_offsets": [start, end]})
+            | JSON_VALUES
+        )
     header = json.dumps(entries).encode()
     declared = draw(st.just(len(header)) | st.integers(0, 2**64 - 1))
     return struct.pack("<Q", declared) + header + draw(st.binary(max_size=128))
@@ -158,9 +200,17 @@ def npz_with_anything(draw: st.DrawFn) -> bytes:
     buffer = io.BytesIO()
     arrays: dict[str, np.ndarray] = {}
     if draw(st.booleans()):
-        arrays["__meta__"] = np.array(json.dumps(draw(JSON_VALUES | st.just({"kind": "predictions", "schema": 1}))))
-    for name in draw(st.lists(st.sampled_from(["logits", "labels", "indices", "maps"]), max_size=3)):
-        dtype = draw(st.sampled_from([np.float32, np.float64, np.int64, np.uint8, np.bool_, np.complex64, "U3"]))
+        arrays["__meta__"] = np.array(
+            json.dumps(draw(JSON_VALUES | st.just({"kind": "predictions", "schema": 1})))
+        )
+    for name in draw(
+        st.lists(st.sampled_from(["logits", "labels", "indices", "maps"]), max_size=3)
+    ):
+        dtype = draw(
+            st.sampled_from(
+                [np.float32, np.float64, np.int64, np.uint8, np.bool_, np.complex64, "U3"]
+            )
+        )
         shape = tuple(draw(st.lists(st.integers(0, 5), max_size=3)))
         arrays[name] = np.zeros(shape, dtype=dtype)
     np.savez(buffer, **arrays)
@@ -177,8 +227,11 @@ def test_npz_with_any_members(content: bytes) -> None:
 
 GOOD_ROW = "3," + " ".join(["7"] * 2304) + ",Training"
 FIELDS = st.sampled_from(["emotion", "pixels", "Usage", "label", "", " emotion", "EMOTION"])
-CELLS = (st.integers(-3, 300).map(str) | st.text(alphabet="0123456789 -.,e\t\"", max_size=30)
-         | st.sampled_from(["Training", "PublicTest", "PrivateTest", "Holdout", ""]))
+CELLS = (
+    st.integers(-3, 300).map(str)
+    | st.text(alphabet='0123456789 -.,e\t"', max_size=30)
+    | st.sampled_from(["Training", "PublicTest", "PrivateTest", "Holdout", ""])
+)
 
 
 @st.composite
@@ -216,7 +269,13 @@ def test_csv_of_any_shape(content: bytes) -> None:
 
 
 @FUZZ
-@given(mutated(("emotion,pixels,Usage\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("3,", "5,", 1) + "\n").encode()))
+@given(
+    mutated(
+        (
+            "emotion,pixels,Usage\n" + GOOD_ROW + "\n" + GOOD_ROW.replace("3,", "5,", 1) + "\n"
+        ).encode()
+    )
+)
 def test_mutated_csv(content: bytes) -> None:
     load_csv_bytes(content)
 
@@ -245,18 +304,27 @@ def zip_of(members: dict[str, bytes], compression: int = 0) -> bytes:
 
 
 @FUZZ
-@given(st.lists(st.integers(0, 2**40) | st.integers(0, 8), max_size=3),
-       st.sampled_from(["<f4", "<f8", "<i8", "|u1", "|O", "<U4"]), st.binary(max_size=64))
+@given(
+    st.lists(st.integers(0, 2**40) | st.integers(0, 8), max_size=3),
+    st.sampled_from(["<f4", "<f8", "<i8", "|u1", "|O", "<U4"]),
+    st.binary(max_size=64),
+)
 def test_npy_headers_claiming_any_shape(shape: list[int], dtype: str, data: bytes) -> None:
-    meta = npy_member((), "<U40", json.dumps({"kind": "predictions", "schema": 1}).ljust(40).encode("utf-32-le"))
-    load_bytes(zip_of({"__meta__.npy": meta, "logits.npy": npy_member(tuple(shape), dtype, data)}), ".npz")
+    meta = npy_member(
+        (), "<U40", json.dumps({"kind": "predictions", "schema": 1}).ljust(40).encode("utf-32-le")
+    )
+    load_bytes(
+        zip_of({"__meta__.npy": meta, "logits.npy": npy_member(tuple(shape), dtype, data)}), ".npz"
+    )
 
 
 def test_a_zip_bomb_is_refused_without_expanding_it() -> None:
     import zipfile
 
     # 64 MiB of zeros deflate to about 64 KiB: the file does not justify the memory.
-    bomb = zip_of({"logits.npy": npy_member((2**26,), "|u1", bytes(2**26))}, compression=zipfile.ZIP_DEFLATED)
+    bomb = zip_of(
+        {"logits.npy": npy_member((2**26,), "|u1", bytes(2**26))}, compression=zipfile.ZIP_DEFLATED
+    )
     path = WORKDIR / "bomb.npz"
     path.write_bytes(bomb)
     with pytest.raises(FertoolError, match="zip bomb"):
@@ -278,12 +346,22 @@ def test_hostile_files_allocate_nothing_in_a_fresh_process(tmp_path: Path) -> No
     import zipfile
 
     enormous = tmp_path / "enormous.safetensors"
-    header = json.dumps({"__metadata__": {"kind": '"dataset"', "schema": "1"},
-                         "images": {"dtype": "U8", "shape": [2**26, 2**26], "data_offsets": [0, 16]}}).encode()
+    header = json.dumps(
+        {
+            "__metadata__": {"kind": '"dataset"', "schema": "1"},
+            "images": {"dtype": "U8", "shape": [2**26, 2**26], "data_offsets": [0, 16]},
+        }
+    ).encode()
     enormous.write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
-    (tmp_path / "claim.npz").write_bytes(zip_of({"logits.npy": npy_member((2**40,), "<f8", bytes(64))}))
-    (tmp_path / "bomb.npz").write_bytes(zip_of({"logits.npy": npy_member((2**26,), "|u1", bytes(2**26))},
-                                               compression=zipfile.ZIP_DEFLATED))
+    (tmp_path / "claim.npz").write_bytes(
+        zip_of({"logits.npy": npy_member((2**40,), "<f8", bytes(64))})
+    )
+    (tmp_path / "bomb.npz").write_bytes(
+        zip_of(
+            {"logits.npy": npy_member((2**26,), "|u1", bytes(2**26))},
+            compression=zipfile.ZIP_DEFLATED,
+        )
+    )
     child = f"""
 import resource, sys
 from fertool.artifacts import load_artifact
@@ -298,7 +376,9 @@ for name in ("enormous.safetensors", "claim.npz", "bomb.npz"):
         pass
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     grown_mib = int(done.stdout.strip()) / 1024
     assert grown_mib < 32, f"loading three hostile files grew the peak RSS by {grown_mib:.0f} MiB"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from clitools import _debug_off, invoke, one_line_error  # noqa: F401
+
 from fertool.artifacts import load_artifact
 
 # One thread per child: the same arithmetic in every run (bit-identical weights) and no fight
@@ -29,8 +29,21 @@ from fertool.artifacts import load_artifact
 # would make the epochs of these 300 faces (about 1.6 s each on a 2-GHz Xeon) too short to stop
 # the run inside one for sure.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-BRANCH = ["--arch", "dexpression_bn", "--lr", "1e-3", "--batch-size", "32", "--no-augment", "--seed", "3", "--device", "cpu",
-          "--precision", "fp32"]
+BRANCH = [
+    "--arch",
+    "dexpression_bn",
+    "--lr",
+    "1e-3",
+    "--batch-size",
+    "32",
+    "--no-augment",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+]
 
 
 def fertool(*args: object) -> list[str]:
@@ -50,10 +63,18 @@ def as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def stop_in_second_epoch(args: list[object], checkpoint: Path, signum: int) -> subprocess.CompletedProcess:
+def stop_in_second_epoch(
+    args: list[object], checkpoint: Path, signum: int
+) -> subprocess.CompletedProcess:
     """Run fertool, and send `signum` shortly after the checkpoint of epoch 1 is written."""
-    child = subprocess.Popen(fertool(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=as_from_a_terminal)
+    child = subprocess.Popen(
+        fertool(*args),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
+    )
     deadline = time.monotonic() + 240
     while not checkpoint.exists():
         assert child.poll() is None, f"finished before its first checkpoint: {child.communicate()}"
@@ -78,14 +99,29 @@ def uninterrupted(small_synthetic_data: Path, tmp_path_factory: pytest.TempPathF
     return path
 
 
-@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
-def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(small_synthetic_data: Path, uninterrupted: Path,
-                                                                     tmp_path: Path, signum: int, code: int, word: str):
-    output, checkpoint, log = tmp_path / "branch.safetensors", tmp_path / "branch.safetensors.ckpt", tmp_path / "log.jsonl"
+@pytest.mark.parametrize(
+    "signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(
+    small_synthetic_data: Path,
+    uninterrupted: Path,
+    tmp_path: Path,
+    signum: int,
+    code: int,
+    word: str,
+):
+    output, checkpoint, log = (
+        tmp_path / "branch.safetensors",
+        tmp_path / "branch.safetensors.ckpt",
+        tmp_path / "log.jsonl",
+    )
     shutil.copyfile(uninterrupted, output)  # an earlier run's artifact, which must survive
     before = output.read_bytes()
-    stopped = stop_in_second_epoch(["train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log],
-                                   checkpoint, signum)
+    stopped = stop_in_second_epoch(
+        ["train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log],
+        checkpoint,
+        signum,
+    )
     assert stopped.returncode == code, stopped.stderr
     assert "Traceback" not in stopped.stderr
     hint = next(line for line in stopped.stderr.splitlines() if "--resume" in line)
@@ -93,28 +129,63 @@ def test_train_branch_stopped_mid_epoch_resumes_to_the_same_weights(small_synthe
     assert word in stopped.stderr
     assert output.read_bytes() == before
     saved = load_artifact(checkpoint, expect="checkpoint")
-    assert saved.meta["epoch"] == 1 and len(log.read_text().splitlines()) == 1  # epoch 2 was cut off
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["branch.safetensors", "branch.safetensors.ckpt", "log.jsonl"]
+    assert (
+        saved.meta["epoch"] == 1 and len(log.read_text().splitlines()) == 1
+    )  # epoch 2 was cut off
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "branch.safetensors",
+        "branch.safetensors.ckpt",
+        "log.jsonl",
+    ]
 
     # The same command without --resume would start over and overwrite the finished epoch: refused
     # (in this process: a refusal needs no signals, and a child costs seconds of importing torch).
     kept = checkpoint.read_bytes()
-    forgot = invoke("train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log)
+    forgot = invoke(
+        "train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log
+    )
     one_line_error(forgot, str(checkpoint), "--resume", code=3)
     assert checkpoint.read_bytes() == kept and output.read_bytes() == before
 
-    run("train-branch", small_synthetic_data, "-o", output, "--epochs", 2, *BRANCH, "--log", log, "--resume")
+    run(
+        "train-branch",
+        small_synthetic_data,
+        "-o",
+        output,
+        "--epochs",
+        2,
+        *BRANCH,
+        "--log",
+        log,
+        "--resume",
+    )
     assert same_weights(output, uninterrupted)
     assert not checkpoint.exists()
     assert len(log.read_text().splitlines()) == 2
 
 
-def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(small_synthetic_data: Path, uninterrupted: Path,
-                                                                tiny_branch: Path, tmp_path: Path):
+def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(
+    small_synthetic_data: Path, uninterrupted: Path, tiny_branch: Path, tmp_path: Path
+):
     # --augment sends every batch through the frozen branches, so an epoch lasts long enough to
     # be stopped inside it.
-    args = ["ensemble", small_synthetic_data, uninterrupted, tiny_branch, "--epochs", 2, "--augment", "--batch-size", 16,
-            "--seed", 2, "--device", "cpu", "--precision", "fp32"]
+    args = [
+        "ensemble",
+        small_synthetic_data,
+        uninterrupted,
+        tiny_branch,
+        "--epochs",
+        2,
+        "--augment",
+        "--batch-size",
+        16,
+        "--seed",
+        2,
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
     reference = tmp_path / "reference.safetensors"
     run(*args, "-o", reference)
     output, checkpoint = tmp_path / "ensemble.safetensors", tmp_path / "ensemble.safetensors.ckpt"
@@ -130,22 +201,40 @@ def test_ensemble_stopped_mid_epoch_resumes_to_the_same_weights(small_synthetic_
     assert not checkpoint.exists()
 
 
-def test_resuming_an_ensemble_with_other_branches_is_refused(small_synthetic_data: Path, uninterrupted: Path,
-                                                             tiny_branch: Path, tmp_path: Path):
+def test_resuming_an_ensemble_with_other_branches_is_refused(
+    small_synthetic_data: Path, uninterrupted: Path, tiny_branch: Path, tmp_path: Path
+):
     from fertool.ensemble import EnsembleConfig, train_ensemble
 
     output, checkpoint = tmp_path / "ensemble.safetensors", tmp_path / "ensemble.safetensors.ckpt"
     # The checkpoint a stopped `ensemble DATA uninterrupted tiny` run leaves after epoch 1.
     branches = [load_artifact(uninterrupted), load_artifact(tiny_branch)]
-    train_ensemble(load_artifact(small_synthetic_data), branches, EnsembleConfig(epochs=2, device="cpu"), checkpoint=checkpoint)
-    swapped = invoke("ensemble", small_synthetic_data, tiny_branch, uninterrupted, "-o", output, "--device", "cpu",
-                     "--epochs", 2, "--resume")
+    train_ensemble(
+        load_artifact(small_synthetic_data),
+        branches,
+        EnsembleConfig(epochs=2, device="cpu"),
+        checkpoint=checkpoint,
+    )
+    swapped = invoke(
+        "ensemble",
+        small_synthetic_data,
+        tiny_branch,
+        uninterrupted,
+        "-o",
+        output,
+        "--device",
+        "cpu",
+        "--epochs",
+        2,
+        "--resume",
+    )
     one_line_error(swapped, "other data", str(checkpoint), code=3)
     assert checkpoint.exists()
 
 
-def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_nan(synthetic_data: Path,
-                                                                                    tmp_path: Path):
+def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_nan(
+    synthetic_data: Path, tmp_path: Path
+):
     # Fault injection: epoch 2 turns a weight into NaN, as an exploding step would.
     from typer.testing import CliRunner
 
@@ -165,11 +254,28 @@ def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_n
     output = tmp_path / "branch.safetensors"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fertool.train, "train_one_epoch", poisoned)
-        result = CliRunner().invoke(app, ["train-branch", str(synthetic_data), "-o", str(output), "--arch", "tiny",
-                                          "--epochs", "3", "--device", "cpu"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "train-branch",
+                str(synthetic_data),
+                "-o",
+                str(output),
+                "--arch",
+                "tiny",
+                "--epochs",
+                "3",
+                "--device",
+                "cpu",
+            ],
+        )
     assert result.exit_code == 3
     line = result.output.strip().splitlines()[-1]
-    assert "epoch 2" in line and "epoch 1, the last good one" in line and "branch.safetensors.ckpt" in line
+    assert (
+        "epoch 2" in line
+        and "epoch 1, the last good one" in line
+        and "branch.safetensors.ckpt" in line
+    )
     assert not output.exists()
     saved = load_artifact(tmp_path / "branch.safetensors.ckpt", expect="checkpoint")
     assert saved.meta["epoch"] == 1
@@ -195,8 +301,13 @@ def test_sigterm_while_a_file_is_written_leaves_nothing_half_written(tmp_path: P
         "app()\n"
     )
     output = tmp_path / "data.safetensors"
-    done = subprocess.run([sys.executable, "-c", code, str(output)], env=ENV, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(output)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 143, (done.returncode, done.stderr)
     assert "terminated" in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []

@@ -17,8 +17,13 @@ def test_ruff_finds_nothing() -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e '.[dev]')")
-    done = subprocess.run([ruff, "check", "--no-cache", "src", "tests", "scripts", "benchmarks"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [ruff, "check", "--no-cache", "src", "tests", "scripts", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -27,5 +32,7 @@ def test_mypy_finds_nothing() -> None:
     if mypy is None:
         pytest.skip("mypy is not installed (it comes with the dev extra: pip install -e '.[dev]')")
     # The files to check come from pyproject.toml; no cache, so nothing is written into the clone.
-    done = subprocess.run([mypy, "--cache-dir", os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [mypy, "--cache-dir", os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -27,18 +27,29 @@ def face(n: int) -> np.ndarray:
     """n smooth blobby 48 x 48 'faces' in [0, 1]: enough structure to see in a figure."""
     y, x = np.mgrid[0:48, 0:48] / 47.0
     centres = RNG.random((n, 2))
-    return np.exp(-((x - centres[:, :1, None]) ** 2 + (y - centres[:, 1:, None]) ** 2) * 8).astype(np.float32)
+    return np.exp(-((x - centres[:, :1, None]) ** 2 + (y - centres[:, 1:, None]) ** 2) * 8).astype(
+        np.float32
+    )
 
 
-def check_png(path: Path, min_size: tuple[int, int], max_size: tuple[int, int] = (4000, 8000)) -> np.ndarray:
+def check_png(
+    path: Path, min_size: tuple[int, int], max_size: tuple[int, int] = (4000, 8000)
+) -> np.ndarray:
     """Decode the file and check it looks like a figure: not tiny, not huge, not blank."""
     with Image.open(path) as image:
         assert image.format == "PNG"
         pixels = np.asarray(image.convert("RGB"))
     height, width = pixels.shape[:2]
-    assert min_size[0] <= width <= max_size[0] and min_size[1] <= height <= max_size[1], (width, height)
+    assert min_size[0] <= width <= max_size[0] and min_size[1] <= height <= max_size[1], (
+        width,
+        height,
+    )
     assert pixels.std() > 20, "nearly blank"
-    packed = (pixels[..., 0].astype(np.int32) << 16) | (pixels[..., 1].astype(np.int32) << 8) | pixels[..., 2]
+    packed = (
+        (pixels[..., 0].astype(np.int32) << 16)
+        | (pixels[..., 1].astype(np.int32) << 8)
+        | pixels[..., 2]
+    )
     assert len(np.unique(packed)) > 100, "too few colours: nothing drawn?"
     assert not list(path.parent.glob("*.part")), "temporary file left behind"
     return pixels
@@ -51,8 +62,16 @@ def confusion() -> np.ndarray:
 
 
 def history(epochs: int, best: int) -> list[dict]:
-    return [{"epoch": e, "loss": 2 / e, "val_loss": 2 / e + 0.02 * e, "train_accuracy": 1 - 0.7 / e,
-             "val_accuracy": 0.8 - abs(e - best) * 0.02} for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "loss": 2 / e,
+            "val_loss": 2 / e + 0.02 * e,
+            "train_accuracy": 1 - 0.7 / e,
+            "val_accuracy": 0.8 - abs(e - best) * 0.02,
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 def test_confusion_figure(tmp_path):
@@ -61,10 +80,14 @@ def test_confusion_figure(tmp_path):
     title = fig.axes[0].get_title()
     assert "test split" in title and "accuracy" in title
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(CLASSES)
-    assert fig.axes[0].get_xlabel() == "predicted class" and fig.axes[0].get_ylabel() == "true class"
+    assert (
+        fig.axes[0].get_xlabel() == "predicted class" and fig.axes[0].get_ylabel() == "true class"
+    )
     cells = [t.get_text() for t in fig.axes[0].texts]
     assert len(cells) == 49
-    assert fig.axes[1].get_ylabel() == "fraction of the true class"  # the colour bar says what colour means
+    assert (
+        fig.axes[1].get_ylabel() == "fraction of the true class"
+    )  # the colour bar says what colour means
     save_figure(fig, path)
     check_png(path, min_size=(800, 700))
 
@@ -101,7 +124,9 @@ def test_filters_figure_makes_a_near_square_grid(tmp_path):
     assert grid_shape(272) == (16, 17)
     assert grid_shape(64) == (8, 8)
     assert grid_shape(7) == (3, 3)
-    fig = filters_figure(face(20), list(range(100, 120)), "featex1", inactive=[i % 5 == 0 for i in range(20)])
+    fig = filters_figure(
+        face(20), list(range(100, 120)), "featex1", inactive=[i % 5 == 0 for i in range(20)]
+    )
     assert "off" in fig.get_suptitle()
     save_figure(fig, tmp_path / "filters.png")
     pixels = check_png(tmp_path / "filters.png", min_size=(700, 500))
@@ -135,10 +160,16 @@ def test_curves_figure_draws_the_epochs_before_an_init_start_faint(tmp_path):
     after = [{**r, "epoch": r["epoch"] + 12} for r in after]
     fig = curves_figure([after], ["longer"], earlier=[before])
     loss, accuracy = fig.axes
-    faint = [line for line in accuracy.lines if line.get_alpha() is not None and line.get_alpha() < 1]
-    assert len(faint) == 2 and list(faint[0].get_xdata()) == list(range(1, 13))  # train and val, before
+    faint = [
+        line for line in accuracy.lines if line.get_alpha() is not None and line.get_alpha() < 1
+    ]
+    assert len(faint) == 2 and list(faint[0].get_xdata()) == list(
+        range(1, 13)
+    )  # train and val, before
     stars = [line for line in accuracy.lines if line.get_marker() == "*"]
-    assert len(stars) == 1 and stars[0].get_xdata()[0] > 12  # the star marks the file's own best epoch
+    assert (
+        len(stars) == 1 and stars[0].get_xdata()[0] > 12
+    )  # the star marks the file's own best epoch
     assert "before --init" in [t.get_text() for t in accuracy.get_legend().get_texts()]
     save_figure(fig, tmp_path / "longer.png")
     check_png(tmp_path / "longer.png", min_size=(1200, 500))
@@ -149,7 +180,10 @@ def test_curves_figure_draws_the_epochs_before_an_init_start_faint(tmp_path):
 def test_curves_labels_of_runs_peaking_together_do_not_overlap(tmp_path):
     # Three runs that all peak on their last epoch within a point of each other (the default's
     # three -more branches did): their labels used to be drawn on top of one another.
-    runs = [[{**r, "val_accuracy": r["val_accuracy"] - k * 0.003} for r in history(32, 32)] for k in range(3)]
+    runs = [
+        [{**r, "val_accuracy": r["val_accuracy"] - k * 0.003} for r in history(32, 32)]
+        for k in range(3)
+    ]
     runs.append(history(32, 5))  # one far away keeps its label under its star
     fig = curves_figure(runs, ["a", "b", "c", "d"])
     accuracy = fig.axes[1]
@@ -157,13 +191,19 @@ def test_curves_labels_of_runs_peaking_together_do_not_overlap(tmp_path):
     assert len(labels) == 4
     fig.draw_without_rendering()  # lays out the constrained axes, so the boxes are where a PNG has them
     boxes = [t.get_window_extent() for t in labels]
-    overlapping = [(a.get_text(), b.get_text()) for i, a in enumerate(labels) for j, b in enumerate(labels)
-                   if i < j and boxes[i].overlaps(boxes[j])]
+    overlapping = [
+        (a.get_text(), b.get_text())
+        for i, a in enumerate(labels)
+        for j, b in enumerate(labels)
+        if i < j and boxes[i].overlaps(boxes[j])
+    ]
     assert overlapping == []
     far = next(t for t in labels if t.xy[0] == 5)
     assert far.xyann == (0, -16)  # alone: straight below its star
     panel = accuracy.get_window_extent()
-    assert all(panel.x0 <= box.x0 and box.x1 <= panel.x1 for box in boxes)  # none past the panel's edges
+    assert all(
+        panel.x0 <= box.x0 and box.x1 <= panel.x1 for box in boxes
+    )  # none past the panel's edges
     save_figure(fig, tmp_path / "together.png")
     check_png(tmp_path / "together.png", min_size=(1200, 500))
 
@@ -172,17 +212,30 @@ def test_curves_labels_of_two_close_groups_of_peaks_do_not_overlap(tmp_path):
     # The 60-epoch ablation: peaks 58.1 / 57.3 % and 54.9 / 53.6 % in the last three epochs, 2.4
     # points apart: two stacks of labels, the first stack's second label ran into the second's first.
     def peaking(best: int, top: float) -> list[dict]:
-        return [{"epoch": e, "loss": 2 / e, "train_accuracy": 0.25 + 0.0082 * e,
-                 "val_accuracy": 0.25 + (top - 0.25) * e / best if e <= best else top - 0.002} for e in range(1, 61)]
+        return [
+            {
+                "epoch": e,
+                "loss": 2 / e,
+                "train_accuracy": 0.25 + 0.0082 * e,
+                "val_accuracy": 0.25 + (top - 0.25) * e / best if e <= best else top - 0.002,
+            }
+            for e in range(1, 61)
+        ]
 
-    fig = curves_figure([peaking(60, 0.549), peaking(60, 0.536), peaking(58, 0.573), peaking(59, 0.581)],
-                        ["plain", "augment", "normalize", "both"])
+    fig = curves_figure(
+        [peaking(60, 0.549), peaking(60, 0.536), peaking(58, 0.573), peaking(59, 0.581)],
+        ["plain", "augment", "normalize", "both"],
+    )
     labels = [t for t in fig.axes[1].texts if t.get_text().endswith(" %")]
     assert sorted(t.get_text() for t in labels) == ["53.6 %", "54.9 %", "57.3 %", "58.1 %"]
     fig.draw_without_rendering()
     boxes = [t.get_window_extent() for t in labels]
-    overlapping = [(a.get_text(), b.get_text()) for i, a in enumerate(labels) for j, b in enumerate(labels)
-                   if i < j and boxes[i].overlaps(boxes[j])]
+    overlapping = [
+        (a.get_text(), b.get_text())
+        for i, a in enumerate(labels)
+        for j, b in enumerate(labels)
+        if i < j and boxes[i].overlaps(boxes[j])
+    ]
     assert overlapping == []
     # Best first, top to bottom: the stack reads in the order of the accuracies.
     by_height = [t.get_text() for t in sorted(labels, key=lambda t: -t.get_window_extent().y0)]

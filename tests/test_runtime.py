@@ -16,13 +16,19 @@ def fake_cpu(monkeypatch, avx512_bf16: bool, amx: bool, mkldnn_bf16: bool = True
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     # oneDNN says yes on any AVX-512 CPU, emulating bf16 where the instructions are missing:
     # the decision must not follow it.
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn_bf16, raising=False)
+    monkeypatch.setattr(
+        torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: mkldnn_bf16, raising=False
+    )
 
 
 @pytest.mark.parametrize(
     ("avx512_bf16", "amx", "expected"),
     [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)],
-    ids=["avx512-bf16 (Zen 4, Cooper Lake)", "amx (Sapphire Rapids)", "avx-512 alone (Skylake-Ice Lake)"],
+    ids=[
+        "avx512-bf16 (Zen 4, Cooper Lake)",
+        "amx (Sapphire Rapids)",
+        "avx-512 alone (Skylake-Ice Lake)",
+    ],
 )
 def test_auto_picks_bf16_only_with_native_bf16(monkeypatch, avx512_bf16, amx, expected):
     fake_cpu(monkeypatch, avx512_bf16, amx)

@@ -10,8 +10,16 @@ import torch.nn.functional as F
 from fertool.data import CLASSES
 from fertool.errors import BadInputError
 from fertool.models import EnsembleClassifier, FERClassifier, create_model
-from fertool.saliency import (METHODS, GradCAM, Gradient, IntegratedGradients, SmoothGrad, default_cam_layers, explain,
-                              predict_probabilities)
+from fertool.saliency import (
+    METHODS,
+    GradCAM,
+    Gradient,
+    IntegratedGradients,
+    SmoothGrad,
+    default_cam_layers,
+    explain,
+    predict_probabilities,
+)
 
 
 def classifier(arch: str, seed: int = 0) -> FERClassifier:
@@ -20,8 +28,10 @@ def classifier(arch: str, seed: int = 0) -> FERClassifier:
 
 
 def hook_counts(model: torch.nn.Module) -> dict[str, tuple[int, int, int]]:
-    return {name: (len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks))
-            for name, m in model.named_modules()}
+    return {
+        name: (len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -62,12 +72,16 @@ def test_gradient_equals_autograd_and_finite_differences():
     targets = torch.tensor([3, 5])
     with Gradient(model) as gradient:
         saliency = gradient(x, targets).double()
-        torch.testing.assert_close(gradient(x, targets, batch_size=1).double(), saliency)  # batching changes nothing
+        torch.testing.assert_close(
+            gradient(x, targets, batch_size=1).double(), saliency
+        )  # batching changes nothing
     # The whole map, against autograd per image.
     for i in range(2):
         xi = x[i : i + 1].clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(model(xi)[0, targets[i]], xi)
-        torch.testing.assert_close(saliency[i], grad[0, 0].abs().to(saliency.dtype), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(
+            saliency[i], grad[0, 0].abs().to(saliency.dtype), rtol=1e-5, atol=1e-7
+        )
     # One pixel, against a central finite difference.
     row, col, eps = 20, 27, 1e-6
     bumped = [x[:1].clone() for _ in range(2)]
@@ -95,7 +109,9 @@ def test_explain_works_inside_no_grad_and_inference_mode(mode, faces):
     model = classifier("tiny")
     expected = explain(model, faces, "gradcam").raw
     with mode():
-        np.testing.assert_allclose(explain(model, faces.clone(), "gradcam").raw, expected, rtol=1e-5)
+        np.testing.assert_allclose(
+            explain(model, faces.clone(), "gradcam").raw, expected, rtol=1e-5
+        )
 
 
 def test_result_is_normalised_and_consistent(faces):
@@ -124,11 +140,17 @@ def test_probabilities_average_the_views_as_eval_does(faces, tta):
 
     model = classifier("tiny")
     as_uint8 = (faces * 255).round().to(torch.uint8)[:, 0]
-    expected = predict_logits(model, as_uint8, torch.device("cpu"), tta=tta).softmax(dim=1)  # logits or log-means
-    torch.testing.assert_close(predict_probabilities(model, as_uint8[:, None].float() / 255, tta=tta), expected)
+    expected = predict_logits(model, as_uint8, torch.device("cpu"), tta=tta).softmax(
+        dim=1
+    )  # logits or log-means
+    torch.testing.assert_close(
+        predict_probabilities(model, as_uint8[:, None].float() / 255, tta=tta), expected
+    )
     assert predict_probabilities(model, faces[:0], tta=tta).shape == (0, 7)
     if tta != "none":  # the views change the answer, so the test above compared something
-        assert not torch.allclose(predict_probabilities(model, faces, tta=tta), predict_probabilities(model, faces))
+        assert not torch.allclose(
+            predict_probabilities(model, faces, tta=tta), predict_probabilities(model, faces)
+        )
     with pytest.raises(BadInputError, match="--tta tencrop"):
         predict_probabilities(model, faces, tta="tencrop")
 
@@ -139,7 +161,11 @@ def test_targets_by_name_index_and_label(faces):
     assert explain(model, faces, "gradient", target=2).targets.tolist() == [2, 2, 2]
     assert explain(model, faces, "gradient", target="4").targets.tolist() == [4, 4, 4]
     labels = torch.tensor([0, 6, 1])
-    assert explain(model, faces, "gradient", target="true", labels=labels).targets.tolist() == [0, 6, 1]
+    assert explain(model, faces, "gradient", target="true", labels=labels).targets.tolist() == [
+        0,
+        6,
+        1,
+    ]
 
 
 def test_bad_targets_say_what_to_pass(faces):
@@ -169,9 +195,11 @@ def test_smoothgrad_is_reproducible_and_smoother(faces):
     assert not torch.allclose(first, other)
     with Gradient(model) as gradient:
         plain = gradient(faces, targets)
+
     # Averaging over noise removes pixel-to-pixel speckle: neighbouring pixels agree more.
     def roughness(m: torch.Tensor) -> float:
         return ((m[:, 1:] - m[:, :-1]).abs().mean() / m.mean()).item()
+
     assert roughness(first) < roughness(plain)
 
 
@@ -179,7 +207,9 @@ def test_variants_sharing_passes_get_each_its_own_gradient():
     # 5 variants of 3 images in passes of 4 images: passes cut across variants and images, and
     # each variant must still get the gradient of its own image's target.
     model = classifier("tiny").double()
-    variants = torch.rand(5, 3, 1, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    variants = torch.rand(
+        5, 3, 1, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
     targets = torch.tensor([2, 6, 4])
     with Gradient(model) as method:
         method.pass_size = 4
@@ -195,7 +225,9 @@ def test_integrated_gradients_of_a_linear_model_are_the_weights_times_the_differ
     x = torch.rand(2, 1, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([1, 6])
     weights = model[1].weight[targets].detach().reshape(2, 1, 48, 48)
-    featureless = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x)  # the default: each face's mean brightness
+    featureless = x.mean(dim=(1, 2, 3), keepdim=True).expand_as(
+        x
+    )  # the default: each face's mean brightness
     for baseline, start in ((None, featureless), (0.0, torch.zeros_like(x))):
         with IntegratedGradients(model, steps=1, baseline=baseline) as integrated:
             signed = integrated.signed(x, targets)
@@ -216,7 +248,9 @@ def test_explain_gives_integrated_gradients_with_their_signs(faces):
     assert result.signed.shape == (3, 48, 48) and result.signed.dtype == np.float32
     np.testing.assert_array_equal(result.raw, np.abs(result.signed))
     with torch.no_grad():
-        rise = (model(faces) - model(faces.mean(dim=(1, 2, 3), keepdim=True).expand_as(faces)))[:, 3]
+        rise = (model(faces) - model(faces.mean(dim=(1, 2, 3), keepdim=True).expand_as(faces)))[
+            :, 3
+        ]
     np.testing.assert_allclose(result.signed.sum(axis=(1, 2)), rise.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result.logit_rise, rise.numpy(), rtol=1e-5, atol=1e-6)
     assert (result.signed < 0).any() and (result.signed > 0).any()  # evidence both ways
@@ -232,11 +266,17 @@ def test_integrated_gradients_add_up_to_the_logits_rise_from_the_baseline():
     x = torch.rand(3, 1, 48, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     targets = torch.tensor([3, 5, 0])
     with torch.no_grad():
-        rise = (model(x) - model(x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x))).gather(1, targets[:, None])[:, 0]
+        rise = (model(x) - model(x.mean(dim=(1, 2, 3), keepdim=True).expand_as(x))).gather(
+            1, targets[:, None]
+        )[:, 0]
     errors = {}
     for steps in (4, 256):
         with IntegratedGradients(model, steps=steps) as integrated:
-            errors[steps] = ((integrated.signed(x, targets).sum(dim=(1, 2, 3)) - rise).abs() / rise.abs()).max().item()
+            errors[steps] = (
+                ((integrated.signed(x, targets).sum(dim=(1, 2, 3)) - rise).abs() / rise.abs())
+                .max()
+                .item()
+            )
     assert errors[256] < 0.01 and errors[256] < errors[4] / 10, errors
     with pytest.raises(BadInputError, match="--steps 0"):
         IntegratedGradients(model, steps=0)
@@ -245,9 +285,16 @@ def test_integrated_gradients_add_up_to_the_logits_rise_from_the_baseline():
 def test_gradcam_layers_default_to_the_last_conv_block():
     assert default_cam_layers(classifier("dexpression")) == ["backbone.featex2"]
     assert default_cam_layers(classifier("dexpression_bn_deep")) == ["backbone.featex3"]
-    assert default_cam_layers(classifier("tiny")) == ["backbone.body.3"]  # the ReLU after the last conv
-    ensemble = EnsembleClassifier([classifier("dexpression", 1), classifier("tiny", 2)], features="average")
-    assert default_cam_layers(ensemble) == ["branches.0.backbone.featex2", "branches.1.backbone.body.3"]
+    assert default_cam_layers(classifier("tiny")) == [
+        "backbone.body.3"
+    ]  # the ReLU after the last conv
+    ensemble = EnsembleClassifier(
+        [classifier("dexpression", 1), classifier("tiny", 2)], features="average"
+    )
+    assert default_cam_layers(ensemble) == [
+        "branches.0.backbone.featex2",
+        "branches.1.backbone.body.3",
+    ]
     assert GradCAM(classifier("dexpression"), layer="featex1").layers == ["backbone.featex1"]
     with pytest.raises(BadInputError, match="--list-layers"):
         GradCAM(classifier("dexpression"), layer="featex9")
@@ -274,7 +321,12 @@ def test_gradcam_of_an_ensemble_averages_its_branches(faces):
 # image): gradient puts 0.58-0.60 of its mass inside (2.5-2.6x the area), smoothgrad 0.44 (1.9x),
 # gradcam 0.47-0.48 (2.0x), integrated gradients 0.65 (2.8x; measured 2026-12-01). Bounds: (least
 # mean mass inside, least mean mass/area ratio), about 20 % below.
-MASS_BOUNDS = {"gradient": (0.50, 2.2), "smoothgrad": (0.35, 1.6), "gradcam": (0.35, 1.6), "integrated": (0.52, 2.25)}
+MASS_BOUNDS = {
+    "gradient": (0.50, 2.2),
+    "smoothgrad": (0.35, 1.6),
+    "gradcam": (0.35, 1.6),
+    "integrated": (0.52, 2.25),
+}
 EXPRESSIONS = ("happy", "sad", "surprise")
 
 
@@ -293,11 +345,20 @@ def trained_on_faces():
 
     images, labels, split, masks = draw_faces(1800, seed=0, classes=EXPRESSIONS)
     labels = np.array([CLASSES.index(EXPRESSIONS[label]) for label in labels])
-    tensors, meta = dataset_artifact(RawDataset(images, labels, split, "synthetic:3 expressions", masks=masks))
+    tensors, meta = dataset_artifact(
+        RawDataset(images, labels, split, "synthetic:3 expressions", masks=masks)
+    )
     dataset = Artifact(path="synthetic-3", kind="dataset", meta=meta, tensors=tensors)
-    result = train_branch(dataset, TrainConfig(arch="tiny", epochs=20, batch_size=16, lr=5e-3, augment=False, seed=0))
+    result = train_branch(
+        dataset, TrainConfig(arch="tiny", epochs=20, batch_size=16, lr=5e-3, augment=False, seed=0)
+    )
     val = torch.nonzero(tensors["split"] == 1).flatten()[:40]
-    return result, tensors["images"][val].float().div(255)[:, None], tensors["masks"][val], tensors["labels"][val]
+    return (
+        result,
+        tensors["images"][val].float().div(255)[:, None],
+        tensors["masks"][val],
+        tensors["labels"][val],
+    )
 
 
 def test_the_model_for_the_saliency_checks_learned_the_faces(trained_on_faces):
@@ -308,10 +369,16 @@ def test_the_model_for_the_saliency_checks_learned_the_faces(trained_on_faces):
 @pytest.mark.parametrize("method", sorted(MASS_BOUNDS))
 def test_saliency_mass_falls_on_the_drawn_features(trained_on_faces, method):
     result, images01, masks, labels = trained_on_faces
-    grown = F.max_pool2d(masks.float()[:, None], 5, stride=1, padding=2)[:, 0].numpy()  # 2 px margin
+    grown = F.max_pool2d(masks.float()[:, None], 5, stride=1, padding=2)[
+        :, 0
+    ].numpy()  # 2 px margin
     maps = explain(result.model, images01, method, target="true", labels=labels).raw
     inside = (maps * grown).sum(axis=(1, 2)) / maps.sum(axis=(1, 2)).clip(1e-12)
     area = grown.mean(axis=(1, 2))
     least_mass, least_ratio = MASS_BOUNDS[method]
     assert inside.mean() > least_mass, (inside.mean(), area.mean())
-    assert (inside / area).mean() > least_ratio, ((inside / area).mean(), inside.mean(), area.mean())
+    assert (inside / area).mean() > least_ratio, (
+        (inside / area).mean(),
+        inside.mean(),
+        area.mean(),
+    )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from trainhelpers import ctrl_c_in_epoch
 
 from fertool.artifacts import load_artifact
 from fertool.errors import BadInputError, FertoolError
 from fertool.train import TrainConfig, train_branch
-from trainhelpers import ctrl_c_in_epoch
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def larger_dataset(tmp_path_factory):
 
 
 def assert_learned(result, least_accuracy: float) -> None:
-    assert result.best_val_accuracy > least_accuracy, [round(r["val_accuracy"], 3) for r in result.history]
+    assert result.best_val_accuracy > least_accuracy, [
+        round(r["val_accuracy"], 3) for r in result.history
+    ]
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert result.best_val_accuracy == max(r["val_accuracy"] for r in result.history)
     assert result.history[result.best_epoch - 1]["val_accuracy"] == result.best_val_accuracy
@@ -39,7 +41,9 @@ def test_a_batch_norm_dexpression_branch_learns_the_squares_in_two_epochs(easy_d
     # The real architecture in one process, on data any model learns (chance 1/7): measured best
     # val 99 % at seed 0 (87-100 % at seeds 0-2), 12-17 s on one core. The faces' version below
     # holds it to the synthetic faces, at eight times the cost.
-    config = TrainConfig(arch="dexpression_bn", epochs=2, lr=1e-3, batch_size=32, augment=False, seed=0)
+    config = TrainConfig(
+        arch="dexpression_bn", epochs=2, lr=1e-3, batch_size=32, augment=False, seed=0
+    )
     assert_learned(train_branch(load_artifact(easy_data), config), 0.85)
 
 
@@ -49,7 +53,9 @@ def test_a_dexpression_branch_learns_the_synthetic_faces_in_a_few_epochs(larger_
     # epochs. The batch-norm variant does; the LRN original needs a few hundred steps to leave
     # chance (see models.DeXpression), which is too slow for a unit test. (`tiny` learns them in
     # every run of the suite: test_saliency's model, > 85 %.)
-    config = TrainConfig(arch="dexpression_bn", epochs=7, lr=1e-3, batch_size=32, augment=False, seed=0)
+    config = TrainConfig(
+        arch="dexpression_bn", epochs=7, lr=1e-3, batch_size=32, augment=False, seed=0
+    )
     assert_learned(train_branch(larger_dataset, config), 0.90)
 
 
@@ -96,7 +102,9 @@ def test_onecycle_warms_up_peaks_at_thirty_percent_and_anneals_to_almost_zero():
     assert all(a <= b for a, b in zip(rates[:300], rates[1:301]))
     assert all(a >= b for a, b in zip(rates[300:], rates[301:]))
     cosine = TrainConfig(lr=0.1, schedule="cosine")
-    assert learning_rate(cosine, 0, 10) == pytest.approx(0.1) and learning_rate(cosine, 10, 10) == pytest.approx(0)
+    assert learning_rate(cosine, 0, 10) == pytest.approx(0.1) and learning_rate(
+        cosine, 10, 10
+    ) == pytest.approx(0)
     assert learning_rate(TrainConfig(lr=0.3), 7, 10) == 0.3
 
 
@@ -105,8 +113,18 @@ def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tm
     # The schedule is a function of the global step, the momentum buffers travel in the
     # checkpoint, and mixup draws from the saved augmentation stream: stopping after epoch 2 of
     # 3 and resuming must change nothing.
-    settings = dict(arch="tiny", epochs=3, lr=0.05, optimizer="sgd", schedule="onecycle", weight_decay=5e-4,
-                    label_smoothing=0.1, augment_preset="strong", mixup=mixup, seed=4)
+    settings = dict(
+        arch="tiny",
+        epochs=3,
+        lr=0.05,
+        optimizer="sgd",
+        schedule="onecycle",
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        augment_preset="strong",
+        mixup=mixup,
+        seed=4,
+    )
     whole = train_branch(dataset, TrainConfig(**settings))
     checkpoint = tmp_path / "run.ckpt"
     # The checkpoint of a 3-epoch run stopped in its third epoch (a 2-epoch run would have
@@ -119,10 +137,17 @@ def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tm
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
 
 
-@pytest.mark.parametrize("field, value, flag", [("optimizer", "rmsprop", "--optimizer"), ("schedule", "step", "--schedule"),
-                                                ("augment_preset", "wild", "--augment-preset"),
-                                                ("label_smoothing", 1.5, "--label-smoothing"),
-                                                ("mixup", -0.2, "--mixup"), ("mixup", float("nan"), "--mixup")])
+@pytest.mark.parametrize(
+    "field, value, flag",
+    [
+        ("optimizer", "rmsprop", "--optimizer"),
+        ("schedule", "step", "--schedule"),
+        ("augment_preset", "wild", "--augment-preset"),
+        ("label_smoothing", 1.5, "--label-smoothing"),
+        ("mixup", -0.2, "--mixup"),
+        ("mixup", float("nan"), "--mixup"),
+    ],
+)
 def test_unknown_recipe_settings_are_refused(dataset, field, value, flag):
     with pytest.raises(BadInputError, match=flag):
         train_branch(dataset, TrainConfig(arch="tiny", epochs=1, **{field: value}))
@@ -147,4 +172,6 @@ def test_mixup_blends_images_and_targets_by_one_weight_reproducibly():
     assert 0 < weight[moved][0] < 1
     expected = weight * y + (1 - weight) * partner
     assert torch.allclose(mixed[:, 0, 0, 0], expected, atol=1e-5)
-    assert torch.equal(mixed, mixed[:, :, :1, :1].expand_as(mixed))  # every pixel by the same weight
+    assert torch.equal(
+        mixed, mixed[:, :, :1, :1].expand_as(mixed)
+    )  # every pixel by the same weight

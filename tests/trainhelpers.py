@@ -37,10 +37,20 @@ def ctrl_c_in_epoch(epoch: int) -> Iterator[None]:
 def write_teacher(path: Path, dataset, logits: np.ndarray, split: str = "train", **changes) -> Path:
     """A predictions artifact as `fertool eval DATA MODEL --split SPLIT -o PATH` writes it."""
     _, labels, indices = select_split(dataset, split)
-    arrays = {"logits": logits.astype(np.float32), "labels": labels.numpy(), "indices": indices.numpy()}
-    meta = {"model": "teacher.safetensors", "model_kind": "branch", "dataset": str(dataset.path),
-            "dataset_sha256": dataset.meta["sha256"], "split": split, "classes": dataset.meta["classes"],
-            "tta": "none"}
+    arrays = {
+        "logits": logits.astype(np.float32),
+        "labels": labels.numpy(),
+        "indices": indices.numpy(),
+    }
+    meta = {
+        "model": "teacher.safetensors",
+        "model_kind": "branch",
+        "dataset": str(dataset.path),
+        "dataset_sha256": dataset.meta["sha256"],
+        "split": split,
+        "classes": dataset.meta["classes"],
+        "tta": "none",
+    }
     for key, value in changes.items():
         if key in arrays:
             arrays[key] = value
@@ -61,4 +71,6 @@ def agreement_on_train(model: torch.nn.Module, dataset) -> tuple[float, float]:
     """(share of train faces the model gives the next class, share it gives the label)."""
     images, labels, _ = select_split(dataset, "train")
     predicted = predict_logits(model, images, torch.device("cpu")).argmax(1)
-    return (predicted == (labels + 1) % 7).float().mean().item(), (predicted == labels).float().mean().item()
+    return (predicted == (labels + 1) % 7).float().mean().item(), (
+        predicted == labels
+    ).float().mean().item()

@@ -22,8 +22,8 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 import struct
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -94,18 +94,28 @@ def check_output_path(path: Path | str, inputs: Iterable[Path | str | None] = ()
     path = Path(path)
     for given in inputs:
         if given is not None and Path(given).exists() and path.resolve() == Path(given).resolve():
-            raise BadInputError(f"{path}: is also an input of this command, and writing it would replace it; "
-                                "choose another output path")
+            raise BadInputError(
+                f"{path}: is also an input of this command, and writing it would replace it; "
+                "choose another output path"
+            )
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise BadInputError(f"{path}: is a directory; give a file name for the output, e.g. {path}/out.safetensors")
+        raise BadInputError(
+            f"{path}: is a directory; give a file name for the output, e.g. {path}/out.safetensors"
+        )
     if not parent.is_dir():
-        raise BadInputError(f"{path}: directory {parent} does not exist; create it first (mkdir -p {parent})")
+        raise BadInputError(
+            f"{path}: directory {parent} does not exist; create it first (mkdir -p {parent})"
+        )
     if not os.access(parent, os.W_OK):
-        raise BadInputError(f"{path}: directory {parent} is not writable; choose another output path")
+        raise BadInputError(
+            f"{path}: directory {parent} is not writable; choose another output path"
+        )
 
 
-def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]) -> None:
+def save_tensors(
+    path: Path | str, tensors: dict[str, torch.Tensor], kind: str, meta: dict[str, Any]
+) -> None:
     """Write tensors and metadata to a safetensors file, atomically."""
     from safetensors.torch import save_file
 
@@ -117,7 +127,9 @@ def save_tensors(path: Path | str, tensors: dict[str, torch.Tensor], kind: str, 
         save_file(contiguous, str(tmp), metadata=encoded)
 
 
-def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: dict[str, Any]) -> None:
+def save_npz(
+    path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: dict[str, Any]
+) -> None:
     """Write numpy arrays and metadata to an npz file, atomically."""
     header = {**meta, **base_meta(kind)}
     for name, array in arrays.items():
@@ -125,11 +137,17 @@ def save_npz(path: Path | str, arrays: dict[str, np.ndarray], kind: str, meta: d
             raise ValueError(f"{name}: object arrays would need pickle; convert to a numeric dtype")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file handle stops numpy from appending ".npz"
-            np.savez(handle, allow_pickle=False, **{"__meta__": np.array(json.dumps(header)), **arrays})
+            np.savez(
+                handle, allow_pickle=False, **{"__meta__": np.array(json.dumps(header)), **arrays}
+            )
 
 
-def load_artifact(path: Path | str, expect: str | tuple[str, ...] | None = None, contents: bool = True,
-                  as_numpy: bool = False) -> Artifact:
+def load_artifact(
+    path: Path | str,
+    expect: str | tuple[str, ...] | None = None,
+    contents: bool = True,
+    as_numpy: bool = False,
+) -> Artifact:
     """Load an artifact of any kind; if `expect` is given, refuse other kinds with a hint.
 
     A safetensors file's arrays come as torch tensors, or with `as_numpy` as numpy arrays (for
@@ -157,7 +175,9 @@ def check_kind(artifact: Artifact, expect: str | tuple[str, ...]) -> None:
     if artifact.kind in expected:
         return
     wanted = " or ".join(_MAKES[kind] for kind in expected)
-    raise WrongKindError(f"{artifact.path}: is a {artifact.kind} artifact, but this needs {wanted}; pass that instead")
+    raise WrongKindError(
+        f"{artifact.path}: is a {artifact.kind} artifact, but this needs {wanted}; pass that instead"
+    )
 
 
 def _check_input_file(path: Path) -> None:
@@ -191,12 +211,16 @@ def _load_safetensors(path: Path, as_numpy: bool) -> Artifact:
         with safe_open(str(path), framework="np") as handle:
             raw_meta = handle.metadata() or {}
             # numpy has no bfloat16 (nor float8): such a file is read as torch tensors whatever was asked.
-            as_numpy = as_numpy and all(handle.get_slice(name).get_dtype() in _NUMPY_DTYPES for name in handle.keys())
+            as_numpy = as_numpy and all(
+                handle.get_slice(name).get_dtype() in _NUMPY_DTYPES for name in handle.keys()
+            )
         if as_numpy:
             from safetensors.numpy import load_file as load_numpy
+
             tensors: dict[str, Any] = load_numpy(str(path))
         else:
             from safetensors.torch import load_file as load_torch
+
             tensors = load_torch(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise BadInputError(f"{not_ours} ({_first_line(err)})") from err
@@ -206,8 +230,20 @@ def _load_safetensors(path: Path, as_numpy: bool) -> Artifact:
 
 # What a damaged zip or .npy member raises inside numpy and zipfile (found by tests/test_fuzz.py:
 # an unsupported zip version is NotImplementedError, a bad deflate stream zlib.error, ...).
-_NPZ_ERRORS = (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError, zlib.error, struct.error,
-               KeyError, IndexError, UnicodeDecodeError, OverflowError, MemoryError)
+_NPZ_ERRORS = (
+    ValueError,
+    OSError,
+    zipfile.BadZipFile,
+    EOFError,
+    NotImplementedError,
+    zlib.error,
+    struct.error,
+    KeyError,
+    IndexError,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+)
 
 
 def _check_npz_members(path: Path) -> None:
@@ -221,8 +257,10 @@ def _check_npz_members(path: Path) -> None:
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
         if sum(info.file_size for info in infos) > budget:
-            raise BadInputError(f"{path}: its members would expand to more than 100x the file (a zip bomb?); "
-                                "pass a file fertool wrote")
+            raise BadInputError(
+                f"{path}: its members would expand to more than 100x the file (a zip bomb?); "
+                "pass a file fertool wrote"
+            )
         for info in infos:
             with archive.open(info) as member:
                 version = np.lib.format.read_magic(member)
@@ -231,12 +269,16 @@ def _check_npz_members(path: Path) -> None:
                 else:
                     shape, _, dtype = np.lib.format.read_array_header_2_0(member)
             if dtype.hasobject:
-                raise BadInputError(f"{path}: member {info.filename} holds Python objects, which would need "
-                                    "pickle to read; fertool never unpickles, pass a file fertool wrote")
+                raise BadInputError(
+                    f"{path}: member {info.filename} holds Python objects, which would need "
+                    "pickle to read; fertool never unpickles, pass a file fertool wrote"
+                )
             claimed = math.prod(shape) * dtype.itemsize
             if claimed > info.file_size:
-                raise BadInputError(f"{path}: member {info.filename} claims {claimed:,} bytes but holds "
-                                    f"{info.file_size:,}; the file is damaged, make it again")
+                raise BadInputError(
+                    f"{path}: member {info.filename} claims {claimed:,} bytes but holds "
+                    f"{info.file_size:,}; the file is damaged, make it again"
+                )
 
 
 def _load_npz(path: Path) -> Artifact:
@@ -246,7 +288,9 @@ def _load_npz(path: Path) -> Artifact:
             arrays = {name: archive[name] for name in archive.files}
     except _NPZ_ERRORS as err:
         # ValueError is what numpy raises for object arrays under allow_pickle=False.
-        raise BadInputError(f"{path}: not a readable fertool npz ({_first_line(err)}); pass a file fertool wrote") from err
+        raise BadInputError(
+            f"{path}: not a readable fertool npz ({_first_line(err)}); pass a file fertool wrote"
+        ) from err
     raw = arrays.pop("__meta__", None)
     if raw is None or raw.dtype.kind != "U" or raw.shape != ():
         raise BadInputError(f"{path}: npz without fertool metadata; pass a file written by fertool")
@@ -263,14 +307,18 @@ def _decode_meta(path: Path, raw_meta: dict[str, str]) -> dict[str, Any]:
         meta = {key: json.loads(value) for key, value in raw_meta.items()}
     except json.JSONDecodeError as err:
         # Other tools' safetensors (e.g. {"format": "pt"}) keep plain strings here.
-        raise BadInputError(f"{path}: not a fertool artifact (its metadata is not fertool's); pass a file fertool wrote") from err
+        raise BadInputError(
+            f"{path}: not a fertool artifact (its metadata is not fertool's); pass a file fertool wrote"
+        ) from err
     _check_meta(path, meta)
     return meta
 
 
 def _check_meta(path: Path, meta: Any) -> None:
     if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
-        raise BadInputError(f"{path}: not a fertool artifact (no known kind in its metadata); pass a file fertool wrote")
+        raise BadInputError(
+            f"{path}: not a fertool artifact (no known kind in its metadata); pass a file fertool wrote"
+        )
     schema = meta.get("schema")
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise BadInputError(

@@ -43,13 +43,17 @@ def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def zoom_about_centre(images: torch.Tensor, zoom: float, shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def zoom_about_centre(
+    images: torch.Tensor, zoom: float, shift: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """The images zoomed about their centre (`zoom` > 1 zooms in: a centred crop of 1/zoom of the
     side, scaled back up) and moved by `shift` = (dx, dy) whole pixels."""
     side = images.shape[-1]
     # Normalised coordinates span 2 units per side: a pixel is 2 / side of them.
-    theta = torch.tensor([[1 / zoom, 0.0, 2 * shift[0] / side], [0.0, 1 / zoom, 2 * shift[1] / side]],
-                         device=images.device)
+    theta = torch.tensor(
+        [[1 / zoom, 0.0, 2 * shift[0] / side], [0.0, 1 / zoom, 2 * shift[1] / side]],
+        device=images.device,
+    )
     return warp(images, theta.expand(len(images), 2, 3))
 
 
@@ -96,8 +100,12 @@ class Augment:
         chosen = torch.rand(n, generator=self.generator) < cfg.erase
         rows = torch.arange(height).view(1, height, 1)
         cols = torch.arange(width).view(1, 1, width)
-        inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
-                  & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)))
+        inside = (
+            (rows >= top.view(-1, 1, 1))
+            & (rows < (top + h).view(-1, 1, 1))
+            & (cols >= left.view(-1, 1, 1))
+            & (cols < (left + w).view(-1, 1, 1))
+        )
         return (inside & chosen.view(-1, 1, 1)).unsqueeze(1).to(device)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -106,6 +114,8 @@ class Augment:
             n, _, height, width = images.shape
             mask = self.erase_masks(n, height, width, images.device)
             # Uniform noise in [0, 1] pixels, so erased images keep the data's range.
-            noise = torch.rand(images.shape, generator=self.generator).to(images.device, images.dtype)
+            noise = torch.rand(images.shape, generator=self.generator).to(
+                images.device, images.dtype
+            )
             out = torch.where(mask, noise, out)
         return out

@@ -61,13 +61,21 @@ class TrainingState:
         return out
 
     def meta(self) -> dict[str, Any]:
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
-        return {"epoch": self.epoch, "history": self.history, "best_epoch": self.best_epoch,
-                "best_val_accuracy": self.best_val_accuracy, "param_groups": groups}
+        groups = [
+            {k: v for k, v in g.items() if k != "params"}
+            for g in self.optimizer.state_dict()["param_groups"]
+        ]
+        return {
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_val_accuracy,
+            "param_groups": groups,
+        }
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         def prefixed(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
         self.module.load_state_dict(prefixed("model."))
         self.best_state = prefixed("best.")
@@ -76,7 +84,10 @@ class TrainingState:
             index, name = key.split(".", 1)
             optim_state.setdefault(int(index), {})[name] = value
         saved = self.optimizer.state_dict()
-        groups = [{**group, "params": saved["param_groups"][i]["params"]} for i, group in enumerate(meta["param_groups"])]
+        groups = [
+            {**group, "params": saved["param_groups"][i]["params"]}
+            for i, group in enumerate(meta["param_groups"])
+        ]
         self.optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
         torch.set_rng_state(tensors["rng.torch"])
         self.shuffle_rng.set_state(tensors["rng.shuffle"])
@@ -85,14 +96,26 @@ class TrainingState:
         self.best_epoch, self.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
 
 
-def save_checkpoint(path: Path, state: TrainingState, settings: dict[str, Any], data_sha256: str) -> None:
+def save_checkpoint(
+    path: Path, state: TrainingState, settings: dict[str, Any], data_sha256: str
+) -> None:
     """Write the state after a finished epoch (atomically: a kill mid-write keeps the previous one)."""
-    save_tensors(path, state.tensors(), kind="checkpoint",
-                 meta={"train_config": settings, "dataset_sha256": data_sha256, **state.meta()})
+    save_tensors(
+        path,
+        state.tensors(),
+        kind="checkpoint",
+        meta={"train_config": settings, "dataset_sha256": data_sha256, **state.meta()},
+    )
 
 
-def resume(state: TrainingState, path: Path | None, settings: dict[str, Any], data_sha256: str, data_path: Path,
-           defaults: dict[str, Any]) -> None:
+def resume(
+    state: TrainingState,
+    path: Path | None,
+    settings: dict[str, Any],
+    data_sha256: str,
+    data_path: Path,
+    defaults: dict[str, Any],
+) -> None:
     """Load `path` into `state`, refusing a checkpoint made on other data or with other settings.
 
     `data_sha256` is what `save_checkpoint` was given (for an ensemble head: data and branches).
@@ -102,13 +125,43 @@ def resume(state: TrainingState, path: Path | None, settings: dict[str, Any], da
         raise BadInputError(f"{path}: no checkpoint to resume from; run again without --resume")
     saved = load_artifact(path, expect="checkpoint")
     if saved.meta.get("dataset_sha256") != data_sha256:
-        raise BadInputError(f"{path}: was made on other data than {data_path}; pass the same DATA or drop --resume")
-    old = {k: v for k, v in {**defaults, **saved.meta["train_config"]}.items() if k not in RESUMABLE_CHANGES}
+        raise BadInputError(
+            f"{path}: was made on other data than {data_path}; pass the same DATA or drop --resume"
+        )
+    old = {
+        k: v
+        for k, v in {**defaults, **saved.meta["train_config"]}.items()
+        if k not in RESUMABLE_CHANGES
+    }
     new = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
     if old != new:
         changed = sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))
-        raise BadInputError(f"{path}: was made with other settings ({', '.join(changed)}); use the same options or drop --resume")
+        raise BadInputError(
+            f"{path}: was made with other settings ({', '.join(changed)}); use the same options or drop --resume"
+        )
     try:
         state.restore(saved.tensors, saved.meta)
     except (KeyError, RuntimeError, ValueError, IndexError) as err:
-        raise BadInputError(f"{path}: checkpoint does not fit this run ({str(err).splitlines()[0]}); drop --resume") from err
+        raise BadInputError(
+            f"{path}: checkpoint does not fit this run ({str(err).splitlines()[0]}); drop --resume"
+        ) from err
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where train-branch and ensemble keep their per-epoch checkpoint: beside the output, named after it."""
+    return output.with_name(output.name + ".ckpt")
+
+
+def run_checkpoint(output: Path, resume: bool) -> Path:
+    """The checkpoint of a run about to start; one left by a stopped run needs --resume or deleting.
+
+    A fresh run overwrites the checkpoint after its first epoch, so forgetting --resume would
+    throw away every epoch the stopped run had finished: refused before any work instead.
+    """
+    checkpoint = checkpoint_path(output)
+    if checkpoint.exists() and not resume:
+        raise BadInputError(
+            f"{checkpoint}: a stopped run's checkpoint; add --resume to continue it, or delete the "
+            "file to start again"
+        )
+    return checkpoint

@@ -32,17 +32,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fertool.constants import CLASSES, IMAGE_SIZE
 from fertool.errors import BadInputError
 from fertool.synthetic import draw_faces
 
-CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-# Codes 0-2 come from the source; 3 marks training faces that `prepare --holdout` set aside, so
-# no branch trains on them and an ensemble head can learn from faces its branches never saw.
-SPLITS: tuple[str, ...] = ("train", "val", "test", "holdout")  # split codes 0, 1, 2, 3
-IMAGE_SIZE = 48
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
 # Folder names seen in the FER2013 image releases and their copies; compared after _normalise().
 SPLIT_NAMES = {
     **dict.fromkeys(("train", "training"), 0),
@@ -81,8 +79,14 @@ class RawDataset:
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(self.labels) != n or len(self.split) != n:
-            raise ValueError(f"inconsistent shapes {self.images.shape}, {self.labels.shape}, {self.split.shape}")
+        if (
+            self.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE)
+            or len(self.labels) != n
+            or len(self.split) != n
+        ):
+            raise ValueError(
+                f"inconsistent shapes {self.images.shape}, {self.labels.shape}, {self.split.shape}"
+            )
 
 
 # --- single images -----------------------------------------------------------------------------
@@ -145,12 +149,22 @@ def read_image(path: Path) -> np.ndarray:
     """Decode one image file to uint8 48 x 48; any decode failure raises `BadInputError`."""
     pixels, reason = _try_read(Path(path))
     if pixels is None:
-        raise BadInputError(f"{path}: cannot read image ({reason}); pass a PNG, JPEG or other image Pillow reads")
+        raise BadInputError(
+            f"{path}: cannot read image ({reason}); pass a PNG, JPEG or other image Pillow reads"
+        )
     return pixels
 
 
 # Everything Pillow's decoders are known to raise on corrupt or hostile files.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 def _try_read(path: Path) -> tuple[np.ndarray | None, str | None]:
@@ -196,18 +210,24 @@ def load_csv(path: Path) -> RawDataset:
     labels: list[int] = []
     splits: list[int] = []
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # numpy < 2 warns on junk instead of raising
+        warnings.simplefilter(
+            "error", DeprecationWarning
+        )  # numpy < 2 warns on junk instead of raising
         for number, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue  # blank lines, usually the one after the final newline
             fields = _split_fields(path, number, line, columns["names"])
             images[len(labels)] = _parse_pixels(path, number, fields[columns["pixels"]])
             labels.append(_parse_label(path, number, fields[columns["emotion"]]))
-            splits.append(_parse_usage(path, number, fields[columns["usage"]]) if "usage" in columns else 0)
+            splits.append(
+                _parse_usage(path, number, fields[columns["usage"]]) if "usage" in columns else 0
+            )
     if not labels:
-        raise BadInputError(f"{path}: no data rows after the header; add rows like '3,<2304 pixels>,Training'")
+        raise BadInputError(
+            f"{path}: no data rows after the header; add rows like '3,<2304 pixels>,Training'"
+        )
     source = f"csv:{path}" + ("" if "usage" in columns else " (no Usage column: all rows train)")
-    faces = images[:len(labels)].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    faces = images[: len(labels)].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     return RawDataset(faces, np.array(labels, np.int64), np.array(splits, np.uint8), source)
 
 
@@ -220,19 +240,28 @@ def _read_lines(path: Path) -> list[str]:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise BadInputError(f"{path}: cannot read ({err.strerror or err}); check the path") from None
+        raise BadInputError(
+            f"{path}: cannot read ({err.strerror or err}); check the path"
+        ) from None
     if not data.strip():
-        raise BadInputError(f"{path}: empty file; expected a FER2013 CSV with header emotion,pixels,Usage")
+        raise BadInputError(
+            f"{path}: empty file; expected a FER2013 CSV with header emotion,pixels,Usage"
+        )
     nul = data.find(b"\0")
     if nul >= 0:  # NUL bytes never occur in text: this is an image, archive, npz...
-        raise BadInputError(f"{path}: line {_line_at(data, nul)}: binary data, not a CSV text file; "
-                            "pass the fer2013.csv file (unzip it first if it is an archive)")
+        raise BadInputError(
+            f"{path}: line {_line_at(data, nul)}: binary data, not a CSV text file; "
+            "pass the fer2013.csv file (unzip it first if it is an archive)"
+        )
     try:
         text = data.decode("utf-8-sig")  # -sig: tolerate the BOM that spreadsheet programs add
     except UnicodeDecodeError as err:
-        raise BadInputError(f"{path}: line {_line_at(data, err.start)}: not UTF-8 text; "
-                            "re-save the CSV as UTF-8") from None
-    return [line.rstrip("\r") for line in text.split("\n")]  # not splitlines(): keep line numbers exact
+        raise BadInputError(
+            f"{path}: line {_line_at(data, err.start)}: not UTF-8 text; re-save the CSV as UTF-8"
+        ) from None
+    return [
+        line.rstrip("\r") for line in text.split("\n")
+    ]  # not splitlines(): keep line numbers exact
 
 
 def _line_at(data: bytes, offset: int) -> int:
@@ -249,8 +278,10 @@ def _parse_header(path: Path, line: str) -> dict:
     if "emotion" not in columns or "pixels" not in columns:
         found = (line[:40] + "...") if len(line) > 40 else line
         what = "no header (the first line is data)" if names[0].isdigit() else f"header '{found}'"
-        raise BadInputError(f"{path}: line 1: {what}; the first line must name the columns "
-                            "emotion,pixels,Usage (Usage optional)")
+        raise BadInputError(
+            f"{path}: line 1: {what}; the first line must name the columns "
+            "emotion,pixels,Usage (Usage optional)"
+        )
     return columns
 
 
@@ -258,21 +289,31 @@ def _parse_label(path: Path, number: int, value: str) -> int:
     if value.isascii() and value.isdigit() and int(value) < len(CLASSES):
         return int(value)
     choices = ", ".join(f"{i} {name}" for i, name in enumerate(CLASSES))
-    raise _line_error(path, number, f"emotion must be an integer 0..6 ({choices}), found '{value[:20]}'")
+    raise _line_error(
+        path, number, f"emotion must be an integer 0..6 ({choices}), found '{value[:20]}'"
+    )
 
 
 def _parse_usage(path: Path, number: int, value: str) -> int:
     code = USAGE_NAMES.get(value.lower())
     if code is None:
-        raise _line_error(path, number, f"unknown Usage '{value[:20]}'; expected Training, PublicTest or PrivateTest")
+        raise _line_error(
+            path,
+            number,
+            f"unknown Usage '{value[:20]}'; expected Training, PublicTest or PrivateTest",
+        )
     return code
 
 
 def _split_fields(path: Path, number: int, line: str, names: list[str]) -> list[str]:
     fields = [value.strip().strip('"').strip() for value in line.split(",")]
     if len(fields) != len(names):
-        raise _line_error(path, number, f"expected {len(names)} comma-separated fields ({','.join(names)}), "
-                          f"found {len(fields)}")
+        raise _line_error(
+            path,
+            number,
+            f"expected {len(names)} comma-separated fields ({','.join(names)}), "
+            f"found {len(fields)}",
+        )
     return fields
 
 
@@ -304,8 +345,9 @@ def _pixel_problem(text: str) -> str:
 # --- image folders ------------------------------------------------------------------------------
 
 
-def load_folders(root: Path, split: str | None = None, skip_bad: bool = False,
-                 workers: int | None = None) -> RawDataset:
+def load_folders(
+    root: Path, split: str | None = None, skip_bad: bool = False, workers: int | None = None
+) -> RawDataset:
     """Read ROOT/<split>/<class>/* or ROOT/<class>/* (then `split` says which split they are).
 
     Folder names are matched case-insensitively, with synonyms (see SPLIT_NAMES, CLASS_NAMES).
@@ -320,23 +362,33 @@ def load_folders(root: Path, split: str | None = None, skip_bad: bool = False,
     default_split = None if split is None else _split_argument(split)
     files = _list_images(root)
     if not files:
-        raise BadInputError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); {LAYOUT_HELP}")
+        raise BadInputError(
+            f"{root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); {LAYOUT_HELP}"
+        )
     paths = [path for path, _, _ in files]
     splits = [_split_of(path, folder_split, default_split) for path, _, folder_split in files]
     pixels, reasons = _read_images(paths, workers)
     skipped = [f"{path}: {reason}" for path, reason in zip(paths, reasons) if reason is not None]
     if skipped and not skip_bad:
         bad = next(i for i, reason in enumerate(reasons) if reason is not None)
-        raise BadInputError(f"{paths[bad]}: cannot read image ({reasons[bad]}); fix or remove it, or pass --skip-bad")
+        raise BadInputError(
+            f"{paths[bad]}: cannot read image ({reasons[bad]}); fix or remove it, or pass --skip-bad"
+        )
     keep = np.array([reason is None for reason in reasons], dtype=bool)
     if not keep.any():
-        raise BadInputError(f"{root}: none of the {len(paths)} images could be read; first: {skipped[0]}")
+        raise BadInputError(
+            f"{root}: none of the {len(paths)} images could be read; first: {skipped[0]}"
+        )
     labels = np.array([label for _, label, _ in files], np.int64)[keep]
-    return RawDataset(pixels[keep], labels, np.array(splits, np.uint8)[keep], f"folders:{root}", skipped)
+    return RawDataset(
+        pixels[keep], labels, np.array(splits, np.uint8)[keep], f"folders:{root}", skipped
+    )
 
 
 def _normalise(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "").replace(" ", "")  # "Public_Test" == "publictest"
+    return (
+        name.lower().replace("_", "").replace("-", "").replace(" ", "")
+    )  # "Public_Test" == "publictest"
 
 
 def _split_argument(split: str) -> int:
@@ -354,8 +406,10 @@ def _split_of(path: Path, folder_split: int | None, default_split: int | None) -
     if folder_split is not None:
         return folder_split
     if default_split is None:
-        raise BadInputError(f"{path}: no split folder or Usage prefix says which split this image is in; "
-                            f"pass --split train|val|test, or {LAYOUT_HELP}")
+        raise BadInputError(
+            f"{path}: no split folder or Usage prefix says which split this image is in; "
+            f"pass --split train|val|test, or {LAYOUT_HELP}"
+        )
     return default_split
 
 
@@ -374,7 +428,9 @@ def _list_images(root: Path) -> list[tuple[Path, int, int | None]]:
     split_folders = [folder for folder in folders if _normalise(folder.name) in SPLIT_NAMES]
     if split_folders and len(split_folders) < len(folders):
         other = next(folder for folder in folders if folder not in split_folders)
-        raise BadInputError(f"{other}: not a split folder, but its neighbour {split_folders[0].name} is; {LAYOUT_HELP}")
+        raise BadInputError(
+            f"{other}: not a split folder, but its neighbour {split_folders[0].name} is; {LAYOUT_HELP}"
+        )
     _refuse_stray_images(children)
     if not split_folders:
         return sorted(_images_in_class_folders(folders, None))  # os.walk order is the disk's: sort
@@ -390,16 +446,22 @@ def _list_images(root: Path) -> list[tuple[Path, int, int | None]]:
 def _refuse_stray_images(children: list[Path]) -> None:
     stray = next((child for child in children if child.is_file() and _is_image(child)), None)
     if stray is not None:  # silently dropping it would lose data; guessing its class is worse
-        raise BadInputError(f"{stray}: image outside a class folder; move it into one ({LAYOUT_HELP})")
+        raise BadInputError(
+            f"{stray}: image outside a class folder; move it into one ({LAYOUT_HELP})"
+        )
 
 
-def _images_in_class_folders(folders: list[Path], split: int | None) -> list[tuple[Path, int, int | None]]:
+def _images_in_class_folders(
+    folders: list[Path], split: int | None
+) -> list[tuple[Path, int, int | None]]:
     files = []
     for folder in folders:
         label = CLASS_NAMES.get(_normalise(folder.name))
         if label is None:
-            raise BadInputError(f"{folder}: unknown class folder '{folder.name}'; class folders must be "
-                                f"named one of {_accepted_class_names()} (any case); {LAYOUT_HELP}")
+            raise BadInputError(
+                f"{folder}: unknown class folder '{folder.name}'; class folders must be "
+                f"named one of {_accepted_class_names()} (any case); {LAYOUT_HELP}"
+            )
         for parent, subfolders, names in os.walk(folder):
             subfolders[:] = [name for name in subfolders if not name.startswith(".")]
             files += [(Path(parent, name), label, split) for name in names if _is_image(Path(name))]
@@ -407,22 +469,30 @@ def _images_in_class_folders(folders: list[Path], split: int | None) -> list[tup
 
 
 def _accepted_class_names() -> str:
-    synonyms = {index: [name for name, i in CLASS_NAMES.items() if i == index and not name.isdigit()]
-                for index in range(len(CLASSES))}
+    synonyms = {
+        index: [name for name, i in CLASS_NAMES.items() if i == index and not name.isdigit()]
+        for index in range(len(CLASSES))
+    }
     return ", ".join("/".join(names) for names in synonyms.values()) + " (or 0-6)"
 
 
 def _read_images(paths: list[Path], workers: int | None) -> tuple[np.ndarray, list[str | None]]:
     """Decode every file, in parallel processes when it pays; order follows `paths`."""
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+        workers = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     if workers <= 1 or len(chunks) <= 1:
         results = [_read_chunk(chunk) for chunk in chunks]
     else:  # processes: decoding 48x48 JPEGs is mostly Python overhead, which holds the GIL
         pool = ProcessPoolExecutor(min(workers, len(chunks)), mp_context=_pool_context())
         with warnings.catch_warnings(), pool:
-            warnings.filterwarnings("ignore", ".*fork.*", DeprecationWarning)  # 3.12+: see _pool_context
+            warnings.filterwarnings(
+                "ignore", ".*fork.*", DeprecationWarning
+            )  # 3.12+: see _pool_context
             results = list(pool.map(_read_chunk, chunks))
     pixels = np.concatenate([images for images, _ in results])
     return pixels, [reason for _, reasons in results for reason in reasons]
@@ -452,12 +522,19 @@ def _read_chunk(paths: list[Path]) -> tuple[np.ndarray, list[str | None]]:
 # --- synthetic faces ----------------------------------------------------------------------------
 
 
-def synthetic_faces(n: int, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                    with_masks: bool = True) -> RawDataset:
+def synthetic_faces(
+    n: int,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    with_masks: bool = True,
+) -> RawDataset:
     """n drawn faces (see fertool.synthetic): balanced shuffled labels, stratified splits, and
     `masks` (1 on the eyes, brows, mouth and expression wrinkles, grown by one pixel).
 
     The same (n, seed) gives the same bytes. Bad n or fractions raise ValueError (a caller's bug).
     """
-    images, labels, split, masks = draw_faces(n, seed, val_fraction, test_fraction, with_masks, CLASSES)
+    images, labels, split, masks = draw_faces(
+        n, seed, val_fraction, test_fraction, with_masks, CLASSES
+    )
     return RawDataset(images, labels, split, f"synthetic:n={n},seed={seed}", masks=masks)

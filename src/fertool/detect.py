@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 # data.py's decoding rules, so a photo fails (or not) exactly as a face image would.
-from fertool.data import DECODE_ERRORS, IMAGE_SIZE, failure_reason, single_channel, to_gray48
+from fertool.constants import IMAGE_SIZE
+from fertool.data import DECODE_ERRORS, failure_reason, single_channel, to_gray48
 from fertool.errors import BadInputError, FertoolError
 
 
@@ -36,7 +37,9 @@ class DetectConfig:
     # alt2 rather than "default": on scikit-image's sample photos searched at 512-1200 px, default
     # found 1-5 false faces in the cat, coffee, rocket, cell and suit ones; alt2 only the real face.
     cascade: str = "haarcascade_frontalface_alt2.xml"
-    max_side: int = 1280  # photos are searched at most this large: faces from 1/50 of the longer side up
+    max_side: int = (
+        1280  # photos are searched at most this large: faces from 1/50 of the longer side up
+    )
     scale_factor: float = 1.1  # the cascade's step between window sizes
     min_neighbors: int = 5  # overlapping hits needed to keep a face: higher, fewer false faces
     min_size: int = 24  # smallest face searched for, in pixels of the reduced photo
@@ -55,7 +58,10 @@ class Photo:
         """A box [x, y, w, h] in `gray` pixels -> the same box in the photo's own pixels, clipped."""
         (sx, sy), (width, height) = self.scale, self.size
         x0, y0 = round(box[0] * sx), round(box[1] * sy)
-        x1, y1 = min(round((box[0] + box[2]) * sx), width), min(round((box[1] + box[3]) * sy), height)
+        x1, y1 = (
+            min(round((box[0] + box[2]) * sx), width),
+            min(round((box[1] + box[3]) * sy), height),
+        )
         return [x0, y0, x1 - x0, y1 - y0]
 
 
@@ -80,8 +86,10 @@ def read_photo(path: Path, max_side: int = DetectConfig.max_side) -> Photo:
     size = (stored[1], stored[0]) if turned else stored
     if max(gray.size) > max_side:
         ratio = max_side / max(gray.size)
-        gray = gray.resize((max(1, round(gray.width * ratio)), max(1, round(gray.height * ratio))),
-                           Image.Resampling.BOX)
+        gray = gray.resize(
+            (max(1, round(gray.width * ratio)), max(1, round(gray.height * ratio))),
+            Image.Resampling.BOX,
+        )
     pixels = np.asarray(gray)
     if gray.mode == "F":
         pixels = np.clip(np.rint(pixels), 0, 255)
@@ -94,14 +102,20 @@ def _cascade(name: str) -> Any:
     try:
         import cv2
     except ImportError as err:
-        raise FertoolError("finding faces needs OpenCV: pip install 'opencv-python-headless>=4.8,<5'") from err
+        raise FertoolError(
+            "finding faces needs OpenCV: pip install 'opencv-python-headless>=4.8,<5'"
+        ) from err
     path = Path(getattr(getattr(cv2, "data", None), "haarcascades", "")) / name
     if not path.is_file():
-        raise FertoolError(f"OpenCV {cv2.__version__} ships no Haar cascade {name}; "
-                           "install OpenCV 4: pip install 'opencv-python-headless>=4.8,<5'")
+        raise FertoolError(
+            f"OpenCV {cv2.__version__} ships no Haar cascade {name}; "
+            "install OpenCV 4: pip install 'opencv-python-headless>=4.8,<5'"
+        )
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
-        raise FertoolError(f"{path}: OpenCV could not load its face cascade; reinstall opencv-python-headless")
+        raise FertoolError(
+            f"{path}: OpenCV could not load its face cascade; reinstall opencv-python-headless"
+        )
     return cascade
 
 
@@ -112,8 +126,12 @@ def find_faces(photo: Photo, config: DetectConfig = DetectConfig()) -> list[list
     cascade = _cascade(config.cascade)
     if min(photo.gray.shape) < config.min_size:
         return []
-    found = cascade.detectMultiScale(cv2.equalizeHist(photo.gray), scaleFactor=config.scale_factor,
-                                     minNeighbors=config.min_neighbors, minSize=(config.min_size, config.min_size))
+    found = cascade.detectMultiScale(
+        cv2.equalizeHist(photo.gray),
+        scaleFactor=config.scale_factor,
+        minNeighbors=config.min_neighbors,
+        minSize=(config.min_size, config.min_size),
+    )
     return sorted(([int(v) for v in box] for box in found), key=lambda b: (b[0], b[1]))
 
 
@@ -124,8 +142,9 @@ def whole_image_box(photo: Photo) -> list[int]:
     return [(width - side) // 2, (height - side) // 2, side, side]
 
 
-def photo_faces(photo: Photo, config: DetectConfig = DetectConfig(),
-                detect: bool = True) -> tuple[list[list[int]], np.ndarray]:
+def photo_faces(
+    photo: Photo, config: DetectConfig = DetectConfig(), detect: bool = True
+) -> tuple[list[list[int]], np.ndarray]:
     """(boxes in `photo.gray` pixels, their uint8 N x 48 x 48 crops): the faces the cascade finds,
     or one box, the whole image's centred square, where `detect` is off or the photo is a 48x48
     face crop already (no margin then: there is nothing around it)."""
@@ -134,7 +153,9 @@ def photo_faces(photo: Photo, config: DetectConfig = DetectConfig(),
     return boxes, face_crops(photo, boxes, margin=0.0 if whole else config.margin)
 
 
-def face_crops(photo: Photo, boxes: Sequence[Sequence[int]], margin: float = DetectConfig.margin) -> np.ndarray:
+def face_crops(
+    photo: Photo, boxes: Sequence[Sequence[int]], margin: float = DetectConfig.margin
+) -> np.ndarray:
     """uint8 N x 48 x 48: each box grown by `margin` on every side (clipped to the photo), in gray."""
     height, width = photo.gray.shape
     crops = []
@@ -146,8 +167,13 @@ def face_crops(photo: Photo, boxes: Sequence[Sequence[int]], margin: float = Det
     return np.stack(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
 
-def classify_faces(model: Any, crops: np.ndarray, batch_size: int = 256,
-                   on_batch: Callable[[int], None] | None = None, tta: str = "flip") -> np.ndarray:
+def classify_faces(
+    model: Any,
+    crops: np.ndarray,
+    batch_size: int = 256,
+    on_batch: Callable[[int], None] | None = None,
+    tta: str = "flip",
+) -> np.ndarray:
     """Class probabilities (float64 N x K; 0 x 0 for no crops) of uint8 N x 48 x 48 crops, in batches.
 
     Test-time augmentation (evaluate.predict_logits): at least the mean of the softmax of each
@@ -162,10 +188,18 @@ def classify_faces(model: Any, crops: np.ndarray, batch_size: int = 256,
     if len(crops) == 0:
         return np.zeros((0, 0))
     device, _ = model_placement(model)
-    log_mean = predict_logits(model, torch.from_numpy(np.ascontiguousarray(crops)), device, batch_size=batch_size,
-                              on_batch=on_batch, tta=tta)
+    log_mean = predict_logits(
+        model,
+        torch.from_numpy(np.ascontiguousarray(crops)),
+        device,
+        batch_size=batch_size,
+        on_batch=on_batch,
+        tta=tta,
+    )
     probabilities = log_mean.double().exp()
-    return (probabilities / probabilities.sum(1, keepdim=True)).numpy()  # float64: rows sum to 1 within 1e-15
+    return (
+        probabilities / probabilities.sum(1, keepdim=True)
+    ).numpy()  # float64: rows sum to 1 within 1e-15
 
 
 def open_for_drawing(path: Path) -> Image.Image:
@@ -173,7 +207,10 @@ def open_for_drawing(path: Path) -> Image.Image:
     with Image.open(path) as image:
         image.load()
         upright = ImageOps.exif_transpose(image)
-    if upright.mode in ("RGB", "L", "1", "P", "CMYK", "YCbCr") and "transparency" not in upright.info:
+    if (
+        upright.mode in ("RGB", "L", "1", "P", "CMYK", "YCbCr")
+        and "transparency" not in upright.info
+    ):
         return upright.convert("RGB")
     if upright.mode in ("RGBA", "LA", "PA", "P", "L", "RGB"):  # alpha, or a transparent colour
         white = Image.new("RGBA", upright.size, (255, 255, 255, 255))
@@ -181,7 +218,9 @@ def open_for_drawing(path: Path) -> Image.Image:
     return single_channel(upright).convert("L").convert("RGB")  # 16-bit, float: scaled to 0..255
 
 
-def annotate(image: Image.Image, boxes: Sequence[Sequence[int]], captions: Sequence[str]) -> Image.Image:
+def annotate(
+    image: Image.Image, boxes: Sequence[Sequence[int]], captions: Sequence[str]
+) -> Image.Image:
     """A copy of `image` with each box outlined and its caption (e.g. "happy 91%") written on it."""
     canvas = image.convert("RGB")
     draw = ImageDraw.Draw(canvas)

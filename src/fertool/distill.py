@@ -45,14 +45,20 @@ def teacher_probabilities(teacher: Artifact, dataset: Artifact, temperature: flo
     if teacher.meta.get("dataset_sha256") != dataset.meta["sha256"]:
         raise BadInputError(f"{where}: was predicted on other data than {dataset.path}; {REMAKE}")
     if teacher.meta.get("split") != "train":
-        raise BadInputError(f"{where}: holds the {teacher.meta.get('split')} split, a teacher needs the train split; {REMAKE}")
+        raise BadInputError(
+            f"{where}: holds the {teacher.meta.get('split')} split, a teacher needs the train split; {REMAKE}"
+        )
     if list(teacher.meta.get("classes", [])) != list(dataset.meta["classes"]):
-        raise BadInputError(f"{where}: predicts classes {teacher.meta.get('classes')}, but {dataset.path} has "
-                            f"{dataset.meta['classes']}; {REMAKE}")
+        raise BadInputError(
+            f"{where}: predicts classes {teacher.meta.get('classes')}, but {dataset.path} has "
+            f"{dataset.meta['classes']}; {REMAKE}"
+        )
     _, _, indices = select_split(dataset, "train")
     given = teacher.tensors.get("indices")
     if given is None or not torch.equal(torch.as_tensor(given).long(), indices.long()):
-        raise BadInputError(f"{where}: does not hold one prediction per train face in order; {REMAKE}")
+        raise BadInputError(
+            f"{where}: does not hold one prediction per train face in order; {REMAKE}"
+        )
     logits = torch.as_tensor(teacher.tensors["logits"]).float()
     return (logits / temperature).softmax(dim=1)
 
@@ -64,12 +70,15 @@ def teacher_network(teacher: Artifact, device: torch.device) -> torch.nn.Module:
     test-time views (`tta` in its metadata) are not used: it answers for the one view the
     student is shown.
     """
-    network = model_from_artifact(teacher).to(device).to(memory_format=torch.channels_last)  # in eval mode
+    network = (
+        model_from_artifact(teacher).to(device).to(memory_format=torch.channels_last)
+    )  # in eval mode
     return network.requires_grad_(False)
 
 
-def view_probabilities(network: torch.nn.Module, x: torch.Tensor, temperature: float,
-                       dtype: torch.dtype | None) -> torch.Tensor:
+def view_probabilities(
+    network: torch.nn.Module, x: torch.Tensor, temperature: float, dtype: torch.dtype | None
+) -> torch.Tensor:
     """The teacher's class probabilities for a batch as the student sees it (float32 B x K)."""
     # no_grad, not inference_mode: the probabilities become loss targets, which autograd keeps.
     with torch.no_grad(), autocast(x.device, dtype):
@@ -104,8 +113,17 @@ def teacher_provenance(teacher: Artifact, sha256: str) -> dict[str, Any]:
     """What a distilled branch records of its teacher (shown by `fertool info`)."""
     if teacher.kind != "predictions":
         # A model run on every step's faces: the file is the model, and it used no test-time views.
-        return {"file": str(teacher.path), "sha256": sha256, "model": str(teacher.path), "online": True,
-                "arch": architecture_text(teacher.meta),
-                "val_accuracy": teacher.meta.get("metrics", {}).get("best_val_accuracy")}
-    return {"file": str(teacher.path), "sha256": sha256, "model": teacher.meta.get("model"),
-            "tta": teacher.meta.get("tta")}
+        return {
+            "file": str(teacher.path),
+            "sha256": sha256,
+            "model": str(teacher.path),
+            "online": True,
+            "arch": architecture_text(teacher.meta),
+            "val_accuracy": teacher.meta.get("metrics", {}).get("best_val_accuracy"),
+        }
+    return {
+        "file": str(teacher.path),
+        "sha256": sha256,
+        "model": teacher.meta.get("model"),
+        "tta": teacher.meta.get("tta"),
+    }

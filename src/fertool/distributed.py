@@ -82,7 +82,9 @@ def cluster_from_env() -> Cluster:
         rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError as err:
-        raise BadInputError(f"RANK/LOCAL_RANK/WORLD_SIZE must be integers ({err}); start fertool with torchrun") from err
+        raise BadInputError(
+            f"RANK/LOCAL_RANK/WORLD_SIZE must be integers ({err}); start fertool with torchrun"
+        ) from err
     return Cluster(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
@@ -95,7 +97,9 @@ def process_group(device: torch.device) -> Iterator[Cluster]:
         return
     if device.type == "cuda":
         torch.cuda.set_device(cluster.device_for(device))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30)
+    )
     try:
         yield cluster
     finally:

@@ -22,54 +22,24 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
 from fertool.artifacts import Artifact
 from fertool.augment import Augment, AugmentConfig
-from fertool.errors import BadInputError, WrongKindError
-from fertool.evaluate import check_tta, log_mean_softmax, select_split, to_input, tta_views
-from fertool.models import EnsembleClassifier, branch_from_artifact
-from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
 from fertool.checkpoint import TrainingState, save_checkpoint
 from fertool.checkpoint import resume as resume_from
-from fertool.train import Reporter, SilentReporter, TrainResult, check_finite, check_schedule, optimize_epoch
-
-
-@dataclass
-class EnsembleConfig:
-    features: str = "penultimate"  # or "logits"
-    hidden: tuple[int, ...] = (512, 256)  # two hidden layers + the output layer: three dense layers
-    dropout: float = 0.5
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    augment: bool = False
-    views: str = "none"  # or "flip" | "crops": the test-time views the head trains and is selected on
-    val_split: str = "val"
-    train_split: str = "train"  # or "holdout": faces the branches never trained on (prepare --holdout)
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-
-    def validate(self) -> None:
-        check_schedule(self.epochs, self.batch_size, self.lr)
-        if self.train_split == self.val_split:
-            raise BadInputError(f"--train-split {self.train_split} is also --val-split: the head would be picked "
-                                "on the faces it learnt from; choose two different splits")
-        if not 0 <= self.dropout < 1:
-            raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1)")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise BadInputError(f"--weight-decay {self.weight_decay}: must be 0 or more")
-        check_tta(self.views, "--views")
-        if self.augment and self.views != "none":
-            raise BadInputError(f"--views {self.views} needs --no-augment: it picks among cached views, "
-                                "--augment computes fresh ones")
+from fertool.configs import EnsembleConfig
+from fertool.errors import BadInputError, WrongKindError
+from fertool.evaluate import log_mean_softmax, select_split, to_input, tta_views
+from fertool.models import EnsembleClassifier, branch_from_artifact
+from fertool.provenance import init_chain
+from fertool.runtime import autocast, precision_name, resolve_device, resolve_precision
+from fertool.train import Reporter, SilentReporter, TrainResult, check_finite, optimize_epoch
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -85,14 +55,18 @@ def parse_hidden(text: str) -> tuple[int, ...]:
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) < 1:
-        raise BadInputError(f"--hidden {text}: expected layer widths like 512,256 (or none for a single linear layer)")
+        raise BadInputError(
+            f"--hidden {text}: expected layer widths like 512,256 (or none for a single linear layer)"
+        )
     return sizes
 
 
 def check_compatible(branches: list[Artifact]) -> None:
     """Refuse branches that predict different classes or take different inputs."""
     if len(branches) < 2:
-        raise BadInputError("an ensemble needs at least two branches; pass two or more files made by train-branch")
+        raise BadInputError(
+            "an ensemble needs at least two branches; pass two or more files made by train-branch"
+        )
     first = branches[0]
     for other in branches[1:]:
         for key in ("classes", "input_size"):
@@ -111,50 +85,84 @@ def check_unseen(dataset: Artifact, branches: list[Artifact]) -> None:
     it), or started with --init from one that was, may have learnt those very faces, and the head
     would trust it there as it does on train. So would a branch whose epoch was picked on them.
     """
-    fix = (f"train the branches on {dataset.path} (train-branch uses its train split only), "
-           "or use --train-split train")
+    fix = (
+        f"train the branches on {dataset.path} (train-branch uses its train split only), "
+        "or use --train-split train"
+    )
     for branch in branches:
         if branch.meta.get("train_config", {}).get("val_split") == "holdout":
-            raise BadInputError(f"{branch.path}: its best epoch was picked on the holdout (--val-split holdout), "
-                                f"so the head would learn where the branch looks best; {fix}")
-        chain, start = [(str(branch.path), branch.meta)], branch.meta.get("init")
-        while start:  # each --init start records the data set it was trained on
-            chain.append((f"{branch.path}'s --init start {start.get('file')}", start))
-            start = start.get("init")
+            raise BadInputError(
+                f"{branch.path}: its best epoch was picked on the holdout (--val-split holdout), "
+                f"so the head would learn where the branch looks best; {fix}"
+            )
+        chain = [(str(branch.path), branch.meta)]
+        # each --init start records the data set it was trained on
+        chain += [
+            (f"{branch.path}'s --init start {start.get('file')}", start)
+            for start in init_chain(branch.meta.get("init"))
+        ]
         for name, record in chain:
             seen = record.get("dataset_sha256")
             if seen != dataset.meta["sha256"]:
-                raise BadInputError(f"{name}: trained on another data set (sha256 {str(seen)[:12]}..., not "
-                                    f"{dataset.meta['sha256'][:12]}...), so it may have seen {dataset.path}'s "
-                                    f"holdout faces; {fix}")
+                raise BadInputError(
+                    f"{name}: trained on another data set (sha256 {str(seen)[:12]}..., not "
+                    f"{dataset.meta['sha256'][:12]}...), so it may have seen {dataset.path}'s "
+                    f"holdout faces; {fix}"
+                )
 
 
-def build_ensemble(branches: list[Artifact], config: EnsembleConfig, average: bool = False) -> EnsembleClassifier:
+def build_ensemble(
+    branches: list[Artifact], config: EnsembleConfig, average: bool = False
+) -> EnsembleClassifier:
     check_compatible(branches)
     torch.manual_seed(config.seed)
     models = [branch_from_artifact(b) for b in branches]
     for model in models:
         model.requires_grad_(False)
     features = "average" if average else config.features
-    return EnsembleClassifier(models, features=features, hidden=config.hidden, dropout=config.dropout,
-                              num_classes=len(branches[0].meta["classes"]))
+    return EnsembleClassifier(
+        models,
+        features=features,
+        hidden=config.hidden,
+        dropout=config.dropout,
+        num_classes=len(branches[0].meta["classes"]),
+    )
 
 
-def ensemble_meta(branches: list[Artifact], model: EnsembleClassifier, config: EnsembleConfig) -> dict[str, Any]:
+def ensemble_meta(
+    branches: list[Artifact], model: EnsembleClassifier, config: EnsembleConfig
+) -> dict[str, Any]:
     """What an ensemble artifact records: its own shape plus every branch's metadata."""
-    branch_meta = [{k: v for k, v in b.meta.items() if k not in ("kind", "schema", "fertool_version")} for b in branches]
-    return {"arch": "ensemble",
-            "arch_args": {"features": model.mode, "hidden": list(config.hidden), "dropout": config.dropout},
-            "classes": branches[0].meta["classes"], "input_size": branches[0].meta["input_size"],
-            "branches": branch_meta, "branch_files": [str(b.path) for b in branches],
-            # A head trained on several views is scored on their mean: eval's `--tta auto` reads this.
-            **({"tta": config.views} if config.views != "none" else {})}
+    branch_meta = [
+        {k: v for k, v in b.meta.items() if k not in ("kind", "schema", "fertool_version")}
+        for b in branches
+    ]
+    return {
+        "arch": "ensemble",
+        "arch_args": {
+            "features": model.mode,
+            "hidden": list(config.hidden),
+            "dropout": config.dropout,
+        },
+        "classes": branches[0].meta["classes"],
+        "input_size": branches[0].meta["input_size"],
+        "branches": branch_meta,
+        "branch_files": [str(b.path) for b in branches],
+        # A head trained on several views is scored on their mean: eval's `--tta auto` reads this.
+        **({"tta": config.views} if config.views != "none" else {}),
+    }
 
 
 @torch.inference_mode()
-def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torch.device,
-                   dtype: torch.dtype | None, views: str = "none", batch_size: int = 100,
-                   reporter: Reporter | None = None) -> torch.Tensor:
+def branch_outputs(
+    model: EnsembleClassifier,
+    images: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    views: str = "none",
+    batch_size: int = 100,
+    reporter: Reporter | None = None,
+) -> torch.Tensor:
     """The head's inputs for uint8 images, views x N x features, computed once (the branches are frozen).
 
     Filled in place: six views of FER2013's training faces through three branches are 5 GB.
@@ -166,7 +174,9 @@ def branch_outputs(model: EnsembleClassifier, images: torch.Tensor, device: torc
             with autocast(device, dtype):
                 features = model.branch_outputs(view).float()
             if outputs is None:
-                outputs = torch.empty(len(batch_views), len(images), features.shape[1], device=device)
+                outputs = torch.empty(
+                    len(batch_views), len(images), features.shape[1], device=device
+                )
             outputs[v, start : start + len(view)] = features
         if reporter is not None:
             reporter.batch_done(len(batch_views[0]))
@@ -181,9 +191,14 @@ def view_mean_logits(head: torch.nn.Module, inputs: torch.Tensor) -> torch.Tenso
     return log_mean_softmax(torch.stack([head(view) for view in inputs]))
 
 
-def train_ensemble(dataset: Artifact, branches: list[Artifact], config: EnsembleConfig,
-                   reporter: Reporter | None = None, checkpoint: Path | None = None,
-                   resume: bool = False) -> TrainResult:
+def train_ensemble(
+    dataset: Artifact,
+    branches: list[Artifact],
+    config: EnsembleConfig,
+    reporter: Reporter | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
     """Train the head on `config.train_split`; keep the epoch that is best on `config.val_split`.
 
     With `checkpoint`, the head's state is saved after every epoch; `resume` continues from it.
@@ -204,13 +219,23 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     state = TrainingState(head, optimizer, config.seed)
     data_sha256 = _fingerprint(dataset, branches)
     if resume:
-        resume_from(state, checkpoint, _settings(config), data_sha256, dataset.path, defaults=_settings(EnsembleConfig()))
+        resume_from(
+            state,
+            checkpoint,
+            _settings(config),
+            data_sha256,
+            dataset.path,
+            defaults=_settings(EnsembleConfig()),
+        )
 
     def cache(images: torch.Tensor, split: str) -> torch.Tensor:
         # Minutes for big branches before the first epoch line: say what is happening, even in a log file.
         views = "" if config.views == "none" else f" ({config.views} views)"
-        reporter.stage(f"computing the {len(branches)} frozen branches' outputs for the {len(images):,} {split} faces"
-                       f"{views}, once", len(images))
+        reporter.stage(
+            f"computing the {len(branches)} frozen branches' outputs for the {len(images):,} {split} faces"
+            f"{views}, once",
+            len(images),
+        )
         return branch_outputs(model, images, device, dtype, config.views, reporter=reporter)
 
     val_inputs = cache(val_images, config.val_split)
@@ -220,10 +245,14 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
     def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if cached is not None:
             # One view of each face, drawn afresh every step (always view 0 when there is one).
-            view = torch.randint(len(cached), (len(index),), generator=state.augment_rng).to(index.device)
+            view = torch.randint(len(cached), (len(index),), generator=state.augment_rng).to(
+                index.device
+            )
             return cached[view, index], train_labels[index]
         assert augment is not None  # without a cache, config.augment is on
-        return _augmented_outputs(model, train_images[index.cpu()], augment, device, dtype), train_labels[index]
+        return _augmented_outputs(
+            model, train_images[index.cpu()], augment, device, dtype
+        ), train_labels[index]
 
     while state.epoch < config.epochs:
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
@@ -231,28 +260,49 @@ def train_ensemble(dataset: Artifact, branches: list[Artifact], config: Ensemble
         model.train()
         # Cosine annealing over epochs (the closed form of CosineAnnealingLR, so no state to save).
         lr = config.lr * 0.5 * (1 + math.cos(math.pi * state.epoch / config.epochs))
-        loss, train_accuracy = optimize_epoch(head, batch_at, len(train_images), config.batch_size, optimizer,
-                                              state.shuffle_rng, device, reporter, lr_at=lambda _: lr)
+        loss, train_accuracy = optimize_epoch(
+            head,
+            batch_at,
+            len(train_images),
+            config.batch_size,
+            optimizer,
+            state.shuffle_rng,
+            device,
+            reporter,
+            lr_at=lambda _: lr,
+        )
         train_seconds = time.perf_counter() - started
         model.eval()
         with torch.inference_mode():
             val_logits = view_mean_logits(head, val_inputs)
         val_loss = F.cross_entropy(val_logits, val_labels).item()
         check_finite(head, val_loss, state.epoch + 1, checkpoint)
-        record = {"epoch": state.epoch + 1, "loss": loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
-                  "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
-                  "images_per_second": len(train_images) / train_seconds, "seconds": time.perf_counter() - started}
+        record = {
+            "epoch": state.epoch + 1,
+            "loss": loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
+            "images_per_second": len(train_images) / train_seconds,
+            "seconds": time.perf_counter() - started,
+        }
         state.end_epoch(record)
         if checkpoint is not None:
             save_checkpoint(checkpoint, state, _settings(config), data_sha256)
         reporter.epoch_end(record)
     head.load_state_dict(state.best_state)
     seconds = sum(r["seconds"] for r in state.history)
-    return TrainResult(model=model.cpu().eval(), history=state.history, best_epoch=state.best_epoch,
-                       best_val_accuracy=state.best_val_accuracy, seconds=seconds,
-                       images_per_second=len(train_images) * len(state.history) / max(seconds, 1e-9),
-                       device=str(device), precision=precision_name(dtype),
-                       meta=ensemble_meta(branches, model, config))
+    return TrainResult(
+        model=model.cpu().eval(),
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_accuracy=state.best_val_accuracy,
+        seconds=seconds,
+        images_per_second=len(train_images) * len(state.history) / max(seconds, 1e-9),
+        device=str(device),
+        precision=precision_name(dtype),
+        meta=ensemble_meta(branches, model, config),
+    )
 
 
 def _settings(config: EnsembleConfig) -> dict[str, Any]:
@@ -265,12 +315,19 @@ def _fingerprint(dataset: Artifact, branches: list[Artifact]) -> str:
     for branch in branches:
         for name in sorted(branch.tensors):
             digest.update(name.encode())
-            digest.update(branch.tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(
+                branch.tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
     return digest.hexdigest()
 
 
-def _augmented_outputs(model: EnsembleClassifier, images: torch.Tensor, augment: Augment, device: torch.device,
-                       dtype: torch.dtype | None) -> torch.Tensor:
+def _augmented_outputs(
+    model: EnsembleClassifier,
+    images: torch.Tensor,
+    augment: Augment,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
     with torch.no_grad(), autocast(device, dtype):
         x = augment(to_input(images, device)).contiguous(memory_format=torch.channels_last)
         return model.branch_outputs(x).float()
@@ -279,3 +336,69 @@ def _augmented_outputs(model: EnsembleClassifier, images: torch.Tensor, augment:
 def average_ensemble(branches: list[Artifact]) -> EnsembleClassifier:
     """The untrained baseline: the mean of the branches' probabilities."""
     return build_ensemble(branches, EnsembleConfig(), average=True)
+
+
+def make_ensemble(
+    dataset: Artifact,
+    branches: list[Artifact],
+    config: EnsembleConfig,
+    average: bool = False,
+    reporter: Reporter | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> tuple[EnsembleClassifier, dict[str, Any]]:
+    """(model, metadata) of `fertool ensemble`: a head trained on frozen branches, or with
+    `average` their mean probabilities, scored on `config.val_split` as `eval` will score the file."""
+    from fertool.evaluate import predict_logits
+    from fertool.models import check_model_fits
+
+    config.validate()
+    for branch in branches:
+        check_model_fits(branch.meta, branch.path, dataset)
+    if not average:
+        result = train_ensemble(
+            dataset, branches, config, reporter=reporter, checkpoint=checkpoint, resume=resume
+        )
+        metrics = {
+            "best_val_accuracy": result.best_val_accuracy,
+            "best_epoch": result.best_epoch,
+            "val_split": config.val_split,
+            "images_per_second": result.images_per_second,
+            "seconds": result.seconds,
+        }
+        meta = {
+            **result.meta,
+            "train_config": _settings(config),
+            "metrics": metrics,
+            "history": result.history,
+        }
+        return cast(EnsembleClassifier, result.model), {**meta, **_provenance(dataset, config)}
+    model = average_ensemble(branches)
+    images, labels, _ = select_split(dataset, config.val_split)
+    # On the chosen device and precision, with the views it asks for (`views`), so the accuracy
+    # it records is the one eval gives back.
+    device = resolve_device(config.device)
+    logits = predict_logits(
+        model.to(device),
+        images,
+        device,
+        resolve_precision(config.precision, device),
+        tta=config.views,
+    )
+    model.cpu()
+    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    meta = {
+        **ensemble_meta(branches, model, config),
+        "metrics": {"best_val_accuracy": accuracy, "val_split": config.val_split},
+        "history": [],
+    }
+    return model, {**meta, **_provenance(dataset, config)}
+
+
+def _provenance(dataset: Artifact, config: EnsembleConfig) -> dict[str, Any]:
+    return {
+        "seed": config.seed,
+        "dataset_sha256": dataset.meta["sha256"],
+        "dataset_source": dataset.meta["source"],
+        "normalization": None,
+    }

@@ -9,14 +9,17 @@ Everything here works on tensors and numpy arrays; files are the CLI's business.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from fertool.artifacts import Artifact
 from fertool.augment import zoom_about_centre
-from fertool.data import SPLITS
+from fertool.constants import SPLITS
 from fertool.errors import BadInputError
 from fertool.runtime import autocast
 from fertool.schemas import TTA_MODES
@@ -30,9 +33,14 @@ def select_split(dataset: Artifact, split: str) -> tuple[torch.Tensor, torch.Ten
         raise BadInputError(f"split {split!r}: choose one of {', '.join(SPLIT_CODES)}")
     indices = torch.nonzero(dataset.tensors["split"] == SPLIT_CODES[split]).flatten()
     if len(indices) == 0:
-        counts = ", ".join(f"{name} {c.get('total')}" for name, c in dataset.meta.get("counts", {}).items())
-        fix = ("set some training faces aside with `fertool prepare SOURCE --holdout 0.1`" if split == "holdout"
-               else "choose another split with --split/--val-split")
+        counts = ", ".join(
+            f"{name} {c.get('total')}" for name, c in dataset.meta.get("counts", {}).items()
+        )
+        fix = (
+            "set some training faces aside with `fertool prepare SOURCE --holdout 0.1`"
+            if split == "holdout"
+            else "choose another split with --split/--val-split"
+        )
         raise BadInputError(f"{dataset.path}: has no {split} images ({counts}); {fix}")
     return dataset.tensors["images"][indices], dataset.tensors["labels"][indices], indices
 
@@ -77,7 +85,9 @@ def tta_logits(model: nn.Module, batch: torch.Tensor, tta: str) -> torch.Tensor:
     """Logits (float32) of an N x 1 x H x W input batch; with views (`tta` other than none), the
     log of their mean softmax, whose softmax is the views' mean probabilities. All views of a
     batch go through the model as one pass."""
-    if tta == "none" or len(batch) == 0:  # no faces: nothing to zoom, and the width is still the classes'
+    if (
+        tta == "none" or len(batch) == 0
+    ):  # no faces: nothing to zoom, and the width is still the classes'
         return model(batch).float()
     views = tta_views(batch, tta)
     return log_mean_softmax(model(torch.cat(views)).view(len(views), len(batch), -1))
@@ -89,8 +99,21 @@ def log_mean_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def model_tta(meta: dict[str, Any], requested: str) -> str:
-    """`auto` is the test-time augmentation the model's file asks for (`tta` in its metadata)."""
+    """`auto`, in every command, is the test-time augmentation the model's file asks for (`tta`
+    in its metadata; none where it names none)."""
+    check_tta(requested, allow_auto=True)
     return str(meta.get("tta", "none")) if requested == "auto" else requested
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode for the block, then back in the mode it was in (even on error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.inference_mode()
@@ -110,14 +133,73 @@ def predict_logits(
     each mirrored too (see `tta_views`). The "logits" are then log mean probabilities.
     """
     check_tta(tta)
-    was_training = model.training
-    model.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = to_input(images[start : start + batch_size], device)
-        with autocast(device, dtype):
-            outputs.append(tta_logits(model, batch, tta))
-        if on_batch is not None:
-            on_batch(len(batch))
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            batch = to_input(images[start : start + batch_size], device)
+            with autocast(device, dtype):
+                outputs.append(tta_logits(model, batch, tta))
+            if on_batch is not None:
+                on_batch(len(batch))
     return torch.cat(outputs).cpu() if outputs else torch.empty(0, 0)
+
+
+@dataclass
+class Evaluation:
+    """A model scored on one split: its logits, the labels, and the report of metrics.py."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor  # each row's index in the data set
+    report: dict[str, Any]
+    split: str
+    tta: str
+    seconds: float
+    device: str
+    precision: str
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.labels) / max(self.seconds, 1e-9)
+
+
+def evaluate_model(
+    model: nn.Module,
+    meta: dict[str, Any],
+    dataset: Artifact,
+    split: str = "val",
+    tta: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 100,
+) -> Evaluation:
+    """Score `model` (with its metadata `meta`) on a split of `dataset`, as `fertool eval` does."""
+    from fertool.metrics import classification_report
+    from fertool.runtime import precision_name, resolve_device, resolve_precision
+
+    tta = model_tta(meta, tta)
+    images, labels, indices = select_split(dataset, split)
+    run_device = resolve_device(device)
+    dtype = resolve_precision(precision, run_device)
+    started = time.perf_counter()
+    logits = predict_logits(
+        model.to(run_device).to(memory_format=torch.channels_last),
+        images,
+        run_device,
+        dtype,
+        batch_size,
+        tta=tta,
+    )
+    seconds = time.perf_counter() - started
+    report = classification_report(logits.numpy(), labels.numpy(), meta["classes"])
+    return Evaluation(
+        logits=logits,
+        labels=labels,
+        indices=indices,
+        report=report,
+        split=split,
+        tta=tta,
+        seconds=seconds,
+        device=str(run_device),
+        precision=precision_name(dtype),
+    )

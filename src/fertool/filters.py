@@ -35,14 +35,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fertool.constants import IMAGE_SIZE
 from fertool.errors import BadInputError
-from fertool.runtime import model_placement
 from fertool.models import FeatEx
+from fertool.runtime import model_placement
 
-IMAGE_SIZE = 48
 # Elementwise layers repeat the map of the layer before them; listing them would only add noise.
-_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-                nn.Dropout, nn.Dropout2d, nn.Identity)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +90,8 @@ class _Stop(Exception):
 class LayerCapture:
     """Context manager that hooks one layer and removes the hook on exit, even on error.
 
-        with LayerCapture(model, "featex1") as capture:
-            maps = capture.run(images01)  # the layer's output (its input with stop="input"); no more is run
+    with LayerCapture(model, "featex1") as capture:
+        maps = capture.run(images01)  # the layer's output (its input with stop="input"); no more is run
     """
 
     def __init__(self, model: nn.Module, layer: str, stop: str = "output"):
@@ -98,9 +109,13 @@ class LayerCapture:
         self._was_training = self.model.training
         self.model.eval()
         if self.stop == "input":
-            self._handle = self.module.register_forward_pre_hook(lambda module, args: self._keep(args[0]))
+            self._handle = self.module.register_forward_pre_hook(
+                lambda module, args: self._keep(args[0])
+            )
         else:
-            self._handle = self.module.register_forward_hook(lambda module, args, output: self._keep(output))
+            self._handle = self.module.register_forward_hook(
+                lambda module, args, output: self._keep(output)
+            )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -120,7 +135,9 @@ class LayerCapture:
         with contextlib.suppress(_Stop):
             self.model(images01)
         if self._kept is None:
-            raise BadInputError(f"layer {self.name} is not used by the model's forward pass; choose another layer")
+            raise BadInputError(
+                f"layer {self.name} is not used by the model's forward pass; choose another layer"
+            )
         kept, self._kept = self._kept, None
         return kept
 
@@ -176,7 +193,9 @@ def find_layer(model: nn.Module, layer: str) -> LayerInfo:
     by_depth = sorted(layers, key=lambda info: info.short_name.count("."))
     shown = ", ".join(info.short_name for info in by_depth[:8])
     more = f" and {len(layers) - 8} more" if len(layers) > 8 else ""
-    raise BadInputError(f"unknown layer {layer!r}; layers are {shown}{more} (see all with --list-layers)")
+    raise BadInputError(
+        f"unknown layer {layer!r}; layers are {shown}{more} (see all with --list-layers)"
+    )
 
 
 def activation_maps(model: nn.Module, layer: str, image01: torch.Tensor) -> np.ndarray:
@@ -187,7 +206,9 @@ def activation_maps(model: nn.Module, layer: str, image01: torch.Tensor) -> np.n
     if image01.dim() == 2:
         image01 = image01[None, None]
     if image01.shape[0] != 1 or image01.dim() != 4:
-        raise BadInputError(f"activation maps take one image, 1 x 1 x H x W; got shape {tuple(image01.shape)}")
+        raise BadInputError(
+            f"activation maps take one image, 1 x 1 x H x W; got shape {tuple(image01.shape)}"
+        )
     with LayerCapture(model, layer) as capture, torch.no_grad():
         output = capture.run(image01.to(*model_placement(model)))
     return output[0].float().cpu().numpy()
@@ -203,8 +224,14 @@ class FourierImage(nn.Module):
 
     scale: torch.Tensor  # a buffer: 1/f weights of the coefficients
 
-    def __init__(self, batch: int, sd: float = 0.01, size: int = IMAGE_SIZE, decay_power: float = 1.0,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        batch: int,
+        sd: float = 0.01,
+        size: int = IMAGE_SIZE,
+        decay_power: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         fy = torch.fft.fftfreq(size)[:, None]
         fx = torch.fft.rfftfreq(size)[None, :]
@@ -213,7 +240,9 @@ class FourierImage(nn.Module):
         scale = 1.0 / frequency.clamp_min(1.0 / size) ** decay_power
         self.register_buffer("scale", scale / scale.mean())  # mean 1: the same `sd` at any size
         self.size = size
-        self.spectrum = nn.Parameter(torch.randn(batch, 1, size, size // 2 + 1, 2, generator=generator) * sd)
+        self.spectrum = nn.Parameter(
+            torch.randn(batch, 1, size, size // 2 + 1, 2, generator=generator) * sd
+        )
 
     def forward(self) -> torch.Tensor:
         """Pixels in [0, 1], batch x 1 x size x size."""
@@ -236,7 +265,9 @@ class _RedirectedReLU(torch.autograd.Function):
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # Any: saved_tensors is not on FunctionCtx's type
+    def backward(
+        ctx: Any, grad: torch.Tensor
+    ) -> torch.Tensor:  # Any: saved_tensors is not on FunctionCtx's type
         (x,) = ctx.saved_tensors
         relu_grad = grad * (x > 0)
         # We minimise -objective: grad > 0 means the step would lower x.
@@ -254,7 +285,9 @@ def redirected_relus(module: nn.Module) -> Iterator[None]:
     try:
         for relu in relus:
             relu.inplace = False  # the hook needs the input as it was before the ReLU
-            handles.append(relu.register_forward_hook(lambda m, args, out: _RedirectedReLU.apply(args[0])))
+            handles.append(
+                relu.register_forward_hook(lambda m, args, out: _RedirectedReLU.apply(args[0]))
+            )
         yield
     finally:
         for handle in handles:
@@ -263,8 +296,13 @@ def redirected_relus(module: nn.Module) -> Iterator[None]:
             relu.inplace = flag
 
 
-def random_affine(images: torch.Tensor, generator: torch.Generator, shift: float = 3.0,
-                  scale: tuple[float, float] = (0.92, 1.08), degrees: float = 8.0) -> torch.Tensor:
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    shift: float = 3.0,
+    scale: tuple[float, float] = (0.92, 1.08),
+    degrees: float = 8.0,
+) -> torch.Tensor:
     """Shift each image by up to `shift` px, scale and rotate it a little; size unchanged.
 
     Lucent's jitter + random_scale + random_rotate in one differentiable resampling, with
@@ -279,12 +317,22 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, shift: float
     theta = torch.stack([cos, -sin, shift_x, sin, cos, shift_y], dim=1).view(n, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     # Reflection: the border never shows a constant band that the filters could latch onto.
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
-def visualize_filters(model: nn.Module, layer: str, filters: Sequence[int] | None = None, steps: int = 48,
-                      lr: float = 0.08, seed: int = 0, transform: bool = True, decay_power: float = 1.0,
-                      start_sd: float = 0.01) -> FilterVisualization:
+def visualize_filters(
+    model: nn.Module,
+    layer: str,
+    filters: Sequence[int] | None = None,
+    steps: int = 48,
+    lr: float = 0.08,
+    seed: int = 0,
+    transform: bool = True,
+    decay_power: float = 1.0,
+    start_sd: float = 0.01,
+) -> FilterVisualization:
     """For each filter, the 48 x 48 input that maximises its mean activation (gradient ascent).
 
     `filters` defaults to every channel of the layer. Each step moves all images at once
@@ -296,36 +344,58 @@ def visualize_filters(model: nn.Module, layer: str, filters: Sequence[int] | Non
     started = time.perf_counter()
     if steps < 0:
         raise BadInputError(f"--steps {steps}: must be 0 or more")
-    with torch.inference_mode(False), LayerCapture(model, layer, stop="input") as capture:  # a caller's mode
+    with (
+        torch.inference_mode(False),
+        LayerCapture(model, layer, stop="input") as capture,
+    ):  # a caller's mode
         chosen = _check_filters(capture, filters)
         device, dtype = model_placement(model)
         generator = torch.Generator().manual_seed(seed)
-        image = FourierImage(len(chosen), start_sd, decay_power=decay_power, generator=generator).to(device, dtype)
+        image = FourierImage(
+            len(chosen), start_sd, decay_power=decay_power, generator=generator
+        ).to(device, dtype)
         objective = _filter_objective(capture, torch.tensor(chosen, device=device))
         with torch.no_grad():
             start = objective(image())
         optimizer = torch.optim.Adam(image.parameters(), lr=lr)
-        with torch.enable_grad(), redirected_relus(capture.module):  # upstream units are rarely all off
+        with (
+            torch.enable_grad(),
+            redirected_relus(capture.module),
+        ):  # upstream units are rarely all off
             _ascend(image, objective, optimizer, steps, generator if transform else None)
         with torch.no_grad():
             final = image()
             end = objective(final)
-    return FilterVisualization(layer=capture.name, filters=chosen, images=final[:, 0].float().cpu().numpy(),
-                               objective_start=start.float().cpu().numpy(), objective_end=end.float().cpu().numpy(),
-                               seconds=time.perf_counter() - started)
+    return FilterVisualization(
+        layer=capture.name,
+        filters=chosen,
+        images=final[:, 0].float().cpu().numpy(),
+        objective_start=start.float().cpu().numpy(),
+        objective_end=end.float().cpu().numpy(),
+        seconds=time.perf_counter() - started,
+    )
 
 
-def _filter_objective(capture: LayerCapture, channels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def _filter_objective(
+    capture: LayerCapture, channels: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """images -> per image, the mean over positions of its own filter's output map."""
 
     def objective(images01: torch.Tensor) -> torch.Tensor:
-        return selected_channels(capture.module, capture.run(images01), channels).mean(dim=(1, 2, 3))
+        return selected_channels(capture.module, capture.run(images01), channels).mean(
+            dim=(1, 2, 3)
+        )
 
     return objective
 
 
-def _ascend(image: FourierImage, objective: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
-            steps: int, generator: torch.Generator | None) -> None:
+def _ascend(
+    image: FourierImage,
+    objective: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    generator: torch.Generator | None,
+) -> None:
     """`steps` Adam steps that raise every image's objective; random transforms when `generator`."""
     for _ in range(steps):
         x = image()
@@ -348,8 +418,15 @@ def selected_channels(module: nn.Module, x: torch.Tensor, channels: torch.Tensor
     if isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
         n, c, h, w = x.shape
         bias = None if module.bias is None else module.bias[channels]
-        out = F.conv2d(x.reshape(1, n * c, h, w), module.weight[channels], bias, module.stride,
-                       module.padding, module.dilation, groups=n)
+        out = F.conv2d(
+            x.reshape(1, n * c, h, w),
+            module.weight[channels],
+            bias,
+            module.stride,
+            module.padding,
+            module.dilation,
+            groups=n,
+        )
         return out.reshape(n, 1, *out.shape[2:])
     if isinstance(module, nn.Sequential) and len(module) > 0:
         return _selected_sequential(module, x, channels)
@@ -359,16 +436,20 @@ def selected_channels(module: nn.Module, x: torch.Tensor, channels: torch.Tensor
     return out.gather(1, channels.view(-1, 1, 1, 1).expand(-1, 1, *out.shape[2:]))
 
 
-def _selected_sequential(module: nn.Sequential, x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+def _selected_sequential(
+    module: nn.Sequential, x: torch.Tensor, channels: torch.Tensor
+) -> torch.Tensor:
     children = list(module)
     mixing = [i for i, child in enumerate(children) if not _per_channel(child)]
     last = mixing[-1] if mixing else len(children) - 1
     for child in children[:last]:
         x = child(x)
     out = selected_channels(children[last], x, channels)
-    for child in children[last + 1:]:  # channel by channel: the same on the one channel kept
+    for child in children[last + 1 :]:  # channel by channel: the same on the one channel kept
         if isinstance(child, nn.BatchNorm2d):  # in eval mode a fixed affine map per channel
-            assert child.running_var is not None and child.running_mean is not None  # every fertool BN tracks them
+            assert (
+                child.running_var is not None and child.running_mean is not None
+            )  # every fertool BN tracks them
             scale = (child.running_var[channels] + child.eps).rsqrt() * child.weight[channels]
             out = (out - child.running_mean[channels].view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1)
             out = out + child.bias[channels].view(-1, 1, 1, 1)
@@ -403,7 +484,8 @@ def _check_filters(capture: LayerCapture, filters: Sequence[int] | None) -> list
         raise BadInputError(f"no filters chosen for {capture.name}; pass indices 0..{channels - 1}")
     bad = [f for f in chosen if not 0 <= f < channels]
     if bad:
-        raise BadInputError(f"filter {bad[0]} of {short_name(capture.name)}: out of range; "
-                            f"it has {channels} filters, 0..{channels - 1}")
+        raise BadInputError(
+            f"filter {bad[0]} of {short_name(capture.name)}: out of range; "
+            f"it has {channels} filters, 0..{channels - 1}"
+        )
     return chosen
-

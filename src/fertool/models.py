@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 from fertool.artifacts import Artifact
+from fertool.configs import HEAD_DROPOUT, HEAD_HIDDEN
+from fertool.constants import IMAGE_SIZE
 from fertool.errors import BadInputError, WrongKindError
+
 
 class Backbone(nn.Module):
     """What every registered architecture provides: the classifier, Grad-CAM and the ensemble read these."""
@@ -45,7 +48,9 @@ def list_models() -> list[str]:
 
 def create_model(name: str, **kwargs: Any) -> Backbone:
     if name not in _REGISTRY:
-        raise BadInputError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
+        raise BadInputError(
+            f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}"
+        )
     return _REGISTRY[name](**kwargs)
 
 
@@ -59,13 +64,19 @@ class ChannelLRN(nn.Module):
 
     window: torch.Tensor  # a buffer
 
-    def __init__(self, channels: int, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+    def __init__(
+        self, channels: int, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+    ):
         super().__init__()
         index = torch.arange(channels)
         offset = index[None, :] - index[:, None]  # input channel minus output channel
-        band = (offset >= -(size // 2)) & (offset <= (size - 1) // 2)  # the same window as PyTorch's
+        band = (offset >= -(size // 2)) & (
+            offset <= (size - 1) // 2
+        )  # the same window as PyTorch's
         # Not persistent: the window is a constant of the architecture, not a learned weight.
-        self.register_buffer("window", (band.float() * alpha / size)[:, :, None, None], persistent=False)
+        self.register_buffer(
+            "window", (band.float() * alpha / size)[:, :, None, None], persistent=False
+        )
         self.k, self.beta = k, beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,9 +84,13 @@ class ChannelLRN(nn.Module):
         return x * scale
 
 
-def conv_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, batch_norm: bool = False) -> list[nn.Module]:
+def conv_relu(
+    in_channels: int, out_channels: int, kernel: int, stride: int = 1, batch_norm: bool = False
+) -> list[nn.Module]:
     """conv -> ReLU, or conv -> batch norm -> ReLU (the conv's bias is then redundant)."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm)
+    conv = nn.Conv2d(
+        in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm
+    )
     if batch_norm:
         return [conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
     return [conv, nn.ReLU(inplace=True)]
@@ -88,7 +103,14 @@ class FeatEx(nn.Module):
     (and, in the batch-norm variant, by batch norm before the ReLU).
     """
 
-    def __init__(self, in_channels: int, reduce: int = 96, wide: int = 208, pool_proj: int = 64, batch_norm: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        reduce: int = 96,
+        wide: int = 208,
+        pool_proj: int = 64,
+        batch_norm: bool = False,
+    ):
         super().__init__()
         self.conv_path = nn.Sequential(
             *conv_relu(in_channels, reduce, 1, batch_norm=batch_norm),
@@ -121,8 +143,17 @@ class DeXpression(Backbone):
 
     STEMS = ("paper", "gentle")
 
-    def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48, dropout: float = 0.5,
-                 batch_norm: bool = False, stem: str = "paper", blocks: int = 2, width: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int = 7,
+        in_channels: int = 1,
+        image_size: int = IMAGE_SIZE,
+        dropout: float = 0.5,
+        batch_norm: bool = False,
+        stem: str = "paper",
+        blocks: int = 2,
+        width: float = 1.0,
+    ):
         super().__init__()
         if stem not in self.STEMS:
             raise BadInputError(f"DeXpression stem {stem!r}: choose one of {', '.join(self.STEMS)}")
@@ -140,8 +171,10 @@ class DeXpression(Backbone):
         else:
             # Two 3x3 convs, the first at full resolution: the paper's 7x7/2 sees 48x48 faces only
             # through a stride, so eyes and mouth corners are a couple of pixels when FeatEx starts.
-            layers = [*conv_relu(in_channels, channels(32), 3, batch_norm=batch_norm),
-                      *conv_relu(channels(32), stem_out, 3, stride=2, batch_norm=batch_norm)]
+            layers = [
+                *conv_relu(in_channels, channels(32), 3, batch_norm=batch_norm),
+                *conv_relu(channels(32), stem_out, 3, stride=2, batch_norm=batch_norm),
+            ]
         layers.append(nn.MaxPool2d(3, stride=2, padding=1))
         if not batch_norm:
             # The paper's LRN; size 5 and the AlexNet constants it inherits.
@@ -149,8 +182,13 @@ class DeXpression(Backbone):
         self.stem = nn.Sequential(*layers)
 
         def block(in_channels: int) -> FeatEx:
-            return FeatEx(in_channels, reduce=channels(96), wide=channels(208), pool_proj=channels(64),
-                          batch_norm=batch_norm)
+            return FeatEx(
+                in_channels,
+                reduce=channels(96),
+                wide=channels(208),
+                pool_proj=channels(64),
+                batch_norm=batch_norm,
+            )
 
         self.featex1 = block(stem_out)
         self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)
@@ -179,7 +217,13 @@ class DeXpression(Backbone):
 class TinyNet(Backbone):
     """A two-conv model that trains in seconds; it exists so tests are fast (timm's test_*)."""
 
-    def __init__(self, num_classes: int = 7, in_channels: int = 1, image_size: int = 48, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int = 7,
+        in_channels: int = 1,
+        image_size: int = IMAGE_SIZE,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 16, 3, stride=2, padding=1),
@@ -266,19 +310,36 @@ class EnsembleClassifier(nn.Module):
 
     FEATURES = ("penultimate", "logits", "average")
 
-    def __init__(self, branches: list[FERClassifier], features: str = "penultimate",
-                 hidden: tuple[int, ...] = (512, 256), dropout: float = 0.5, num_classes: int = 7):
+    def __init__(
+        self,
+        branches: list[FERClassifier],
+        features: str = "penultimate",
+        hidden: tuple[int, ...] = HEAD_HIDDEN,
+        dropout: float = HEAD_DROPOUT,
+        num_classes: int = 7,
+    ):
         super().__init__()
         if features not in self.FEATURES:
             raise BadInputError(f"--features {features}: choose one of {', '.join(self.FEATURES)}")
         self.branches = nn.ModuleList(branches)
         self.mode = features
-        self.head = self._head(branches, features, hidden, dropout, num_classes) if features != "average" else None
+        self.head = (
+            self._head(branches, features, hidden, dropout, num_classes)
+            if features != "average"
+            else None
+        )
 
     @staticmethod
-    def _head(branches: list[FERClassifier], features: str, hidden: tuple[int, ...], dropout: float,
-              num_classes: int) -> nn.Sequential:
-        width = sum(b.backbone.feature_dim if features == "penultimate" else num_classes for b in branches)
+    def _head(
+        branches: list[FERClassifier],
+        features: str,
+        hidden: tuple[int, ...],
+        dropout: float,
+        num_classes: int,
+    ) -> nn.Sequential:
+        width = sum(
+            b.backbone.feature_dim if features == "penultimate" else num_classes for b in branches
+        )
         layers: list[nn.Module] = []
         for size in hidden:  # hidden + the output layer: three dense layers by default
             layers += [nn.Dropout(dropout), nn.Linear(width, size), nn.ReLU(inplace=True)]
@@ -299,7 +360,9 @@ class EnsembleClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.head is None:
-            probabilities = torch.stack([b(x).float().softmax(dim=1) for b in self.branches]).mean(dim=0)
+            probabilities = torch.stack([b(x).float().softmax(dim=1) for b in self.branches]).mean(
+                dim=0
+            )
             return probabilities.clamp_min(1e-12).log()
         return self.head(self.branch_outputs(x))
 
@@ -323,7 +386,9 @@ class EnsembleClassifier(nn.Module):
         return self
 
 
-def build_classifier(arch: str, arch_args: dict[str, Any], normalization: dict[str, float] | None) -> FERClassifier:
+def build_classifier(
+    arch: str, arch_args: dict[str, Any], normalization: dict[str, float] | None
+) -> FERClassifier:
     norm = normalization or {"mean": 0.0, "std": 1.0}
     return FERClassifier(create_model(arch, **arch_args), mean=norm["mean"], std=norm["std"])
 
@@ -335,22 +400,34 @@ Classifier = FERClassifier | EnsembleClassifier
 def build_from_meta(meta: dict[str, Any]) -> Classifier:
     """An untrained model of the shape `meta` describes: a branch or an ensemble of branches."""
     if meta.get("kind") == "ensemble":
-        branches = [build_classifier(b["arch"], b.get("arch_args", {}), b.get("normalization")) for b in meta["branches"]]
+        branches = [
+            build_classifier(b["arch"], b.get("arch_args", {}), b.get("normalization"))
+            for b in meta["branches"]
+        ]
         args = meta.get("arch_args", {})
-        return EnsembleClassifier(branches, features=args.get("features", "penultimate"),
-                                  hidden=tuple(args.get("hidden", (512, 256))), dropout=args.get("dropout", 0.5),
-                                  num_classes=len(meta["classes"]))
+        return EnsembleClassifier(
+            branches,
+            features=args.get("features", "penultimate"),
+            hidden=tuple(args.get("hidden", HEAD_HIDDEN)),
+            dropout=args.get("dropout", HEAD_DROPOUT),
+            num_classes=len(meta["classes"]),
+        )
     return build_classifier(meta["arch"], meta.get("arch_args", {}), meta.get("normalization"))
 
 
 def check_shapes(expected: dict[str, torch.Tensor], tensors: dict[str, Any]) -> None:
     """The file's tensors are exactly the architecture's: same names, same shapes."""
-    missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    missing, unexpected = (
+        sorted(expected.keys() - tensors.keys()),
+        sorted(tensors.keys() - expected.keys()),
+    )
     if missing or unexpected:
         raise ValueError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     for name, want in expected.items():
         if tuple(tensors[name].shape) != tuple(want.shape):
-            raise ValueError(f"{name} has shape {list(tensors[name].shape)}, its architecture {list(want.shape)}")
+            raise ValueError(
+                f"{name} has shape {list(tensors[name].shape)}, its architecture {list(want.shape)}"
+            )
 
 
 def model_from_artifact(artifact: Artifact) -> Classifier:
@@ -370,8 +447,10 @@ def model_from_artifact(artifact: Artifact) -> Classifier:
             "the file is damaged or from another fertool, train it again"
         ) from err
     except BadInputError as err:  # an architecture or option the file names, not the command line
-        raise BadInputError(f"{artifact.path}: its metadata asks for what this fertool cannot build ({err}); "
-                            "the file is from another fertool or hand-made, train it again") from err
+        raise BadInputError(
+            f"{artifact.path}: its metadata asks for what this fertool cannot build ({err}); "
+            "the file is from another fertool or hand-made, train it again"
+        ) from err
     return model.eval()
 
 
@@ -383,9 +462,27 @@ def load_model(path: Path | str) -> tuple[Classifier, dict[str, Any]]:
     return model_from_artifact(artifact), artifact.meta
 
 
+def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Artifact) -> None:
+    """Refuse a model whose classes or input size are not the data set's."""
+    if list(model_meta["classes"]) != list(dataset.meta["classes"]):
+        raise WrongKindError(
+            f"{model_path}: predicts classes {model_meta['classes']}, but {dataset.path} has "
+            f"{dataset.meta['classes']}; use a model trained on such data"
+        )
+    size = model_meta.get("input_size", [1, IMAGE_SIZE, IMAGE_SIZE])[-1]
+    if size != dataset.meta["image_size"]:
+        side = dataset.meta["image_size"]
+        raise WrongKindError(
+            f"{model_path}: takes {size}x{size} images, but {dataset.path} holds {side}x{side}; "
+            "prepare the data at the model's size"
+        )
+
+
 def branch_from_artifact(artifact: Artifact) -> FERClassifier:
     """A branch artifact's model; an ensemble is refused (an ensemble's members are branches)."""
     model = model_from_artifact(artifact)
     if not isinstance(model, FERClassifier):
-        raise WrongKindError(f"{artifact.path}: is an ensemble, but this needs a branch made by train-branch; pass a branch")
+        raise WrongKindError(
+            f"{artifact.path}: is an ensemble, but this needs a branch made by train-branch; pass a branch"
+        )
     return model

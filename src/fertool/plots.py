@@ -33,8 +33,18 @@ from matplotlib.lines import Line2D
 from fertool.artifacts import atomic_path
 
 DPI = 150
-_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-            "tab:gray", "tab:olive", "tab:cyan")
+_COLOURS = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+)
 _HEAT = "inferno"  # perceptually uniform, and readable in grayscale print
 
 
@@ -60,8 +70,9 @@ def close_figure(fig: Figure) -> None:
 # --- confusion matrix ---------------------------------------------------------------------------
 
 
-def confusion_figure(matrix: np.ndarray, classes: Sequence[str], normalize: bool = True,
-                     title: str | None = None) -> Figure:
+def confusion_figure(
+    matrix: np.ndarray, classes: Sequence[str], normalize: bool = True, title: str | None = None
+) -> Figure:
     """Counts K x K (rows: true class) as a heat map with the value in every cell.
 
     `normalize` divides each row by its total (recall on the diagonal); cells still show counts.
@@ -71,7 +82,11 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], normalize: bool
     if counts.shape != (k, k):
         raise ValueError(f"confusion matrix of shape {counts.shape} does not match {k} classes")
     totals = counts.sum(axis=1, keepdims=True)
-    values = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0) if normalize else counts
+    values = (
+        np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+        if normalize
+        else counts
+    )
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     side = max(4.5, 0.75 * k + 2.0)
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")
@@ -90,21 +105,33 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], normalize: bool
     return fig
 
 
-def _annotate_cells(ax: Axes, values: np.ndarray, counts: np.ndarray, normalize: bool, vmax: float,
-                    fontsize: int) -> None:
+def _annotate_cells(
+    ax: Axes, values: np.ndarray, counts: np.ndarray, normalize: bool, vmax: float, fontsize: int
+) -> None:
     for (row, col), value in np.ndenumerate(values):
         text = f"{value:.2f}\n({counts[row, col]})" if normalize else f"{counts[row, col]}"
         # Blues is dark above ~55 % of its range: switch to white text there.
         colour = "white" if value > 0.55 * vmax else "black"
         if counts[row, col] == 0:  # a plain grey 0 keeps the eye on the cells that hold images
             text, colour = "0", "0.6"
-        ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=fontsize, linespacing=1.1)
+        ax.text(
+            col,
+            row,
+            text,
+            ha="center",
+            va="center",
+            color=colour,
+            fontsize=fontsize,
+            linespacing=1.1,
+        )
 
 
 # --- saliency -----------------------------------------------------------------------------------
 
 
-def saliency_figure(images01: np.ndarray, maps: np.ndarray, titles: Sequence[str], method: str) -> Figure:
+def saliency_figure(
+    images01: np.ndarray, maps: np.ndarray, titles: Sequence[str], method: str
+) -> Figure:
     """One row per image: the input, the saliency map, the map over the input; one colour bar.
 
     `images01` and `maps` are N x H x W in [0, 1] (each map divided by its own max, as
@@ -113,15 +140,29 @@ def saliency_figure(images01: np.ndarray, maps: np.ndarray, titles: Sequence[str
     images01, maps = np.asarray(images01), np.asarray(maps)
     n = len(images01)
     if maps.shape != images01.shape or len(titles) != n:
-        raise ValueError(f"need as many maps and titles as images: {images01.shape}, {maps.shape}, {len(titles)}")
+        raise ValueError(
+            f"need as many maps and titles as images: {images01.shape}, {maps.shape}, {len(titles)}"
+        )
     # Fixed margins in inches, no layout engine: 16 rows lay out in a fraction of the time.
     row, top, bottom, width = 2.3, 1.35, 0.15, 7.6
     height = n * row + top + bottom
     fig = Figure(figsize=(width, height))
-    axes = fig.subplots(n, 3, squeeze=False, gridspec_kw={
-        "left": 1.15 / width, "right": 1 - 0.15 / width, "top": 1 - top / height, "bottom": bottom / height,
-        "wspace": 0.06, "hspace": 0.1})
-    fig.suptitle(f"{_METHOD_NAMES.get(method, method)} saliency", fontsize=13, y=1 - 0.12 / height, va="top")
+    axes = fig.subplots(
+        n,
+        3,
+        squeeze=False,
+        gridspec_kw={
+            "left": 1.15 / width,
+            "right": 1 - 0.15 / width,
+            "top": 1 - top / height,
+            "bottom": bottom / height,
+            "wspace": 0.06,
+            "hspace": 0.1,
+        },
+    )
+    fig.suptitle(
+        f"{_METHOD_NAMES.get(method, method)} saliency", fontsize=13, y=1 - 0.12 / height, va="top"
+    )
     for i in range(n):
         heat = _saliency_row(axes[i], images01[i], maps[i], titles[i])
     for ax, heading in zip(axes[0], ("input", "saliency map", "map over the input")):
@@ -144,16 +185,28 @@ def _saliency_row(axes: np.ndarray, image01: np.ndarray, saliency: np.ndarray, t
     # Opacity follows the map, so the face stays visible wherever the map is low.
     ax_over.imshow(saliency, cmap=_HEAT, vmin=0, vmax=1, alpha=np.clip(saliency * 1.2, 0, 0.85))
     if not saliency.any():
-        ax_map.text(0.5, 0.5, "all zero:\nno location raised\nthe class score", transform=ax_map.transAxes,
-                    ha="center", va="center", color="white", fontsize=9)
+        ax_map.text(
+            0.5,
+            0.5,
+            "all zero:\nno location raised\nthe class score",
+            transform=ax_map.transAxes,
+            ha="center",
+            va="center",
+            color="white",
+            fontsize=9,
+        )
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     return heat
 
 
-_METHOD_NAMES = {"gradient": "Gradient |∂score/∂pixel|", "smoothgrad": "SmoothGrad", "gradcam": "Grad-CAM",
-                 "integrated": "Integrated gradients"}
+_METHOD_NAMES = {
+    "gradient": "Gradient |∂score/∂pixel|",
+    "smoothgrad": "SmoothGrad",
+    "gradcam": "Grad-CAM",
+    "integrated": "Integrated gradients",
+}
 
 
 # --- filters and activations --------------------------------------------------------------------
@@ -165,8 +218,13 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def filters_figure(images: np.ndarray, indices: Sequence[int], layer: str, title: str | None = None,
-                   inactive: Sequence[bool] | np.ndarray | None = None) -> Figure:
+def filters_figure(
+    images: np.ndarray,
+    indices: Sequence[int],
+    layer: str,
+    title: str | None = None,
+    inactive: Sequence[bool] | np.ndarray | None = None,
+) -> Figure:
     """A grid of per-filter images (F x H x W in [0, 1]), each labelled with its filter index.
 
     `inactive[i]` marks a filter that stayed at zero even for its optimised image (a dead ReLU
@@ -175,11 +233,20 @@ def filters_figure(images: np.ndarray, indices: Sequence[int], layer: str, title
     images = np.asarray(images, dtype=np.float32)
     off = np.zeros(len(images), bool) if inactive is None else np.asarray(inactive, bool)
     if len(indices) != len(images) or len(off) != len(images):
-        raise ValueError(f"{len(images)} images but {len(indices)} filter indices, {len(off)} flags")
+        raise ValueError(
+            f"{len(images)} images but {len(indices)} filter indices, {len(off)} flags"
+        )
     shown = np.where(off[:, None, None], 0.3 * images + 0.7, images)  # faded towards white
     labels = [f"{index} off" if dead else str(index) for index, dead in zip(indices, off)]
-    fig, ax = _mosaic_figure(shown, labels, [0.55 if dead else 0.0 for dead in off], cmap="gray",
-                             vmin=0.0, vmax=1.0, extra_width=0.0)
+    fig, ax = _mosaic_figure(
+        shown,
+        labels,
+        [0.55 if dead else 0.0 for dead in off],
+        cmap="gray",
+        vmin=0.0,
+        vmax=1.0,
+        extra_width=0.0,
+    )
     heading = title or f"{layer}: the input that maximises each filter's mean activation"
     if off.any():
         heading += f"\n({off.sum()} filters marked 'off' stayed at zero: dead units, their pictures show nothing)"
@@ -191,12 +258,23 @@ def activations_figure(image01: np.ndarray, maps: np.ndarray, layer: str) -> Fig
     """The input face beside a grid of one layer's activation maps (C x h x w), one colour scale."""
     maps = np.asarray(maps, dtype=np.float32)
     low, high = float(min(maps.min(), 0.0)), float(max(maps.max(), 1e-6))
-    fig, ax = _mosaic_figure(maps, [str(i) for i in range(len(maps))], [0.0] * len(maps), cmap="viridis",
-                             vmin=low, vmax=high, extra_width=2.6)
-    fig.suptitle(f"{layer}: activation maps of {len(maps)} filters ({maps.shape[1]} x {maps.shape[2]} each)",
-                 fontsize=11)
+    fig, ax = _mosaic_figure(
+        maps,
+        [str(i) for i in range(len(maps))],
+        [0.0] * len(maps),
+        cmap="viridis",
+        vmin=low,
+        vmax=high,
+        extra_width=2.6,
+    )
+    fig.suptitle(
+        f"{layer}: activation maps of {len(maps)} filters ({maps.shape[1]} x {maps.shape[2]} each)",
+        fontsize=11,
+    )
     width, height = fig.get_size_inches()
-    face_axes = fig.add_axes((0.2 / width, 1 - 3.0 / height, 2.2 / width, 2.2 / height))  # top left, by the grid
+    face_axes = fig.add_axes(
+        (0.2 / width, 1 - 3.0 / height, 2.2 / width, 2.2 / height)
+    )  # top left, by the grid
     face_axes.imshow(np.asarray(image01), cmap="gray", vmin=0, vmax=1)
     face_axes.set_title("input", fontsize=10)
     face_axes.set_axis_off()
@@ -205,8 +283,15 @@ def activations_figure(image01: np.ndarray, maps: np.ndarray, layer: str) -> Fig
     return fig
 
 
-def _mosaic_figure(tiles: np.ndarray, labels: Sequence[str], greys: Sequence[float], cmap: str, vmin: float,
-                   vmax: float, extra_width: float) -> tuple[Figure, Axes]:
+def _mosaic_figure(
+    tiles: np.ndarray,
+    labels: Sequence[str],
+    greys: Sequence[float],
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    extra_width: float,
+) -> tuple[Figure, Axes]:
     """All tiles in one near-square image with a label above each: one axes, however many tiles.
 
     One imshow instead of one axes per tile draws 272 filters in about a second rather than
@@ -219,19 +304,41 @@ def _mosaic_figure(tiles: np.ndarray, labels: Sequence[str], greys: Sequence[flo
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
         top, left = r * (height + band) + band, c * (width + gap_x)
-        mosaic[top:top + height, left:left + width] = tile
+        mosaic[top : top + height, left : left + width] = tile
     cell = _cell_inches(columns)
     grid_width, grid_height = columns * cell, rows * cell * (height + band) / (width + gap_x)
-    fig_width, fig_height = grid_width + extra_width + 0.4, grid_height + 0.85  # 0.7 in above for the title
+    fig_width, fig_height = (
+        grid_width + extra_width + 0.4,
+        grid_height + 0.85,
+    )  # 0.7 in above for the title
     fig = Figure(figsize=(fig_width, fig_height))
-    ax = fig.add_axes(((extra_width + 0.1) / fig_width, 0.15 / fig_height,
-                       grid_width / fig_width, grid_height / fig_height))
-    ax.imshow(mosaic, cmap=colormaps[cmap].with_extremes(bad="white"), vmin=vmin, vmax=vmax,
-              interpolation="nearest", aspect="equal")
+    ax = fig.add_axes(
+        (
+            (extra_width + 0.1) / fig_width,
+            0.15 / fig_height,
+            grid_width / fig_width,
+            grid_height / fig_height,
+        )
+    )
+    ax.imshow(
+        mosaic,
+        cmap=colormaps[cmap].with_extremes(bad="white"),
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        aspect="equal",
+    )
     for i, (label, grey) in enumerate(zip(labels, greys)):
         r, c = divmod(i, columns)
-        ax.text(c * (width + gap_x) + width / 2, r * (height + band) + band - 0.5, label, ha="center", va="bottom",
-                fontsize=_label_size(columns), color=str(grey))
+        ax.text(
+            c * (width + gap_x) + width / 2,
+            r * (height + band) + band - 0.5,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=_label_size(columns),
+            color=str(grey),
+        )
     ax.set_axis_off()
     return fig, ax
 
@@ -248,8 +355,11 @@ def _label_size(columns: int) -> int:
 # --- training curves ----------------------------------------------------------------------------
 
 
-def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequence[str],
-                  earlier: Sequence[Sequence[dict[str, Any]]] | None = None) -> Figure:
+def curves_figure(
+    histories: Sequence[Sequence[dict[str, Any]]],
+    labels: Sequence[str],
+    earlier: Sequence[Sequence[dict[str, Any]]] | None = None,
+) -> Figure:
     """Loss and accuracy per epoch for one or more training runs, one colour per run.
 
     Each history is a list of per-epoch records with "loss", "train_accuracy" and optionally
@@ -260,7 +370,9 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
     """
     earlier = earlier or [[] for _ in histories]
     if not len(histories) == len(labels) == len(earlier):
-        raise ValueError(f"{len(histories)} histories but {len(labels)} labels and {len(earlier)} earlier runs")
+        raise ValueError(
+            f"{len(histories)} histories but {len(labels)} labels and {len(earlier)} earlier runs"
+        )
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     stars = []
@@ -276,7 +388,10 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     _label_stars(ax_acc, stars)  # after the margins: it lays the labels out in the final limits
-    runs = [Line2D([], [], color=_COLOURS[i % len(_COLOURS)], lw=2, label=label) for i, label in enumerate(labels)]
+    runs = [
+        Line2D([], [], color=_COLOURS[i % len(_COLOURS)], lw=2, label=label)
+        for i, label in enumerate(labels)
+    ]
     if any(earlier):
         runs.append(Line2D([], [], color="gray", lw=2, alpha=_FAINT, label="before --init"))
     ax_loss.legend(handles=runs + _style_handles(train="--", val="-"), fontsize=8)
@@ -289,8 +404,9 @@ def curves_figure(histories: Sequence[Sequence[dict[str, Any]]], labels: Sequenc
 _FAINT = 0.35  # the alpha of epochs before an --init start
 
 
-def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str,
-              faint: bool = False) -> list[tuple[float, float, str]]:
+def _plot_run(
+    ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour: str, faint: bool = False
+) -> list[tuple[float, float, str]]:
     """Draw one run; return its best-val star as [(epoch, accuracy %, colour)] (none when faint)."""
     epochs = [record.get("epoch", i + 1) for i, record in enumerate(history)]
     style: dict[str, Any] = {"color": colour, "marker": ".", "alpha": _FAINT if faint else 1.0}
@@ -305,7 +421,16 @@ def _plot_run(ax_loss: Axes, ax_acc: Axes, history: list[dict[str, Any]], colour
         ax_acc.plot(epochs, val, ls="-", **style)
         if not faint:
             best = int(np.argmax(val))  # the first best epoch, as train_branch keeps it
-            ax_acc.plot(epochs[best], val[best], marker="*", ms=14, color=colour, mec="black", mew=0.8, zorder=5)
+            ax_acc.plot(
+                epochs[best],
+                val[best],
+                marker="*",
+                ms=14,
+                color=colour,
+                mec="black",
+                mew=0.8,
+                zorder=5,
+            )
             return [(epochs[best], val[best], colour)]
     return []
 
@@ -326,8 +451,12 @@ def _label_stars(ax: Axes, stars: list[tuple[float, float, str]]) -> None:
     written: list[tuple[float, float]] = []  # (epoch, height in points) of each label so far
     for epoch, value, colour in sorted(stars, key=lambda s: -s[1]):
         star = (value - bottom) * points_per_percent
-        label = star - 16  # below the star: the train curve (dashed) usually runs above the val curve there
-        while clashes := [y for e, y in written if abs(e - epoch) <= close_epochs and abs(y - label) < _LABEL_STEP]:
+        label = (
+            star - 16
+        )  # below the star: the train curve (dashed) usually runs above the val curve there
+        while clashes := [
+            y for e, y in written if abs(e - epoch) <= close_epochs and abs(y - label) < _LABEL_STEP
+        ]:
             label = min(clashes) - _LABEL_STEP
         written.append((epoch, label))
         # Near either edge the label leans inwards, or half of it would fall outside the panel.
@@ -336,10 +465,21 @@ def _label_stars(ax: Axes, stars: list[tuple[float, float, str]]) -> None:
             align, dx = "right", 8
         elif epoch < low + (high - low) / 10:
             align, dx = "left", -8
-        ax.annotate(f"{value:.1f} %", (epoch, value), textcoords="offset points",
-                    xytext=(dx, round(label - star, 2)), ha=align, fontsize=8, color=colour, zorder=6,  # over stars
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.annotate(
+            f"{value:.1f} %",
+            (epoch, value),
+            textcoords="offset points",
+            xytext=(dx, round(label - star, 2)),
+            ha=align,
+            fontsize=8,
+            color=colour,
+            zorder=6,  # over stars
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
 
 
 def _style_handles(train: str, val: str) -> list[Line2D]:
-    return [Line2D([], [], color="gray", ls=train, label="train"), Line2D([], [], color="gray", ls=val, label="val")]
+    return [
+        Line2D([], [], color="gray", ls=train, label="train"),
+        Line2D([], [], color="gray", ls=val, label="val"),
+    ]

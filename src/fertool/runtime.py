@@ -34,11 +34,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise BadInputError(f"--device {name}: not a device name; use auto, cpu, cuda, cuda:N or mps") from err
+        raise BadInputError(
+            f"--device {name}: not a device name; use auto, cpu, cuda, cuda:N or mps"
+        ) from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise BadInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        raise BadInputError(
+            f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise BadInputError(
+            f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise BadInputError(f"--device {name}: MPS is not available here; use --device cpu or auto")
     return device
@@ -76,7 +86,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 def model_placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     """Device and floating dtype of the model's weights: where and how to feed it."""
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
-    return (weight.device, weight.dtype) if weight is not None else (torch.device("cpu"), torch.float32)
+    return (
+        (weight.device, weight.dtype)
+        if weight is not None
+        else (torch.device("cpu"), torch.float32)
+    )
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fertool.data import CLASSES
+from fertool.constants import CLASSES
 from fertool.errors import BadInputError
 from fertool.evaluate import check_tta, tta_logits
 from fertool.filters import resolve_layer
@@ -55,8 +55,8 @@ from fertool.runtime import model_placement
 class SaliencyMethod:
     """Base class: holds the model in eval mode and owns its hooks while used as a context manager.
 
-        with GradCAM(model) as method:
-            raw = method(images01, targets)   # N x 48 x 48, >= 0, unnormalised
+    with GradCAM(model) as method:
+        raw = method(images01, targets)   # N x 48 x 48, >= 0, unnormalised
     """
 
     name = "base"
@@ -91,7 +91,9 @@ class SaliencyMethod:
     def add_forward_hook(self, module: nn.Module, hook: Any) -> None:
         self._handles.append(module.register_forward_hook(hook))
 
-    def __call__(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def __call__(
+        self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64
+    ) -> torch.Tensor:
         """Raw maps (float32, CPU, N x H x W, >= 0) for N x 1 x H x W images in [0, 1]."""
         return self.batched(self.attribute, images01, targets, batch_size)
 
@@ -100,7 +102,9 @@ class SaliencyMethod:
         and whatever else a method has to say (integrated gradients: its signs and their total)."""
         return {"raw": self(images01, targets).numpy().astype(np.float32)}
 
-    def batched(self, attribute: Any, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def batched(
+        self, attribute: Any, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64
+    ) -> torch.Tensor:
         """`attribute(x, targets)` (N x H x W per batch) over all images, with gradients on, on the model's device."""
         if not self._entered:
             name = type(self).__name__
@@ -138,8 +142,10 @@ class SaliencyMethod:
         """
         flat = variants.reshape(-1, *variants.shape[2:])
         flat_targets = targets.repeat(len(variants))
-        grads = [self.input_gradient(flat[i : i + self.pass_size], flat_targets[i : i + self.pass_size])
-                 for i in range(0, len(flat), self.pass_size)]
+        grads = [
+            self.input_gradient(flat[i : i + self.pass_size], flat_targets[i : i + self.pass_size])
+            for i in range(0, len(flat), self.pass_size)
+        ]
         return torch.cat(grads).reshape(variants.shape)
 
 
@@ -163,13 +169,15 @@ class SmoothGrad(SaliencyMethod):
     def __init__(self, model: nn.Module, samples: int = 25, noise: float = 0.15, seed: int = 0):
         super().__init__(model)
         if samples < 1:
-            raise BadInputError(f"--samples {samples}: must be at least 1")
+            raise BadInputError(f"SmoothGrad samples={samples}: must be at least 1")
         self.samples, self.noise, self.seed = samples, noise, seed
 
     def attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # A CPU generator of our own: reproducible, and the global RNG is left alone.
         generator = torch.Generator().manual_seed(self.seed)
-        noisy = x + self.noise * torch.randn((self.samples, *x.shape), generator=generator).to(x.device)
+        noisy = x + self.noise * torch.randn((self.samples, *x.shape), generator=generator).to(
+            x.device
+        )
         return self.variant_gradients(noisy, targets).abs().mean(dim=0)[:, 0]
 
 
@@ -201,7 +209,11 @@ class IntegratedGradients(SaliencyMethod):
     def results(self, images01: torch.Tensor, targets: torch.Tensor) -> dict[str, np.ndarray]:
         # The path is walked once: the map is the magnitude of the signed attributions.
         signed = self.signed_maps(images01, targets).numpy().astype(np.float32)
-        return {"raw": np.abs(signed), "signed": signed, "logit_rise": self.logit_rise(images01, targets).numpy()}
+        return {
+            "raw": np.abs(signed),
+            "signed": signed,
+            "logit_rise": self.logit_rise(images01, targets).numpy(),
+        }
 
     def baseline_of(self, x: torch.Tensor) -> torch.Tensor:
         """The image each path starts from, the shape of `x`."""
@@ -217,10 +229,16 @@ class IntegratedGradients(SaliencyMethod):
             for start in range(0, len(images01), self.pass_size):  # bounded memory, as the maps
                 x = images01[start : start + self.pass_size].to(*model_placement(self.model))
                 rise = self.model(x).float() - self.model(self.baseline_of(x)).float()
-                rises.append(rise.gather(1, targets[start : start + self.pass_size].to(rise.device)[:, None])[:, 0])
+                rises.append(
+                    rise.gather(
+                        1, targets[start : start + self.pass_size].to(rise.device)[:, None]
+                    )[:, 0]
+                )
         return torch.cat(rises).cpu() if rises else torch.zeros(0)
 
-    def signed_maps(self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def signed_maps(
+        self, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64
+    ) -> torch.Tensor:
         """`signed` as `__call__` runs `attribute`: float32, CPU, N x H x W, in batches."""
         return self.batched(lambda x, t: self.signed(x, t)[:, 0], images01, targets, batch_size)
 
@@ -271,7 +289,9 @@ class GradCAM(SaliencyMethod):
         score = self.model(x).float().gather(1, targets[:, None]).sum()
         missing = [name for name in self.layers if name not in self._activations]
         if missing:
-            raise BadInputError(f"layer {missing[0]} is not used by the model's forward pass; choose another --layer")
+            raise BadInputError(
+                f"layer {missing[0]} is not used by the model's forward pass; choose another --layer"
+            )
         acts = [self._activations[name] for name in self.layers]
         grads = torch.autograd.grad(score, acts)
         cams = [self._cam(a, g, x.shape[-2:]) for a, g in zip(acts, grads)]
@@ -280,8 +300,10 @@ class GradCAM(SaliencyMethod):
     @staticmethod
     def _cam(activation: torch.Tensor, grad: torch.Tensor, size: torch.Size) -> torch.Tensor:
         if activation.dim() != 4:
-            raise BadInputError(f"Grad-CAM needs a layer with N x C x H x W output, got shape "
-                                f"{tuple(activation.shape)}; choose another --layer")
+            raise BadInputError(
+                f"Grad-CAM needs a layer with N x C x H x W output, got shape "
+                f"{tuple(activation.shape)}; choose another --layer"
+            )
         weights = grad.float().mean(dim=(2, 3), keepdim=True)  # alpha_k: global-average gradient
         cam = F.relu((weights * activation.float()).sum(dim=1, keepdim=True))
         return F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
@@ -289,8 +311,12 @@ class GradCAM(SaliencyMethod):
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)
 
-METHODS: dict[str, type[SaliencyMethod]] = {"gradient": Gradient, "smoothgrad": SmoothGrad, "gradcam": GradCAM,
-                                             "integrated": IntegratedGradients}
+METHODS: dict[str, type[SaliencyMethod]] = {
+    "gradient": Gradient,
+    "smoothgrad": SmoothGrad,
+    "gradcam": GradCAM,
+    "integrated": IntegratedGradients,
+}
 
 
 @dataclass
@@ -300,7 +326,9 @@ class SaliencyResult:
     maps: np.ndarray  # float32 N x H x W in [0, 1], each divided by its own max
     raw: np.ndarray  # float32 N x H x W, the method's unnormalised output
     predicted: np.ndarray  # int64 N, argmax class
-    probabilities: np.ndarray  # float32 N x K, softmax of the logits (the mean over `explain`'s tta views)
+    probabilities: (
+        np.ndarray
+    )  # float32 N x K, softmax of the logits (the mean over `explain`'s tta views)
     targets: np.ndarray  # int64 N, the class each map explains
     method: str
     # integrated only: float32 N x H x W, the attributions with their signs (raw is their
@@ -311,10 +339,21 @@ class SaliencyResult:
     logit_rise: np.ndarray | None = None
 
 
-def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", target: str | int = "predicted",
-            labels: torch.Tensor | None = None, *, layer: str | None = None, samples: int = 25,
-            noise: float = 0.15, seed: int = 0, steps: int = 32, classes: Sequence[str] = CLASSES,
-            tta: str = "none") -> SaliencyResult:
+def explain(
+    model: nn.Module,
+    images01: torch.Tensor,
+    method: str = "gradient",
+    target: str | int = "predicted",
+    labels: torch.Tensor | None = None,
+    *,
+    layer: str | None = None,
+    samples: int = 25,
+    noise: float = 0.15,
+    seed: int = 0,
+    steps: int = 32,
+    classes: Sequence[str] = CLASSES,
+    tta: str = "none",
+) -> SaliencyResult:
     """Saliency maps of `images01` (N x 1 x H x W in [0, 1]) for the target class of each image.
 
     `target`: "predicted", "true" (needs `labels`, N class indices), a class name from
@@ -326,26 +365,43 @@ def explain(model: nn.Module, images01: torch.Tensor, method: str = "gradient", 
     """
     check_method(method, layer)
     if images01.dim() != 4 or images01.shape[1] != 1:
-        raise BadInputError(f"images must be N x 1 x H x W grayscale, got shape {tuple(images01.shape)}")
+        raise BadInputError(
+            f"images must be N x 1 x H x W grayscale, got shape {tuple(images01.shape)}"
+        )
     probabilities = predict_probabilities(model, images01, tta=tta)
     predicted = probabilities.argmax(dim=1)
     targets = resolve_targets(target, predicted, labels, classes)
-    options: dict[str, dict[str, Any]] = {"gradcam": {"layer": layer}, "integrated": {"steps": steps},
-                                          "smoothgrad": {"samples": samples, "noise": noise, "seed": seed}}
+    options: dict[str, dict[str, Any]] = {
+        "gradcam": {"layer": layer},
+        "integrated": {"steps": steps},
+        "smoothgrad": {"samples": samples, "noise": noise, "seed": seed},
+    }
     with METHODS[method](model, **options.get(method, {})) as saliency:
         arrays = saliency.results(images01, targets)
-    return SaliencyResult(maps=normalize_maps(arrays["raw"]), predicted=predicted.numpy(),
-                          probabilities=probabilities.numpy(), targets=targets.numpy(), method=method, **arrays)
+    return SaliencyResult(
+        maps=normalize_maps(arrays["raw"]),
+        predicted=predicted.numpy(),
+        probabilities=probabilities.numpy(),
+        targets=targets.numpy(),
+        method=method,
+        **arrays,
+    )
 
 
 def check_method(method: str, layer: str | None = None, steps: int | None = None) -> None:
     """Refuse an unknown method, or an option of another method (--layer, --steps), before any work."""
     if method not in METHODS:
-        raise BadInputError(f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}")
+        raise BadInputError(
+            f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}"
+        )
     if layer is not None and method != "gradcam":
-        raise BadInputError(f"--layer applies to the gradcam method only, not {method}; drop --layer")
+        raise BadInputError(
+            f"--layer applies to the gradcam method only, not {method}; drop --layer"
+        )
     if steps is not None and method != "integrated":
-        raise BadInputError(f"--steps applies to the integrated method only, not {method}; drop --steps")
+        raise BadInputError(
+            f"--steps applies to the integrated method only, not {method}; drop --steps"
+        )
     if steps is not None:
         check_steps(steps)
 
@@ -355,8 +411,9 @@ def check_steps(steps: int) -> None:
         raise BadInputError(f"--steps {steps}: must be at least 1")
 
 
-def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: int = 256,
-                          tta: str = "none") -> torch.Tensor:
+def predict_probabilities(
+    model: nn.Module, images01: torch.Tensor, batch_size: int = 256, tta: str = "none"
+) -> torch.Tensor:
     """Softmax class probabilities (float32, CPU) with the model in eval mode, mode restored:
     the mean over the views of `tta` (evaluate.tta_views), as `eval` averages them.
 
@@ -368,37 +425,50 @@ def predict_probabilities(model: nn.Module, images01: torch.Tensor, batch_size: 
     try:
         with torch.no_grad():
             # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
-            probabilities = [tta_logits(model, images01[i : i + batch_size].to(*model_placement(model)), tta).softmax(1)
-                             for i in range(0, max(len(images01), 1), batch_size)]
+            probabilities = [
+                tta_logits(
+                    model, images01[i : i + batch_size].to(*model_placement(model)), tta
+                ).softmax(1)
+                for i in range(0, max(len(images01), 1), batch_size)
+            ]
     finally:
         model.train(was_training)
     return torch.cat(probabilities).cpu()
 
 
-def resolve_targets(target: str | int, predicted: torch.Tensor, labels: torch.Tensor | None,
-                    classes: Sequence[str]) -> torch.Tensor:
+def resolve_targets(
+    target: str | int, predicted: torch.Tensor, labels: torch.Tensor | None, classes: Sequence[str]
+) -> torch.Tensor:
     """The class index each map explains, one per image (int64, CPU)."""
     n = len(predicted)
     if isinstance(target, str) and target.isdigit():
         target = int(target)  # "3" from a command line means class 3
     if isinstance(target, int):
         if not 0 <= target < len(classes):
-            raise BadInputError(f"target class {target}: must be 0..{len(classes) - 1} ({', '.join(classes)})")
+            raise BadInputError(
+                f"target class {target}: must be 0..{len(classes) - 1} ({', '.join(classes)})"
+            )
         return torch.full((n,), target, dtype=torch.int64)
     if target == "predicted":
         return predicted.to(torch.int64).cpu()
     if target == "true":
         if labels is None:
-            raise BadInputError("target 'true' needs the images' labels: pass --data and --index, "
-                                "or name a class with --target (e.g. --target happy)")
+            raise BadInputError(
+                "target 'true' needs the images' labels: pass --data and --index, "
+                "or name a class with --target (e.g. --target happy)"
+            )
         labels = torch.as_tensor(labels, dtype=torch.int64).flatten().cpu()
         if len(labels) != n or labels.min() < 0 or labels.max() >= len(classes):
             given = labels.tolist()[:8]
-            raise BadInputError(f"need {n} labels in 0..{len(classes) - 1} for target 'true', got {given}")
+            raise BadInputError(
+                f"need {n} labels in 0..{len(classes) - 1} for target 'true', got {given}"
+            )
         return labels
     if target not in classes:
-        raise BadInputError(f"unknown target {target!r}; use predicted, true, a class index, "
-                            f"or one of: {', '.join(classes)}")
+        raise BadInputError(
+            f"unknown target {target!r}; use predicted, true, a class index, "
+            f"or one of: {', '.join(classes)}"
+        )
     return torch.full((n,), list(classes).index(target), dtype=torch.int64)
 
 
@@ -412,17 +482,26 @@ def default_cam_layers(model: nn.Module) -> list[str]:
     """Full module names of the last conv block of each branch of `model`."""
     branches = getattr(model, "branches", None)
     if isinstance(branches, nn.ModuleList):
-        return [f"branches.{i}.{name}" for i, branch in enumerate(branches) for name in default_cam_layers(branch)]
-    prefix, backbone = ("backbone.", model.backbone) if isinstance(model, FERClassifier) else ("", model)
-    if isinstance(getattr(backbone, "cam_layer", None), str):  # a backbone that names its last block (DeXpression)
+        return [
+            f"branches.{i}.{name}"
+            for i, branch in enumerate(branches)
+            for name in default_cam_layers(branch)
+        ]
+    prefix, backbone = (
+        ("backbone.", model.backbone) if isinstance(model, FERClassifier) else ("", model)
+    )
+    if isinstance(
+        getattr(backbone, "cam_layer", None), str
+    ):  # a backbone that names its last block (DeXpression)
         return [prefix + str(backbone.cam_layer)]
     modules = list(backbone.named_modules())
     convs = [i for i, (_, module) in enumerate(modules) if isinstance(module, nn.Conv2d)]
     if not convs:
-        raise BadInputError(f"{type(backbone).__name__} has no Conv2d layer for Grad-CAM; pass --layer")
+        raise BadInputError(
+            f"{type(backbone).__name__} has no Conv2d layer for Grad-CAM; pass --layer"
+        )
     last = convs[-1]
     # Grad-CAM weighs rectified maps: take the activation that follows the conv when there is one.
     if last + 1 < len(modules) and isinstance(modules[last + 1][1], _ACTIVATIONS):
         last += 1
     return [prefix + modules[last][0]]
-

@@ -21,7 +21,9 @@ from fertool.errors import BadInputError
 if TYPE_CHECKING:
     import torch
 
-SPLIT_COUNT = 4  # train, val, test, holdout (fertool.data.SPLITS): the codes a `split` tensor may hold
+SPLIT_COUNT = (
+    4  # train, val, test, holdout (fertool.data.SPLITS): the codes a `split` tensor may hold
+)
 # The test-time augmentations a model file may ask for (`tta`); evaluate.py gives each its views.
 # Here, not there, so that checking a file does not import torch.
 TTA_MODES = ("none", "flip", "crops")
@@ -63,7 +65,12 @@ class _Checker:
         return value
 
 
-_KIND_NAMES = {"u": "uint8", "i": "an integer dtype", "iu": "an integer dtype", "f": "a float dtype"}
+_KIND_NAMES = {
+    "u": "uint8",
+    "i": "an integer dtype",
+    "iu": "an integer dtype",
+    "f": "a float dtype",
+}
 
 
 def _dtype_kind(value: Any) -> str:
@@ -97,8 +104,12 @@ def _short(value: Any) -> str:
 
 
 def _is_class_list(value: Any) -> bool:
-    return (isinstance(value, list) and len(value) >= 2 and all(isinstance(c, str) and c for c in value)
-            and len(set(value)) == len(value))
+    return (
+        isinstance(value, list)
+        and len(value) >= 2
+        and all(isinstance(c, str) and c for c in value)
+        and len(set(value)) == len(value)
+    )
 
 
 def _finite_number(value: Any) -> bool:
@@ -107,17 +118,26 @@ def _finite_number(value: Any) -> bool:
 
 def _is_history(value: Any) -> bool:
     """None, or epochs as train.py records them: dicts whose loss (and any accuracies) are finite numbers."""
-    return value is None or (isinstance(value, list) and all(
-        isinstance(epoch, dict) and _finite_number(epoch.get("loss"))
-        and all(_finite_number(epoch[key]) for key in EPOCH_NUMBERS if key in epoch) for epoch in value))
+    return value is None or (
+        isinstance(value, list)
+        and all(
+            isinstance(epoch, dict)
+            and _finite_number(epoch.get("loss"))
+            and all(_finite_number(epoch[key]) for key in EPOCH_NUMBERS if key in epoch)
+            for epoch in value
+        )
+    )
 
 
 def _is_start_chain(value: Any) -> bool:
     """`init`: the run a model continued from (--init), which may have continued from another;
     `curves` reads each one's history and epochs."""
     while value is not None:
-        if not (isinstance(value, dict) and _is_history(value.get("history"))
-                and _finite_number(value.get("epochs", 0))):
+        if not (
+            isinstance(value, dict)
+            and _is_history(value.get("history"))
+            and _finite_number(value.get("epochs", 0))
+        ):
             return False
         value = value.get("init")
     return True
@@ -132,7 +152,11 @@ def _in_range(values: np.ndarray | torch.Tensor, high: int) -> bool:
 def check_dataset(artifact: Any) -> None:
     c = _Checker(artifact, "make it again with `fertool prepare`")
     classes = c.meta("classes", _is_class_list, "a list of two or more class names")
-    size = c.meta("image_size", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
+    size = c.meta(
+        "image_size",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "a positive integer",
+    )
     c.meta("train_mean", _finite_number, "a finite number")
     c.meta("train_std", lambda v: _finite_number(v) and v > 0, "a positive number")
     c.meta("sha256", lambda v: isinstance(v, str) and len(v) == 64, "a sha256 hex digest")
@@ -140,14 +164,20 @@ def check_dataset(artifact: Any) -> None:
     labels = c.array("labels", "i", 1)
     split = c.array("split", "u", 1)
     if tuple(images.shape[1:]) != (size, size):
-        c.fail(f"its images are {images.shape[1]}x{images.shape[2]}, but its metadata says {size}x{size}")
+        c.fail(
+            f"its images are {images.shape[1]}x{images.shape[2]}, but its metadata says {size}x{size}"
+        )
     if not len(labels) == len(split) == len(images):
         c.fail(f"it has {len(images)} images, {len(labels)} labels and {len(split)} split codes")
     if not _in_range(labels, len(classes)):
-        c.fail(f"its labels run from {int(labels.min())} to {int(labels.max())}, outside 0..{len(classes) - 1}")
+        c.fail(
+            f"its labels run from {int(labels.min())} to {int(labels.max())}, outside 0..{len(classes) - 1}"
+        )
     if not _in_range(split, SPLIT_COUNT):
         c.fail(f"its split codes run up to {int(split.max())}, outside 0..{SPLIT_COUNT - 1}")
-    if "masks" in artifact.tensors and tuple(artifact.tensors["masks"].shape) != tuple(images.shape):
+    if "masks" in artifact.tensors and tuple(artifact.tensors["masks"].shape) != tuple(
+        images.shape
+    ):
         c.fail("its masks differ in shape from its images")
 
 
@@ -155,14 +185,26 @@ def check_model(artifact: Any) -> None:
     made_by = "`fertool ensemble`" if artifact.kind == "ensemble" else "`fertool train-branch`"
     c = _Checker(artifact, f"make it again with {made_by}")
     c.meta("classes", _is_class_list, "a list of two or more class names")
-    c.meta("input_size", lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v),
-           "[channels, height, width]")
+    c.meta(
+        "input_size",
+        lambda v: (
+            isinstance(v, list) and len(v) == 3 and all(isinstance(n, int) and n > 0 for n in v)
+        ),
+        "[channels, height, width]",
+    )
     if artifact.kind == "ensemble":
-        c.meta("branches", lambda v: isinstance(v, list) and len(v) >= 1 and all(isinstance(b, dict) for b in v),
-               "a list of branch descriptions")
+        c.meta(
+            "branches",
+            lambda v: isinstance(v, list) and len(v) >= 1 and all(isinstance(b, dict) for b in v),
+            "a list of branch descriptions",
+        )
     else:
         c.meta("arch", lambda v: isinstance(v, str), "an architecture name")
-    c.meta("tta", lambda v: v is None or v in TTA_MODES, f"one of {', '.join(TTA_MODES)} (test-time augmentation)")
+    c.meta(
+        "tta",
+        lambda v: v is None or v in TTA_MODES,
+        f"one of {', '.join(TTA_MODES)} (test-time augmentation)",
+    )
     c.meta("history", _is_history, "a list of epochs with a finite loss")
     c.meta("init", _is_start_chain, "the run it started from, with its epochs and history")
     for name, tensor in artifact.tensors.items():

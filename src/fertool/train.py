@@ -28,9 +28,15 @@ import torch.nn.functional as F
 from fertool.artifacts import Artifact
 from fertool.augment import PRESETS, Augment
 from fertool.checkpoint import TrainingState, save_checkpoint
-from fertool.distributed import Cluster
 from fertool.checkpoint import resume as resume_from
-from fertool.distill import blend_targets, teacher_network, teacher_probabilities, view_probabilities
+from fertool.configs import check_schedule
+from fertool.distill import (
+    blend_targets,
+    teacher_network,
+    teacher_probabilities,
+    view_probabilities,
+)
+from fertool.distributed import Cluster
 from fertool.errors import BadInputError, FertoolError
 from fertool.evaluate import predict_logits, select_split, to_input
 from fertool.models import Classifier, EnsembleClassifier, build_classifier, model_from_artifact
@@ -46,7 +52,9 @@ class TrainConfig:
     batch_size: int = 100  # the report's
     lr: float = 1e-4  # the report's Adam learning rate; the peak of a schedule
     weight_decay: float = 0.0
-    dropout: float = 0.5  # before the branch's classifier (an ensemble's: before each layer of its head)
+    dropout: float = (
+        0.5  # before the branch's classifier (an ensemble's: before each layer of its head)
+    )
     augment: bool = True
     normalize: bool = True
     optimizer: str = "adam"  # adam | sgd (Nesterov momentum 0.9)
@@ -54,11 +62,15 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment_preset: str = "report"  # a key of augment.PRESETS
     mixup: float = 0.0  # alpha of mixup's Beta(alpha, alpha) blend of image pairs; 0 = off
-    teacher: str = ""  # sha256 of the teacher's file, predictions or a model (distill.py); "" = no teacher
+    teacher: str = (
+        ""  # sha256 of the teacher's file, predictions or a model (distill.py); "" = no teacher
+    )
     teacher_weight: float = 0.0  # the teacher's share of each target
     temperature: float = 1.0  # softens the teacher's probabilities (> 1: flatter)
     val_split: str = "val"
-    init: str = ""  # sha256 of the branch file whose weights the run starts from; "" = random weights
+    init: str = (
+        ""  # sha256 of the branch file whose weights the run starts from; "" = random weights
+    )
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -69,27 +81,23 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 flag = "--" + name.replace("_", "-")
-                raise BadInputError(f"{flag} {getattr(self, name)}: choose one of {', '.join(allowed)}")
+                raise BadInputError(
+                    f"{flag} {getattr(self, name)}: choose one of {', '.join(allowed)}"
+                )
         if not 0 <= self.dropout < 1:
             raise BadInputError(f"--dropout {self.dropout}: must be in [0, 1) (0 = off)")
         if not 0 <= self.label_smoothing < 1:
             raise BadInputError(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
         if not (math.isfinite(self.mixup) and self.mixup >= 0):
-            raise BadInputError(f"--mixup {self.mixup}: must be 0 (off) or a positive Beta alpha such as 0.2")
+            raise BadInputError(
+                f"--mixup {self.mixup}: must be 0 (off) or a positive Beta alpha such as 0.2"
+            )
         if not 0 <= self.teacher_weight <= 1:
             raise BadInputError(f"--teacher-weight {self.teacher_weight}: must be in [0, 1]")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise BadInputError(f"--temperature {self.temperature}: must be positive (1 = the teacher's own probabilities)")
-
-
-def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
-    """The options every trainer shares (a branch's and an ensemble head's), refused before any work."""
-    if epochs < 1:
-        raise BadInputError(f"--epochs {epochs}: must be at least 1")
-    if batch_size < 1:
-        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
-    if not (math.isfinite(lr) and lr > 0):
-        raise BadInputError(f"--lr {lr}: must be a positive number")
+            raise BadInputError(
+                f"--temperature {self.temperature}: must be positive (1 = the teacher's own probabilities)"
+            )
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -98,12 +106,30 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 # Named starting points for `--recipe`; options given on the command line override them.
 RECIPES: dict[str, dict[str, Any]] = {
     # The report: DeXpression as published, Adam 1e-4, batch 100, its Keras augmentation.
-    "report": {"arch": "dexpression", "epochs": 30, "batch_size": 100, "lr": 1e-4, "weight_decay": 0.0,
-               "optimizer": "adam", "schedule": "constant", "label_smoothing": 0.0, "augment_preset": "report"},
+    "report": {
+        "arch": "dexpression",
+        "epochs": 30,
+        "batch_size": 100,
+        "lr": 1e-4,
+        "weight_decay": 0.0,
+        "optimizer": "adam",
+        "schedule": "constant",
+        "label_smoothing": 0.0,
+        "augment_preset": "report",
+    },
     # fertool's: batch norm instead of LRN, SGD + Nesterov on a one-cycle schedule, label
     # smoothing, wider transforms and random erasing (docs/RESULTS.md has the measurements).
-    "best": {"arch": "dexpression_bn", "epochs": 40, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4,
-             "optimizer": "sgd", "schedule": "onecycle", "label_smoothing": 0.1, "augment_preset": "strong"},
+    "best": {
+        "arch": "dexpression_bn",
+        "epochs": 40,
+        "batch_size": 128,
+        "lr": 0.05,
+        "weight_decay": 5e-4,
+        "optimizer": "sgd",
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "augment_preset": "strong",
+    },
 }
 
 
@@ -124,14 +150,18 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
 
 def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
     return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
 class Reporter(Protocol):
     """What the training loop tells its caller (the CLI draws progress bars from it)."""
 
-    def stage(self, text: str, images: int) -> None: ...  # a long step before epoch 1; batch_done counts its faces
+    def stage(
+        self, text: str, images: int
+    ) -> None: ...  # a long step before epoch 1; batch_done counts its faces
     def epoch_start(self, epoch: int, epochs: int, images: int) -> None: ...
     def batch_done(self, images: int) -> None: ...
     def epoch_end(self, record: dict[str, Any]) -> None: ...
@@ -171,8 +201,9 @@ def normalization_of(dataset: Artifact, enabled: bool) -> dict[str, float] | Non
     return {"mean": float(dataset.meta["train_mean"]), "std": float(dataset.meta["train_std"])}
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend each image with another of the batch (Zhang et al., 2018): one weight per batch from
     Beta(alpha, alpha), the targets blended by the same weight, as class probabilities.
 
@@ -181,18 +212,32 @@ def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
     Beta only from its global stream. `y` is class indices, or already class probabilities
     (a teacher's blend).
     """
-    weight = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(alpha, alpha))
+    weight = float(
+        np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(
+            alpha, alpha
+        )
+    )
     partner = torch.randperm(len(x), generator=generator).to(x.device)
     targets = y.float() if y.is_floating_point() else F.one_hot(y, num_classes).float()
-    return (weight * x + (1 - weight) * x[partner],
-            weight * targets + (1 - weight) * targets[partner])
+    return (
+        weight * x + (1 - weight) * x[partner],
+        weight * targets + (1 - weight) * targets[partner],
+    )
 
 
-def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
-                   batch_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], count: int, batch_size: int,
-                   optimizer: torch.optim.Optimizer, shuffle_rng: torch.Generator, device: torch.device,
-                   reporter: Reporter, lr_at: Callable[[int], float] | None = None,
-                   label_smoothing: float = 0.0, cluster: Cluster = Cluster()) -> tuple[float, float]:
+def optimize_epoch(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batch_at: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    count: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    shuffle_rng: torch.Generator,
+    device: torch.device,
+    reporter: Reporter,
+    lr_at: Callable[[int], float] | None = None,
+    label_smoothing: float = 0.0,
+    cluster: Cluster = Cluster(),
+) -> tuple[float, float]:
     """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels), `forward` logits.
 
     Labels are class indices, or class probabilities (mixup); a probability target counts as a
@@ -230,12 +275,22 @@ def optimize_epoch(forward: Callable[[torch.Tensor], torch.Tensor],
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
-                    augment: Augment | None, device: torch.device, dtype: torch.dtype | None,
-                    reporter: Reporter, cluster: Cluster = Cluster(),
-                    model: torch.nn.Module | None = None, *, num_classes: int,
-                    teacher: torch.Tensor | None = None,
-                    teacher_model: torch.nn.Module | None = None) -> tuple[float, float]:
+def train_one_epoch(
+    state: TrainingState,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: TrainConfig,
+    augment: Augment | None,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    reporter: Reporter,
+    cluster: Cluster = Cluster(),
+    model: torch.nn.Module | None = None,
+    *,
+    num_classes: int,
+    teacher: torch.Tensor | None = None,
+    teacher_model: torch.nn.Module | None = None,
+) -> tuple[float, float]:
     """One pass over the training split; returns (mean loss, accuracy).
 
     `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
@@ -250,13 +305,21 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
         x = to_input(images[index], device)
         if augment is not None:
             x = augment(x).contiguous(memory_format=torch.channels_last)
-        y = labels[index] if teacher is None else blend_targets(labels[index], teacher[index], config.teacher_weight)
+        y = (
+            labels[index]
+            if teacher is None
+            else blend_targets(labels[index], teacher[index], config.teacher_weight)
+        )
         if config.mixup > 0:
             x, y = mixup(x, y, num_classes, config.mixup, state.augment_rng)
             x = x.contiguous(memory_format=torch.channels_last)
         if teacher_model is not None:
             # After mixup: the teacher answers for the blended face, as the student sees it.
-            y = blend_targets(y, view_probabilities(teacher_model, x, config.temperature, dtype), config.teacher_weight)
+            y = blend_targets(
+                y,
+                view_probabilities(teacher_model, x, config.temperature, dtype),
+                config.teacher_weight,
+            )
         return x, y
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -270,11 +333,24 @@ def train_one_epoch(state: TrainingState, images: torch.Tensor, labels: torch.Te
     def lr_at(batch: int) -> float:
         return learning_rate(config, first_step + batch, total_steps)
 
-    return optimize_epoch(forward, batch_at, len(images), config.batch_size, state.optimizer, state.shuffle_rng,
-                          device, reporter, lr_at=lr_at, label_smoothing=config.label_smoothing, cluster=cluster)
+    return optimize_epoch(
+        forward,
+        batch_at,
+        len(images),
+        config.batch_size,
+        state.optimizer,
+        state.shuffle_rng,
+        device,
+        reporter,
+        lr_at=lr_at,
+        label_smoothing=config.label_smoothing,
+        cluster=cluster,
+    )
 
 
-def check_finite(model: torch.nn.Module, val_loss: float, epoch: int, checkpoint: Path | None) -> None:
+def check_finite(
+    model: torch.nn.Module, val_loss: float, epoch: int, checkpoint: Path | None
+) -> None:
     """Stop a diverged run before its NaN weights reach any file."""
     weights_ok = all(torch.isfinite(p).all() for p in model.parameters())
     if weights_ok and math.isfinite(val_loss):
@@ -283,19 +359,29 @@ def check_finite(model: torch.nn.Module, val_loss: float, epoch: int, checkpoint
         last_good = f"; epoch {epoch - 1}, the last good one, is in {checkpoint}"
     else:
         last_good = "; no epoch finished before it"
-    raise FertoolError(f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; lower --lr and run again")
+    raise FertoolError(
+        f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; lower --lr and run again"
+    )
 
 
-def evaluate_split(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                   dtype: torch.dtype | None) -> tuple[float, float]:
+def evaluate_split(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> tuple[float, float]:
     """(loss, accuracy) of the model on uint8 images already on `device`."""
     logits = predict_logits(model, images, device, dtype)
     labels = labels.cpu()
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    return F.cross_entropy(logits, labels).item(), (
+        logits.argmax(1) == labels
+    ).float().mean().item()
 
 
-def initial_model(dataset: Artifact, config: TrainConfig,
-                  init: Artifact | None) -> tuple[Classifier, dict[str, Any], dict[str, float] | None]:
+def initial_model(
+    dataset: Artifact, config: TrainConfig, init: Artifact | None
+) -> tuple[Classifier, dict[str, Any], dict[str, float] | None]:
     """(model, arch_args, normalization) the run starts from: random weights, or `init`'s.
 
     A run started from a trained branch keeps that branch's architecture arguments and the
@@ -304,8 +390,14 @@ def initial_model(dataset: Artifact, config: TrainConfig,
     """
     if init is not None:
         if init.meta["arch"] != config.arch:
-            what = "an ensemble" if init.meta["kind"] == "ensemble" else f"a {init.meta['arch']} branch"
-            raise BadInputError(f"{init.path}: is {what}, but --arch is {config.arch}; drop --arch to train it further")
+            what = (
+                "an ensemble"
+                if init.meta["kind"] == "ensemble"
+                else f"a {init.meta['arch']} branch"
+            )
+            raise BadInputError(
+                f"{init.path}: is {what}, but --arch is {config.arch}; drop --arch to train it further"
+            )
         model = set_dropout(model_from_artifact(init), config.dropout)
         arch_args = {**init.meta["arch_args"], "dropout": config.dropout}
         if isinstance(model, EnsembleClassifier):
@@ -327,9 +419,16 @@ def set_dropout(model: Classifier, p: float) -> Classifier:
     return model
 
 
-def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | None = None,
-                 checkpoint: Path | None = None, resume: bool = False, cluster: Cluster = Cluster(),
-                 init: Artifact | None = None, teacher: Artifact | None = None) -> TrainResult:
+def train_branch(
+    dataset: Artifact,
+    config: TrainConfig,
+    reporter: Reporter | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    cluster: Cluster = Cluster(),
+    init: Artifact | None = None,
+    teacher: Artifact | None = None,
+) -> TrainResult:
     """Train one branch on the dataset's train split, keeping the best weights on `config.val_split`.
 
     With a `cluster` of several ranks (torchrun), every rank calls this; only rank 0 should pass
@@ -344,12 +443,18 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     """
     config.validate()
     if teacher is None and config.teacher_weight > 0:
-        raise BadInputError(f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS|MODEL, the teacher's predictions or the teacher")
+        raise BadInputError(
+            f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS|MODEL, the teacher's predictions or the teacher"
+        )
     if teacher is not None and config.teacher_weight == 0:
-        raise BadInputError("--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one")
+        raise BadInputError(
+            "--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one"
+        )
     if config.batch_size < cluster.world_size:
-        raise BadInputError(f"--batch-size {config.batch_size}: is the global batch, give at least one image "
-                            f"to each of the {cluster.world_size} processes")
+        raise BadInputError(
+            f"--batch-size {config.batch_size}: is the global batch, give at least one image "
+            f"to each of the {cluster.world_size} processes"
+        )
     reporter = reporter or SilentReporter()
     device = cluster.device_for(resolve_device(config.device))
     dtype = resolve_precision(config.precision, device)
@@ -370,8 +475,14 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
     model = model.train().to(device).to(memory_format=torch.channels_last)
     state = TrainingState(model, make_optimizer(model.parameters(), config), config.seed)
     if resume:
-        resume_from(state, checkpoint, asdict(config), dataset.meta["sha256"], dataset.path,
-                    defaults=asdict(TrainConfig()))
+        resume_from(
+            state,
+            checkpoint,
+            asdict(config),
+            dataset.meta["sha256"],
+            dataset.path,
+            defaults=asdict(TrainConfig()),
+        )
     augment = Augment(PRESETS[config.augment_preset], state.augment_rng) if config.augment else None
     step_model = cluster.wrap(model, device)
 
@@ -384,16 +495,36 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
             torch.manual_seed(epoch_seed)
         reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
         started = time.perf_counter()
-        loss, train_acc = train_one_epoch(state, train_images, train_labels, config, augment, device, dtype, reporter,
-                                          cluster=cluster, model=step_model, num_classes=len(classes), teacher=soft,
-                                          teacher_model=teacher_model)
+        loss, train_acc = train_one_epoch(
+            state,
+            train_images,
+            train_labels,
+            config,
+            augment,
+            device,
+            dtype,
+            reporter,
+            cluster=cluster,
+            model=step_model,
+            num_classes=len(classes),
+            teacher=soft,
+            teacher_model=teacher_model,
+        )
         train_seconds = time.perf_counter() - started
-        cluster.sync_buffers(model)  # every rank then scores rank 0's model and makes the same choices
+        cluster.sync_buffers(
+            model
+        )  # every rank then scores rank 0's model and makes the same choices
         val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
         check_finite(model, val_loss, state.epoch + 1, checkpoint)
-        record = {"epoch": state.epoch + 1, "loss": loss, "train_accuracy": train_acc, "val_loss": val_loss,
-                  "val_accuracy": val_acc, "images_per_second": len(train_images) / train_seconds,
-                  "seconds": time.perf_counter() - started}
+        record = {
+            "epoch": state.epoch + 1,
+            "loss": loss,
+            "train_accuracy": train_acc,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "images_per_second": len(train_images) / train_seconds,
+            "seconds": time.perf_counter() - started,
+        }
         state.end_epoch(record)
         if checkpoint is not None and cluster.is_main:
             save_checkpoint(checkpoint, state, asdict(config), dataset.meta["sha256"])
@@ -413,10 +544,17 @@ def train_branch(dataset: Artifact, config: TrainConfig, reporter: Reporter | No
         images_per_second=train_images_seen / train_seconds,
         device=str(device),
         precision=precision_name(dtype),
-        meta={"arch": config.arch, "arch_args": arch_args, "classes": classes,
-              # A model is an ensemble only when it started from one (--init).
-              **(_ensemble_parts(init) if init is not None and isinstance(model, EnsembleClassifier)
-                 else {"normalization": normalization})},
+        meta={
+            "arch": config.arch,
+            "arch_args": arch_args,
+            "classes": classes,
+            # A model is an ensemble only when it started from one (--init).
+            **(
+                _ensemble_parts(init)
+                if init is not None and isinstance(model, EnsembleClassifier)
+                else {"normalization": normalization}
+            ),
+        },
     )
 
 

@@ -1,4 +1,4 @@
-"""fertool info: what an artifact is and where it came from (registered on cli.app).
+"""fertool info: what an artifact is and where it came from.
 
     fertool info                          # the bundled default model
     fertool info branch1.safetensors      # architecture, data, command, epochs, val accuracy
@@ -9,91 +9,13 @@ Everything shown is read from the file's own metadata: a model file says how it 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.markup import escape
 
-from fertool.cli import JsonOpt, app, out, print_json, user_errors
-from fertool.schemas import dtype_name
-
-
-def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, Any]:
-    """Provenance of a branch or ensemble: what it is, what it saw, how it was made, how good it is.
-
-    `tensors` are numpy arrays or torch tensors: only their shapes and dtypes are read.
-    """
-    metrics = meta.get("metrics", {})
-    dtypes = {dtype_name(t) for t in tensors.values()}
-    config = meta.get("train_config", {})
-    summary = {
-        "kind": meta["kind"],
-        "arch": meta.get("arch"),
-        "classes": meta.get("classes"),
-        "input_size": meta.get("input_size"),
-        "parameters": sum(math.prod(t.shape) for name, t in tensors.items() if not name.endswith("num_batches_tracked")),
-        "weights_dtype": ", ".join(sorted(d for d in dtypes if d.startswith(("float", "bfloat")))) or None,
-        "data": meta.get("dataset_source"),
-        "data_sha256": meta.get("dataset_sha256"),
-        "command": meta.get("command"),
-        "init": start_provenance(meta.get("init")),  # the branch whose weights this run started from, if any
-        "teacher": meta.get("teacher"),  # the predictions a distilled branch learned from, if any
-        "epochs": len(meta.get("history", [])) or config.get("epochs"),
-        "epochs_before": chain_epochs(meta.get("init")) or None,  # over the whole --init chain
-        "best_epoch": metrics.get("best_epoch"),
-        "val_split": metrics.get("val_split"),
-        "val_accuracy": metrics.get("best_val_accuracy"),
-        "tta": meta.get("tta", "none"),
-        "seed": meta.get("seed"),
-        "device": meta.get("device"),
-        "precision": meta.get("precision"),
-        "train_seconds": metrics.get("seconds"),
-        "fertool_version": meta.get("fertool_version"),
-    }
-    if "packing" in meta:  # scripts/pack_model.py's measurements: accuracy with the file's TTA and dtype
-        summary["packed"] = meta["packing"]
-    if meta["kind"] == "ensemble":
-        summary["features"] = meta.get("arch_args", {}).get("features")
-        summary["head"] = head_shape(meta, tensors)
-        # An ensemble trained on from another (train-branch --init) changed its branches too:
-        # their records say how they were made and what they scored before that.
-        tuned = meta.get("init") is not None
-        summary["branches"] = [
-            {"arch": b.get("arch"), "seed": b.get("seed"), "val_accuracy": b.get("metrics", {}).get("best_val_accuracy"),
-             "epochs": len(b.get("history", [])), "init_epochs": chain_epochs(b.get("init")),
-             "command": b.get("command"), "fine_tuned_since": tuned}
-            for b in meta.get("branches", [])
-        ]
-    return summary
-
-
-def head_shape(meta: dict[str, Any], tensors: dict[str, Any]) -> str:
-    """An ensemble's head as its layer widths, read off the weights: '7344 -> 512 -> 256 -> 7, dropout 0.5'."""
-    # The head is a Sequential of dropout, linear, ReLU...: its linear layers are the indexed weights.
-    weights = sorted((int(name.split(".")[1]), t.shape) for name, t in tensors.items()
-                     if name.startswith("head.") and name.endswith(".weight"))
-    if not weights:
-        return "none: the mean of the branches' probabilities"
-    widths = [weights[0][1][1]] + [shape[0] for _, shape in weights]
-    return " -> ".join(map(str, widths)) + f", dropout {meta.get('arch_args', {}).get('dropout')}"
-
-
-def chain_epochs(init: dict[str, Any] | None) -> int:
-    """Epochs trained before a run, over its whole --init chain (a branch trained in stages)."""
-    total = 0
-    while init:
-        total += init.get("epochs", 0)
-        init = init.get("init")
-    return total
-
-
-def start_provenance(init: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An --init record down its chain of starts, without their per-epoch histories (curves draws those)."""
-    if not init:
-        return None
-    return {**{k: v for k, v in init.items() if k != "history"}, "init": start_provenance(init.get("init"))}
+from fertool.cli.base import USE_PANEL, JsonOpt, command, out, print_json
 
 
 def packed_line(packing: dict[str, Any]) -> str:
@@ -112,17 +34,16 @@ def packed_line(packing: dict[str, Any]) -> str:
     return f"{head}; fp32 by --tta: {tried}; from {packing.get('from')}"
 
 
-def dataset_summary(meta: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "dataset", "source": meta.get("source"), "classes": meta.get("classes"),
-            "image_size": meta.get("image_size"), "counts": meta.get("counts"), "holdout": meta.get("holdout"),
-            "skipped": meta.get("skipped"), "train_mean": meta.get("train_mean"), "train_std": meta.get("train_std"),
-            "sha256": meta.get("sha256"), "fertool_version": meta.get("fertool_version")}
-
-
-@app.command()
-@user_errors
+@command(panel=USE_PANEL)
 def info(
-    path: Annotated[Optional[Path], typer.Argument(metavar="[FILE]", help="Any fertool artifact \\[default: the bundled model].", show_default=False)] = None,
+    path: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="[FILE]",
+            help="Any fertool artifact \\[default: the bundled model].",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what a model (or any artifact) is and how it was made: architecture, data, command, epochs, accuracy.
@@ -130,10 +51,13 @@ def info(
     Example: fertool info branch1.safetensors
     """
     from fertool.artifacts import MODEL_KINDS, load_artifact
-    from fertool.cli_analysis import default_model_path
+    from fertool.bundled import default_model_path
+    from fertool.provenance import dataset_summary, model_summary
 
     path = path or default_model_path()
-    artifact = load_artifact(path, as_numpy=True)  # metadata and shapes only: no need to import torch
+    artifact = load_artifact(
+        path, as_numpy=True
+    )  # metadata and shapes only: no need to import torch
     if artifact.kind in MODEL_KINDS:
         summary = model_summary(artifact.meta, artifact.tensors)
     elif artifact.kind == "dataset":
@@ -174,12 +98,14 @@ def branch_text(branch: dict[str, Any]) -> str:
     # A branch trained on from another's weights: its epochs after the start's.
     after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
     since = " (then fine-tuned with the head: see init)" if branch["fine_tuned_since"] else ""
-    return (f"{branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, val {acc_text}{since}: "
-            f"{branch['command']}")
+    return (
+        f"{branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, val {acc_text}{since}: "
+        f"{branch['command']}"
+    )
 
 
 def val_suffix(record: dict[str, Any]) -> str:
-    """", val 69.27%" for a record of another model that knows its val accuracy (older files may not)."""
+    """ ", val 69.27%" for a record of another model that knows its val accuracy (older files may not)."""
     acc = record.get("val_accuracy")
     return f", val {acc:.2%}" if isinstance(acc, float) else ""
 

@@ -1,0 +1,227 @@
+"""The expression of every face in photos: find, crop, classify in batches, one row per photo.
+
+    from fertool.bundled import resolve_model
+    model, meta, _ = resolve_model(None)
+    rows, problems = predict_photos([Path("party.jpg")], model, meta["classes"], PredictConfig(tta="crops"))
+    rows[0]["faces"][0]    # {"box": [x, y, w, h], "label": "happy", "probabilities": {...}}
+
+Every photo is read and searched for faces first; then all face crops go through the model
+together, in batches, so a folder of photos costs one model pass, not one per photo.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fertool.constants import IMAGE_SIZE
+from fertool.detect import DetectConfig
+from fertool.errors import BadInputError
+
+_GLOB_CHARS = re.compile(r"[*?[]")
+
+
+@dataclass
+class PredictConfig:
+    """How `predict` finds and classifies faces; the command's options map onto these fields."""
+
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    whole_images: bool = (
+        False  # classify each whole image (its centred square) instead of finding faces
+    )
+    batch_size: int = 256  # faces per forward pass
+    tta: str = (
+        "none"  # the views averaged per face (evaluate.TTA_MODES; resolve `auto` with model_tta)
+    )
+
+
+@dataclass
+class PhotoResult:
+    """One photo read: its size, its face boxes in its own pixels, and where their crops went."""
+
+    path: Path
+    size: tuple[int, int]
+    boxes: list[list[int]]
+    rows: slice  # this photo's faces' rows in the batch of all faces
+
+
+def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Files to read: folders searched recursively for images, globs expanded; and the problems.
+
+    A name that is neither a file, a folder nor a glob that matches is a problem ("PATH: reason"),
+    reported like an unreadable file. A file reached twice is read once.
+    """
+    from fertool.data import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            found = images_under(path, IMAGE_EXTENSIONS)
+            if not found:
+                problems.append(
+                    f"{path}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        elif _GLOB_CHARS.search(str(path)):
+            matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True))]
+            if not matches:
+                problems.append(f"{path}: no file matches this pattern")
+            for match in matches:
+                files.extend(images_under(match, IMAGE_EXTENSIONS) if match.is_dir() else [match])
+        else:
+            problems.append(f"{path}: no such file or folder")
+    seen: set[Path] = set()
+    unique = []
+    for file in files:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(file)
+    return unique, problems
+
+
+def images_under(root: Path, extensions: frozenset[str]) -> list[Path]:
+    """Image files below `root`, sorted, skipping hidden files and folders; symlinked folders are not followed."""
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found.extend(
+            Path(folder) / n
+            for n in sorted(names)
+            if not n.startswith(".") and Path(n).suffix.lower() in extensions
+        )
+    return found
+
+
+class Progress(Protocol):
+    """What `predict_photos` tells its caller as it goes (the CLI draws progress bars)."""
+
+    def stage(self, name: str, total: int) -> None: ...  # a new stage of `total` steps
+    def advance(self, steps: int, problem: str | None = None) -> None: ...  # a file with a problem
+
+
+class NoProgress:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, steps: int, problem: str | None = None) -> None:
+        pass
+
+
+def scan_photos(
+    files: list[Path],
+    config: DetectConfig,
+    whole_images: bool,
+    problems: list[str],
+    progress: Progress = NoProgress(),
+) -> tuple[list[PhotoResult], np.ndarray]:
+    """Read every file and crop its faces (or the whole image); unreadable ones go to `problems`."""
+    from fertool.detect import photo_faces, read_photo
+
+    progress.stage("finding faces", len(files))
+    results: list[PhotoResult] = []
+    crops: list[np.ndarray] = []
+    count = 0
+    for path in files:
+        try:
+            photo = read_photo(path, config.max_side)
+        except BadInputError as error:
+            problems.append(str(error))
+            progress.advance(1, str(error))
+            continue
+        boxes, found = photo_faces(photo, config, detect=not whole_images)
+        crops.append(found)
+        rows = slice(count, count + len(boxes))
+        results.append(PhotoResult(path, photo.size, [photo.to_original(b) for b in boxes], rows))
+        count += len(boxes)
+        progress.advance(1)
+    return results, (
+        np.concatenate(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    )
+
+
+def face_rows(
+    results: list[PhotoResult], probs: np.ndarray, classes: list[str]
+) -> list[dict[str, Any]]:
+    """The JSON shape: one entry per photo, each with its faces."""
+    rows = []
+    for result in results:
+        faces = []
+        for box, p in zip(result.boxes, probs[result.rows]):
+            faces.append(
+                {
+                    "box": box,
+                    "label": classes[int(p.argmax())],
+                    "probabilities": {name: float(v) for name, v in zip(classes, p)},
+                }
+            )
+        rows.append({"path": str(result.path), "size": list(result.size), "faces": faces})
+    return rows
+
+
+def predict_photos(
+    files: list[Path],
+    model: Any,
+    classes: list[str],
+    config: PredictConfig,
+    problems: list[str] | None = None,
+    progress: Progress = NoProgress(),
+) -> list[dict[str, Any]]:
+    """One row per readable photo (see `face_rows`); unreadable files are appended to `problems`."""
+    from fertool.detect import classify_faces
+
+    problems = [] if problems is None else problems
+    results, crops = scan_photos(files, config.detect, config.whole_images, problems, progress)
+    progress.stage("classifying", len(crops))
+    probs = classify_faces(
+        model, crops, config.batch_size, on_batch=progress.advance, tta=config.tta
+    )
+    return face_rows(results, probs, classes)
+
+
+def annotation_names(paths: list[Path], inputs: list[Path]) -> list[str]:
+    """A distinct PNG name per photo, from its own name (a.jpg -> a.png, then a-2.png, ...).
+
+    Names already used by an input in the folder are avoided too, so an input is never overwritten.
+    """
+    taken = {p.name.lower() for p in inputs}
+    names = []
+    for path in paths:
+        stem, n = path.stem or "image", 1
+        name = f"{stem}.png"
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}-{n}.png"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def write_annotations(folder: Path, rows: list[dict[str, Any]], inputs: list[Path]) -> list[str]:
+    """Write each photo with its boxes and labels drawn to FOLDER/<name>.png, atomically."""
+    from fertool.artifacts import atomic_path
+    from fertool.detect import annotate, open_for_drawing
+
+    folder.mkdir(exist_ok=True)  # its parent was checked before any work
+    paths = [Path(row["path"]) for row in rows]
+    written = []
+    inside = [p for p in inputs if p.parent.resolve() == folder.resolve()]
+    for row, name in zip(rows, annotation_names(paths, inside)):
+        captions = [f"{f['label']} {f['probabilities'][f['label']]:.0%}" for f in row["faces"]]
+        image = annotate(
+            open_for_drawing(Path(row["path"])), [f["box"] for f in row["faces"]], captions
+        )
+        target = folder / name
+        with atomic_path(target) as tmp:
+            image.save(tmp, format="PNG")
+        written.append(str(target))
+    return written
