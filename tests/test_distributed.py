@@ -76,6 +76,8 @@ EXACT = TrainConfig(
     teacher_weight=0.5,
 )
 EXACT_FLAGS = [
+    "--recipe",
+    "report",  # TrainConfig's own defaults, which EXACT starts from
     "--arch",
     "tiny",
     "--epochs",

@@ -1,7 +1,12 @@
-"""The README documents every command, and every command's help carries an example."""
+"""The docs a user reads stay true: docs/CLI.md is the app's current reference, the README names
+every command and links to it, every command's help has an example, and every `fertool` command
+in the README's code blocks parses as written (options exist, values are allowed)."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -9,30 +14,90 @@ from typer.main import get_command
 
 from fertool.cli import app
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-COMMANDS = sorted(get_command(app).commands)  # type: ignore[attr-defined]
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+GROUP = get_command(app)
+COMMANDS = sorted(GROUP.commands)  # type: ignore[attr-defined]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def test_there_are_commands():
     assert {"prepare", "train-branch", "eval"} <= set(COMMANDS)
 
 
+def test_the_cli_reference_is_current():
+    current = load_script("cli_docs").cli_reference()
+    written = (ROOT / "docs" / "CLI.md").read_text(encoding="utf-8")
+    assert written == current, "docs/CLI.md is stale: run `make docs` (scripts/cli_docs.py)"
+
+
 @pytest.mark.parametrize("name", COMMANDS)
-def test_each_command_has_a_readme_section(name):
-    assert f"### {name}\n" in README, f"README.md has no '### {name}' section"
-    assert f"fertool {name} " in README, f"README.md shows no example of fertool {name}"
+def test_each_command_is_in_the_reference_and_the_readme(name):
+    reference = (ROOT / "docs" / "CLI.md").read_text(encoding="utf-8")
+    assert f"## `fertool {name}`" in reference
+    assert f"docs/CLI.md#fertool-{name}" in README, f"README.md does not link {name} to docs/CLI.md"
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_each_command_help_has_an_example(name):
-    command = get_command(app).commands[name]  # type: ignore[attr-defined]
+    command = GROUP.commands[name]  # type: ignore[attr-defined]
     assert f"Example: fertool {name}" in (command.help or ""), f"{name} --help has no example"
 
 
-DOCS = [
-    Path(__file__).resolve().parents[1] / "README.md",
-    *sorted((Path(__file__).resolve().parents[1] / "docs").glob("*.md")),
-]
+def code_block_lines(text: str) -> list[str]:
+    """The lines inside ``` fences, with `\\`-continued lines joined."""
+    lines, inside, pending = [], False, ""
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            inside = not inside
+            continue
+        if inside:
+            pending += line.rstrip()
+            if pending.endswith("\\"):
+                pending = pending[:-1] + " "
+                continue
+            lines.append(pending.strip())
+            pending = ""
+    return lines
+
+
+def readme_commands() -> list[str]:
+    """Every `fertool ...` in the README's code blocks (after `$ `, env assignments or `for`)."""
+    found = []
+    for line in code_block_lines(README):
+        line = line.split("  #")[0]  # a trailing comment
+        for part in re.split(r";|&&|\|", line):
+            words = part.strip().removeprefix("$ ").split()
+            while words and ("=" in words[0] or words[0] in ("do", "then")):
+                words = words[1:]
+            if words[:1] == ["fertool"]:
+                found.append(" ".join(words))
+    return found
+
+
+def test_the_readme_has_commands_to_check():
+    assert len(readme_commands()) >= 10
+
+
+@pytest.mark.parametrize("line", readme_commands())
+def test_each_readme_command_parses(line):
+    """Click parses the line as the shell would give it: an option that does not exist, a value
+    outside its choices or range, or a missing argument fails here, not in a user's terminal."""
+    words = shlex.split(line.replace("$seed", "1").replace("$s", "1"))[1:]
+    if not words or words[0].startswith("-"):
+        return  # `fertool --help`
+    command = GROUP.commands[words[0]]  # type: ignore[attr-defined]
+    with command.make_context(f"fertool {words[0]}", words[1:]):
+        pass
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)

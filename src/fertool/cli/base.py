@@ -228,8 +228,9 @@ TtaOpt = Annotated[
     Tta,
     typer.Option(
         "--tta",
-        help="Views averaged per face: auto (the model file's own views, at least flip for predict) | "
-        "none | flip (the face and its mirror) | crops (flip, plus two zoomed-in centre crops: 6).",
+        help="Views averaged per face: auto (the views the model file asks for; none if it names "
+        "none) | none | flip (the face and its mirror) | crops (flip, plus two zoomed-in centre "
+        "crops: 6).",
     ),
 ]
 DataArg = Annotated[
