@@ -27,7 +27,16 @@ def cli_reference() -> str:
     """The Markdown Typer writes for the app, with its HTML entities turned back into text."""
     with tempfile.TemporaryDirectory() as folder:
         written = Path(folder) / "CLI.md"
-        command = [sys.executable, "-m", "typer", "fertool.cli", "utils", "docs", "--name", "fertool"]
+        command = [
+            sys.executable,
+            "-m",
+            "typer",
+            "fertool.cli",
+            "utils",
+            "docs",
+            "--name",
+            "fertool",
+        ]
         subprocess.run([*command, "--output", str(written)], check=True, capture_output=True)
         text = written.read_text(encoding="utf-8")
     return HEADER + html.unescape(text).rstrip() + "\n"

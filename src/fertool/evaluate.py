@@ -9,10 +9,9 @@ Everything here works on tensors and numpy arrays; files are the CLI's business.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from fertool.artifacts import Artifact
 from fertool.augment import zoom_about_centre
 from fertool.constants import SPLITS
 from fertool.errors import BadInputError
-from fertool.runtime import autocast
+from fertool.runtime import autocast, eval_mode
 from fertool.schemas import TTA_MODES
 
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
@@ -103,17 +102,6 @@ def model_tta(meta: dict[str, Any], requested: str) -> str:
     in its metadata; none where it names none)."""
     check_tta(requested, allow_auto=True)
     return str(meta.get("tta", "none")) if requested == "auto" else requested
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode for the block, then back in the mode it was in (even on error)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @torch.inference_mode()

@@ -38,7 +38,7 @@ from torch import nn
 from fertool.constants import IMAGE_SIZE
 from fertool.errors import BadInputError
 from fertool.models import FeatEx
-from fertool.runtime import model_placement
+from fertool.runtime import eval_mode, model_placement
 
 # Elementwise layers repeat the map of the layer before them; listing them would only add noise.
 _ELEMENTWISE = (
@@ -106,8 +106,8 @@ class LayerCapture:
         self._kept: torch.Tensor | None = None
 
     def __enter__(self) -> "LayerCapture":
-        self._was_training = self.model.training
-        self.model.eval()
+        self._mode = eval_mode(self.model)
+        self._mode.__enter__()
         if self.stop == "input":
             self._handle = self.module.register_forward_pre_hook(
                 lambda module, args: self._keep(args[0])
@@ -123,7 +123,7 @@ class LayerCapture:
             self._handle.remove()
             self._handle = None
         self._kept = None
-        self.model.train(self._was_training)
+        self._mode.__exit__(None, None, None)
 
     def _keep(self, tensor: torch.Tensor) -> None:
         self._kept = tensor
@@ -157,19 +157,16 @@ def list_layers(model: nn.Module, image_size: int = IMAGE_SIZE) -> list[LayerInf
         if isinstance(output, torch.Tensor) and output.dim() == 4 and names[module] not in shapes:
             shapes[names[module]] = (type(module).__name__, tuple(output.shape[1:]))
 
-    was_training = model.training
     try:
         for module, name in names.items():
             if name and not isinstance(module, _ELEMENTWISE):
                 handles.append(module.register_forward_hook(record))
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             device, dtype = model_placement(model)
             model(torch.zeros(1, 1, image_size, image_size, device=device, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     return [LayerInfo(name, kind, c, h, w) for name, (kind, (c, h, w)) in shapes.items()]
 
 

@@ -49,7 +49,7 @@ from fertool.errors import BadInputError
 from fertool.evaluate import check_tta, tta_logits
 from fertool.filters import resolve_layer
 from fertool.models import FERClassifier
-from fertool.runtime import model_placement
+from fertool.runtime import eval_mode, model_placement
 
 
 class SaliencyMethod:
@@ -64,12 +64,12 @@ class SaliencyMethod:
     def __init__(self, model: nn.Module):
         self.model = model
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._was_training = model.training
+        self._mode = eval_mode(model)
         self._entered = False
 
     def __enter__(self) -> "SaliencyMethod":
-        self._was_training = self.model.training
-        self.model.eval()  # dropout would make the map random
+        self._mode = eval_mode(self.model)  # dropout would make the map random
+        self._mode.__enter__()
         self._entered = True
         try:
             self.register_hooks()
@@ -82,7 +82,8 @@ class SaliencyMethod:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self.model.train(self._was_training)
+        if self._entered:
+            self._mode.__exit__(None, None, None)
         self._entered = False
 
     def register_hooks(self) -> None:
@@ -420,19 +421,14 @@ def predict_probabilities(
     In batches: a thousand faces at once through a wide branch would hold gigabytes of activations.
     """
     check_tta(tta)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
-            probabilities = [
-                tta_logits(
-                    model, images01[i : i + batch_size].to(*model_placement(model)), tta
-                ).softmax(1)
-                for i in range(0, max(len(images01), 1), batch_size)
-            ]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        # max(..., 1): no faces still make one (empty) pass, which gives the classes' width.
+        probabilities = [
+            tta_logits(
+                model, images01[i : i + batch_size].to(*model_placement(model)), tta
+            ).softmax(1)
+            for i in range(0, max(len(images01), 1), batch_size)
+        ]
     return torch.cat(probabilities).cpu()
 
 
