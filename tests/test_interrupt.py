@@ -243,12 +243,12 @@ def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_n
 
     real, calls = fertool.train.train_one_epoch, []
 
-    def poisoned(state, *args, **kwargs):
-        result = real(state, *args, **kwargs)
+    def poisoned(run):
+        result = real(run)
         calls.append(1)
         if len(calls) == 2:
             with torch.no_grad():
-                next(state.module.parameters()).view(-1)[0] = float("nan")
+                next(run.state.module.parameters()).view(-1)[0] = float("nan")
         return result
 
     output = tmp_path / "branch.safetensors"

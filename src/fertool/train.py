@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, cast
 
 import numpy as np
 import torch
@@ -275,76 +275,82 @@ def optimize_epoch(
     return (totals[0] / totals[2]).item(), (totals[1] / totals[2]).item()
 
 
-def train_one_epoch(
-    state: TrainingState,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    config: TrainConfig,
-    augment: Augment | None,
-    device: torch.device,
-    dtype: torch.dtype | None,
-    reporter: Reporter,
-    cluster: Cluster = Cluster(),
-    model: torch.nn.Module | None = None,
-    *,
-    num_classes: int,
-    teacher: torch.Tensor | None = None,
-    teacher_model: torch.nn.Module | None = None,
-) -> tuple[float, float]:
-    """One pass over the training split; returns (mean loss, accuracy).
+@dataclass
+class Run:
+    """One training run while it runs: its settings, state, data on the device, and helpers.
 
-    `model` is what the step calls: `state.module` itself, or it wrapped for data parallelism.
-    `num_classes` sizes mixup's probability targets (`config.mixup`). `teacher`, class
-    probabilities per training face, or `teacher_model`, run on each batch as the step sees
-    it (distill.py), is blended into each target by `config.teacher_weight`.
+    `step_model` is what each step calls: `state.module` itself, or it wrapped for data
+    parallelism. A teacher is `teacher`, class probabilities per training face, or
+    `teacher_model`, run on each batch as the step sees it (distill.py).
     """
-    model = model or state.module
+
+    config: TrainConfig
+    state: TrainingState
+    step_model: torch.nn.Module
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    num_classes: int
+    device: torch.device
+    dtype: torch.dtype | None
+    augment: Augment | None = None
+    reporter: Reporter = field(default_factory=SilentReporter)
+    cluster: Cluster = field(default_factory=Cluster)
+    checkpoint: Path | None = None
+    dataset_sha256: str = ""
+    teacher: torch.Tensor | None = None
+    teacher_model: torch.nn.Module | None = None
+
+
+def training_batch(run: Run, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and targets of one step: augmented faces; labels, blended with a teacher's
+    probabilities and mixed up as the config says."""
+    config = run.config
+    x = to_input(run.train_images[index], run.device)
+    if run.augment is not None:
+        x = run.augment(x).contiguous(memory_format=torch.channels_last)
+    y = run.train_labels[index]
+    if run.teacher is not None:
+        y = blend_targets(y, run.teacher[index], config.teacher_weight)
+    if config.mixup > 0:
+        x, y = mixup(x, y, run.num_classes, config.mixup, run.state.augment_rng)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if run.teacher_model is not None:
+        # After mixup: the teacher answers for the blended face, as the student sees it.
+        said = view_probabilities(run.teacher_model, x, config.temperature, run.dtype)
+        y = blend_targets(y, said, config.teacher_weight)
+    return x, y
+
+
+def train_one_epoch(run: Run) -> tuple[float, float]:
+    """One pass over the training split; returns (mean loss, accuracy)."""
+    config, model = run.config, run.step_model
     model.train()
 
-    def batch_at(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_input(images[index], device)
-        if augment is not None:
-            x = augment(x).contiguous(memory_format=torch.channels_last)
-        y = (
-            labels[index]
-            if teacher is None
-            else blend_targets(labels[index], teacher[index], config.teacher_weight)
-        )
-        if config.mixup > 0:
-            x, y = mixup(x, y, num_classes, config.mixup, state.augment_rng)
-            x = x.contiguous(memory_format=torch.channels_last)
-        if teacher_model is not None:
-            # After mixup: the teacher answers for the blended face, as the student sees it.
-            y = blend_targets(
-                y,
-                view_probabilities(teacher_model, x, config.temperature, dtype),
-                config.teacher_weight,
-            )
-        return x, y
-
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with autocast(device, dtype):
+        with autocast(run.device, run.dtype):
             return model(x)
 
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    steps_per_epoch = math.ceil(len(run.train_images) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    first_step = steps_per_epoch * state.epoch
+    first_step = steps_per_epoch * run.state.epoch
 
     def lr_at(batch: int) -> float:
         return learning_rate(config, first_step + batch, total_steps)
 
     return optimize_epoch(
         forward,
-        batch_at,
-        len(images),
+        lambda index: training_batch(run, index),
+        len(run.train_images),
         config.batch_size,
-        state.optimizer,
-        state.shuffle_rng,
-        device,
-        reporter,
+        run.state.optimizer,
+        run.state.shuffle_rng,
+        run.device,
+        run.reporter,
         lr_at=lr_at,
         label_smoothing=config.label_smoothing,
-        cluster=cluster,
+        cluster=run.cluster,
     )
 
 
@@ -419,6 +425,131 @@ def set_dropout(model: Classifier, p: float) -> Classifier:
     return model
 
 
+def check_teacher(config: TrainConfig, teacher: Artifact | None, cluster: Cluster) -> None:
+    """Refuse a teacher's weight without a teacher (or the reverse), and a batch smaller than the ranks."""
+    if teacher is None and config.teacher_weight > 0:
+        raise BadInputError(
+            f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS|MODEL, "
+            "the teacher's predictions or the teacher"
+        )
+    if teacher is not None and config.teacher_weight == 0:
+        raise BadInputError(
+            "--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one"
+        )
+    if config.batch_size < cluster.world_size:
+        raise BadInputError(
+            f"--batch-size {config.batch_size}: is the global batch, give at least one image "
+            f"to each of the {cluster.world_size} processes"
+        )
+
+
+def teacher_targets(
+    teacher: Artifact | None, dataset: Artifact, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor | None, torch.nn.Module | None]:
+    """(probabilities per training face, or the teacher model run on each batch), or neither."""
+    if teacher is None:
+        return None, None
+    if teacher.kind == "predictions":
+        return teacher_probabilities(teacher, dataset, config.temperature).to(device), None
+    return None, teacher_network(teacher, device)
+
+
+def start_run(
+    dataset: Artifact,
+    config: TrainConfig,
+    model: Classifier,
+    device: torch.device,
+    reporter: Reporter,
+    cluster: Cluster,
+    checkpoint: Path | None,
+    resume: bool,
+) -> Run:
+    """The run's data and model on its device, its optimizer and RNGs, resumed if asked."""
+    train_images, train_labels, _ = select_split(dataset, "train")
+    val_images, val_labels, _ = select_split(dataset, config.val_split)
+    model = model.train().to(device).to(memory_format=torch.channels_last)
+    state = TrainingState(model, make_optimizer(model.parameters(), config), config.seed)
+    if resume:
+        settings, defaults = asdict(config), asdict(TrainConfig())
+        sha = dataset.meta["sha256"]
+        resume_from(state, checkpoint, settings, sha, dataset.path, defaults=defaults)
+    run = Run(
+        config=config,
+        state=state,
+        step_model=cluster.wrap(model, device),
+        train_images=train_images.to(device),
+        train_labels=train_labels.to(device),
+        val_images=val_images.to(device),
+        val_labels=val_labels.to(device),
+        num_classes=len(dataset.meta["classes"]),
+        device=device,
+        dtype=resolve_precision(config.precision, device),
+        augment=Augment(PRESETS[config.augment_preset], state.augment_rng)
+        if config.augment
+        else None,
+        reporter=reporter,
+        cluster=cluster,
+        checkpoint=checkpoint,
+        dataset_sha256=dataset.meta["sha256"],
+    )
+    return run
+
+
+def run_epoch(run: Run) -> dict[str, Any]:
+    """Train one epoch, score it on the validation split, keep the best, checkpoint; its record."""
+    config, state, cluster = run.config, run.state, run.cluster
+    if cluster.active:
+        # Each rank draws its own augmentation and dropout, seeded by (seed, rank, epoch) so
+        # a resumed data-parallel run repeats them too; the shuffle is shared and saved.
+        epoch_seed = (config.seed * 1_000_003 + cluster.rank) * 10_007 + state.epoch
+        state.augment_rng.manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+    run.reporter.epoch_start(state.epoch + 1, config.epochs, len(run.train_images))
+    started = time.perf_counter()
+    loss, train_acc = train_one_epoch(run)
+    train_seconds = time.perf_counter() - started
+    # Every rank then scores rank 0's model and makes the same choices.
+    cluster.sync_buffers(state.module)
+    val_loss, val_acc = evaluate_split(
+        state.module, run.val_images, run.val_labels, run.device, run.dtype
+    )
+    check_finite(state.module, val_loss, state.epoch + 1, run.checkpoint)
+    record = {
+        "epoch": state.epoch + 1,
+        "loss": loss,
+        "train_accuracy": train_acc,
+        "val_loss": val_loss,
+        "val_accuracy": val_acc,
+        "images_per_second": len(run.train_images) / train_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+    state.end_epoch(record)
+    if run.checkpoint is not None and cluster.is_main:
+        save_checkpoint(run.checkpoint, state, asdict(config), run.dataset_sha256)
+    run.reporter.epoch_end(record)
+    return record
+
+
+def finish_run(run: Run, meta: dict[str, Any]) -> TrainResult:
+    """The best epoch's weights, in eval mode on the CPU, with the run's history and speed."""
+    state, model = run.state, run.state.module
+    model.load_state_dict(state.best_state)
+    model.eval()
+    images = len(run.train_images)
+    train_seconds = sum(images / r["images_per_second"] for r in state.history)
+    return TrainResult(
+        model=cast(Classifier, model.cpu().to(memory_format=torch.contiguous_format)),
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_accuracy=state.best_val_accuracy,
+        seconds=sum(r["seconds"] for r in state.history),
+        images_per_second=images * len(state.history) / train_seconds,
+        device=str(run.device),
+        precision=precision_name(run.dtype),
+        meta=meta,
+    )
+
+
 def train_branch(
     dataset: Artifact,
     config: TrainConfig,
@@ -442,120 +573,25 @@ def train_branch(
     its share).
     """
     config.validate()
-    if teacher is None and config.teacher_weight > 0:
-        raise BadInputError(
-            f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS|MODEL, the teacher's predictions or the teacher"
-        )
-    if teacher is not None and config.teacher_weight == 0:
-        raise BadInputError(
-            "--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one"
-        )
-    if config.batch_size < cluster.world_size:
-        raise BadInputError(
-            f"--batch-size {config.batch_size}: is the global batch, give at least one image "
-            f"to each of the {cluster.world_size} processes"
-        )
-    reporter = reporter or SilentReporter()
+    check_teacher(config, teacher, cluster)
     device = cluster.device_for(resolve_device(config.device))
-    dtype = resolve_precision(config.precision, device)
-    train_images, train_labels, _ = select_split(dataset, "train")
-    val_images, val_labels, _ = select_split(dataset, config.val_split)
-    train_images, train_labels = train_images.to(device), train_labels.to(device)
-    # A teacher is predictions (a table of probabilities per face) or a model (run on each batch).
-    soft = teacher_model = None
-    if teacher is not None and teacher.kind == "predictions":
-        soft = teacher_probabilities(teacher, dataset, config.temperature).to(device)
-    elif teacher is not None:
-        teacher_model = teacher_network(teacher, device)
-    val_images, val_labels = val_images.to(device), val_labels.to(device)
-
+    # A teacher is predictions (a table of probabilities per face) or a model (run on each
+    # batch); built before the seed, so it does not move the student's random stream.
+    soft, teacher_model = teacher_targets(teacher, dataset, config, device)
     torch.manual_seed(config.seed)  # initial weights and dropout
-    classes = dataset.meta["classes"]
     model, arch_args, normalization = initial_model(dataset, config, init)
-    model = model.train().to(device).to(memory_format=torch.channels_last)
-    state = TrainingState(model, make_optimizer(model.parameters(), config), config.seed)
-    if resume:
-        resume_from(
-            state,
-            checkpoint,
-            asdict(config),
-            dataset.meta["sha256"],
-            dataset.path,
-            defaults=asdict(TrainConfig()),
-        )
-    augment = Augment(PRESETS[config.augment_preset], state.augment_rng) if config.augment else None
-    step_model = cluster.wrap(model, device)
-
-    while state.epoch < config.epochs:
-        if cluster.active:
-            # Each rank draws its own augmentation and dropout, seeded by (seed, rank, epoch) so
-            # a resumed data-parallel run repeats them too; the shuffle is shared and saved.
-            epoch_seed = (config.seed * 1_000_003 + cluster.rank) * 10_007 + state.epoch
-            state.augment_rng.manual_seed(epoch_seed)
-            torch.manual_seed(epoch_seed)
-        reporter.epoch_start(state.epoch + 1, config.epochs, len(train_images))
-        started = time.perf_counter()
-        loss, train_acc = train_one_epoch(
-            state,
-            train_images,
-            train_labels,
-            config,
-            augment,
-            device,
-            dtype,
-            reporter,
-            cluster=cluster,
-            model=step_model,
-            num_classes=len(classes),
-            teacher=soft,
-            teacher_model=teacher_model,
-        )
-        train_seconds = time.perf_counter() - started
-        cluster.sync_buffers(
-            model
-        )  # every rank then scores rank 0's model and makes the same choices
-        val_loss, val_acc = evaluate_split(model, val_images, val_labels, device, dtype)
-        check_finite(model, val_loss, state.epoch + 1, checkpoint)
-        record = {
-            "epoch": state.epoch + 1,
-            "loss": loss,
-            "train_accuracy": train_acc,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "images_per_second": len(train_images) / train_seconds,
-            "seconds": time.perf_counter() - started,
-        }
-        state.end_epoch(record)
-        if checkpoint is not None and cluster.is_main:
-            save_checkpoint(checkpoint, state, asdict(config), dataset.meta["sha256"])
-        reporter.epoch_end(record)
-
-    model.load_state_dict(state.best_state)
-    model.eval()
-    seconds = sum(r["seconds"] for r in state.history)
-    train_images_seen = len(train_images) * len(state.history)
-    train_seconds = sum(len(train_images) / r["images_per_second"] for r in state.history)
-    return TrainResult(
-        model=model.cpu().to(memory_format=torch.contiguous_format),
-        history=state.history,
-        best_epoch=state.best_epoch,
-        best_val_accuracy=state.best_val_accuracy,
-        seconds=seconds,
-        images_per_second=train_images_seen / train_seconds,
-        device=str(device),
-        precision=precision_name(dtype),
-        meta={
-            "arch": config.arch,
-            "arch_args": arch_args,
-            "classes": classes,
-            # A model is an ensemble only when it started from one (--init).
-            **(
-                _ensemble_parts(init)
-                if init is not None and isinstance(model, EnsembleClassifier)
-                else {"normalization": normalization}
-            ),
-        },
-    )
+    reporter = reporter or SilentReporter()
+    run = start_run(dataset, config, model, device, reporter, cluster, checkpoint, resume)
+    run.teacher, run.teacher_model = soft, teacher_model
+    while run.state.epoch < config.epochs:
+        run_epoch(run)
+    meta = {"arch": config.arch, "arch_args": arch_args, "classes": dataset.meta["classes"]}
+    # A model is an ensemble only when it started from one (--init).
+    if init is not None and isinstance(model, EnsembleClassifier):
+        meta.update(_ensemble_parts(init))
+    else:
+        meta["normalization"] = normalization
+    return finish_run(run, meta)
 
 
 def _ensemble_parts(init: Artifact) -> dict[str, Any]:
