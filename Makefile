@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 DEMO   := demo-out
 FERTOOL := $(BIN)/fertool
 
-.PHONY: install demo test test-all completions clean
+.PHONY: install demo test test-all completions docs clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ test-all: $(STAMP)
 # Rewrite completions/ (bash, zsh, fish) from the CLI; tests/test_completions.py fails when stale.
 completions: $(STAMP)
 	$(BIN)/python scripts/completions.py
+
+# Rewrite docs/CLI.md, the reference of every command and option; tests/test_docs.py fails when stale.
+docs: $(STAMP)
+	$(BIN)/python scripts/cli_docs.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

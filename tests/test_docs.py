@@ -111,3 +111,22 @@ def test_code_blocks_are_closed_and_hold_every_command(doc):
             stray.append(f"{doc.name}:{number}: {line.strip()}")
     assert not inside, f"{doc.name}: a code block is never closed"
     assert not stray, "commands outside code blocks:\n" + "\n".join(stray)
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's Python example, as written, on scikit-image's astronaut photo."""
+    from PIL import Image
+    from skimage import data
+
+    blocks = python_blocks(README)
+    assert blocks, "README.md has no ```python block"
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == "happy" and float(printed[1]) > 0.5, printed
