@@ -135,14 +135,7 @@ def train_branch_job(
         init=start,
         teacher=teacher,
     )
-    metrics = {
-        "best_val_accuracy": result.best_val_accuracy,
-        "best_epoch": result.best_epoch,
-        "val_split": config.val_split,
-        "images_per_second": result.images_per_second,
-        "seconds": result.seconds,
-        "processes": cluster.world_size,
-    }
+    metrics = {**result.metrics(config.val_split), "processes": cluster.world_size}
     side = dataset.meta["image_size"]
     meta = {
         **result.meta,

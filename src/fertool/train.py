@@ -193,6 +193,16 @@ class TrainResult:
     precision: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def metrics(self, val_split: str) -> dict[str, Any]:
+        """What a model file records of its training run (`metrics` in its metadata)."""
+        return {
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "val_split": val_split,
+            "images_per_second": self.images_per_second,
+            "seconds": self.seconds,
+        }
+
 
 def normalization_of(dataset: Artifact, enabled: bool) -> dict[str, float] | None:
     """The training split's mean/std in [0, 1] units, as the dataset artifact recorded them."""
