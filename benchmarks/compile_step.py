@@ -51,8 +51,8 @@ def main() -> None:
             eager, _ = rate(arch, False, infer)
             compiled, first = rate(arch, True, infer)
             print(
-                f"{arch:>15} {'infer' if infer else 'train'}: eager {eager:5.0f} img/s, compiled {compiled:5.0f} img/s "
-                f"(first step {first:.1f} s)",
+                f"{arch:>15} {'infer' if infer else 'train'}: eager {eager:5.0f} img/s, "
+                f"compiled {compiled:5.0f} img/s (first step {first:.1f} s)",
                 flush=True,
             )
 

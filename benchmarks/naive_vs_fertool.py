@@ -157,8 +157,9 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{model}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} "
-        f"threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}"
+        f"{model}, {os.cpu_count()} cores visible, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}"
     )
 
 
@@ -243,12 +244,14 @@ def main() -> None:
         "naive_epoch_seconds_fer2013": 28709 / best_naive_train,
     }
     print(
-        f"train: naive {best_naive_train:.0f} img/s (best of workers {args.workers}), fertool {medians['fertool_train']:.0f} "
-        f"img/s ({precision}): {result['train_speedup']:.2f}x; a full FER2013 epoch {result['fertool_epoch_seconds_fer2013']:.0f} s "
-        f"vs {result['naive_epoch_seconds_fer2013']:.0f} s"
+        f"train: naive {best_naive_train:.0f} img/s (best of workers {args.workers}), fertool "
+        f"{medians['fertool_train']:.0f} img/s ({precision}): {result['train_speedup']:.2f}x; a "
+        f"full FER2013 epoch {result['fertool_epoch_seconds_fer2013']:.0f} s vs "
+        f"{result['naive_epoch_seconds_fer2013']:.0f} s"
     )
     print(
-        f"infer: naive {best_naive_infer:.0f} img/s, fertool {medians['fertool_infer']:.0f} img/s: {result['infer_speedup']:.2f}x"
+        f"infer: naive {best_naive_infer:.0f} img/s, fertool {medians['fertool_infer']:.0f} img/s: "
+        f"{result['infer_speedup']:.2f}x"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -58,7 +58,8 @@ def deletion_score(
     targets: torch.Tensor,
     fill: torch.Tensor,
 ) -> float:
-    """Area under the mean probability of each face's target class as its pixels are replaced, 0-50 %."""
+    """Area under the mean probability of each face's target class as its pixels are replaced,
+    0-50 %."""
     n, pixels = len(images01), images01[0].numel()
     order = torch.from_numpy(np.argsort(-maps.reshape(n, -1), axis=1, kind="stable").copy())
     flat, replacement = images01.reshape(n, -1), fill.reshape(n, -1)
@@ -114,8 +115,9 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     print(
-        f"\n{len(images01)} val faces, model {args.model or 'bundled'}: deletion score, the mean probability "
-        "of the predicted class while 0-50 % of the pixels are replaced (lower = more faithful)\n"
+        f"\n{len(images01)} val faces, model {args.model or 'bundled'}: deletion score, the mean "
+        "probability of the predicted class while 0-50 % of the pixels are replaced (lower = more "
+        "faithful)\n"
     )
     print("| method | " + " | ".join(f"{name} fill" for name in replacements) + " | s per face |")
     print("| --- " * (len(replacements) + 2) + "|")

@@ -1,7 +1,8 @@
 """Seconds per face of each saliency method on the bundled model, by how many faces a call explains.
 
     .venv/bin/python benchmarks/saliency_speed.py fer.safetensors
-    PYTHONPATH=OTHER/src .venv/bin/python benchmarks/saliency_speed.py fer.safetensors   # another checkout
+    # another checkout:
+    PYTHONPATH=OTHER/src .venv/bin/python benchmarks/saliency_speed.py fer.safetensors
 
 Median of 3 calls of `explain` per row, after one warm-up call, on the first val faces. A
 user's `fertool saliency face.png` explains one face: there `smoothgrad` and `integrated` take

@@ -1,7 +1,8 @@
-"""Average the weights of one branch's training stages (stochastic weight averaging, after the fact).
+"""Average the weights of one branch's training stages (stochastic weight averaging, after the
+fact).
 
-    python scripts/average_weights.py runs/gd3/branch3-more{,2,3}.safetensors -o branch3-swa.safetensors \\
-        --data fer.safetensors
+    python scripts/average_weights.py runs/gd3/branch3-more{,2,3}.safetensors \\
+        -o branch3-swa.safetensors --data fer.safetensors
 
 The snapshots must be stages of one run (`train-branch --init` chains): same architecture,
 arguments and normalisation, weights near enough that their mean is still a good network.
@@ -86,7 +87,8 @@ def main() -> int:
         for key in ("arch", "arch_args", "normalization"):
             if snap.meta.get(key) != first.get(key):
                 sys.exit(
-                    f"{snap.path}: its {key} differs from {snapshots[0].path}'s; average stages of one run only"
+                    f"{snap.path}: its {key} differs from {snapshots[0].path}'s; "
+                    "average stages of one run only"
                 )
     dataset = load_artifact(args.data, expect="dataset")
     train_images, _, _ = select_split(dataset, "train")

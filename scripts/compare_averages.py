@@ -1,7 +1,8 @@
 """Score the plain average of every subset of models from their saved predictions: which to average.
 
     for b in runs/*/branch*.safetensors; do
-        fertool eval fer.safetensors $b --split val --tta crops -o preds/$(basename $(dirname $b))-$(basename $b .safetensors).npz
+        fertool eval fer.safetensors $b --split val --tta crops \\
+            -o preds/$(basename $(dirname $b))-$(basename $b .safetensors).npz
     done
     python scripts/compare_averages.py preds/*.npz --max-mib 10 --top 15
 
@@ -36,7 +37,8 @@ MIB = 2**20
 
 
 def load_predictions(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """models x N x classes probabilities, the labels, and each file's metadata (checked to agree)."""
+    """models x N x classes probabilities, the labels, and each file's metadata (checked to
+    agree)."""
     artifacts = [load_artifact(path, expect="predictions") for path in paths]
     first = artifacts[0]
     for artifact in artifacts[1:]:
@@ -50,7 +52,8 @@ def load_predictions(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[di
             raise BadInputError(
                 f"{artifact.path}: scores other faces than {first.path}; evaluate both on one split"
             )
-    # Saved "logits" are log mean probabilities under TTA and true logits without; softmax undoes both.
+    # Saved "logits" are log mean probabilities under TTA and true logits without;
+    # softmax undoes both.
     logits = np.stack([a.tensors["logits"].astype(np.float64) for a in artifacts])
     probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
@@ -80,10 +83,12 @@ def print_shared_errors(probabilities: np.ndarray, labels: np.ndarray, names: li
         either_wrong = ~right[a] | ~right[b]
         shared = (~right[a] & ~right[b]).sum() / max(int(either_wrong.sum()), 1)
         print(
-            f"| {names[a]} + {names[b]} | {shared:.1%} | {(predicted[a] == predicted[b]).mean():.1%} |"
+            f"| {names[a]} + {names[b]} | {shared:.1%} | "
+            f"{(predicted[a] == predicted[b]).mean():.1%} |"
         )
     print(
-        f"every model right: {right.all(axis=0).mean():.2%}; at least one right: {right.any(axis=0).mean():.2%}"
+        f"every model right: {right.all(axis=0).mean():.2%}; at least one right: "
+        f"{right.any(axis=0).mean():.2%}"
     )
 
 

@@ -29,7 +29,8 @@ from fertool.runtime import autocast, resolve_precision
 
 SHIFTS_2PX = [(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)]
 
-# name: (pixel shifts (dx, dy), zooms); every candidate also has the mirror of each view except "none".
+# name: (pixel shifts (dx, dy), zooms); every candidate also has the mirror of each view except
+# "none".
 CANDIDATES: dict[str, tuple[list[tuple[int, int]], list[float]]] = {
     "none": ([(0, 0)], [1.0]),
     "flip": ([(0, 0)], [1.0]),

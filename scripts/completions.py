@@ -1,7 +1,7 @@
 """Write fertool's shell completion scripts for bash, zsh and fish into completions/.
 
-    .venv/bin/python scripts/completions.py              # rewrite completions/ (also: make completions)
-    .venv/bin/python scripts/completions.py -o /tmp/c    # write them elsewhere, e.g. to compare
+    .venv/bin/python scripts/completions.py  # rewrite completions/ (also: make completions)
+    .venv/bin/python scripts/completions.py -o /tmp/c  # write them elsewhere, e.g. to compare
 
 The scripts are Typer's (Click's completion machinery): at each Tab the shell calls `fertool` back
 with _FERTOOL_COMPLETE set, and fertool lists the subcommands and options it has *now*. So a new

@@ -1,7 +1,8 @@
-"""Pack a trained model as fertool's bundled default: fp16 weights if that changes nothing, plus TTA.
+"""Pack a trained model as fertool's bundled default: fp16 weights if that changes nothing, plus
+TTA.
 
-    python scripts/pack_model.py ensemble.safetensors src/fertool/default_model/default.safetensors \\
-        --data fer.safetensors --split val
+    python scripts/pack_model.py ensemble.safetensors \\
+        src/fertool/default_model/default.safetensors --data fer.safetensors --split val
 
 Scores the model on DATA's split in fp32 with each test-time augmentation (none, flip, crops:
 1, 2 and 6 views), keeps the cheapest within 0.1 point of the best as the file's `tta`, stores

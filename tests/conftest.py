@@ -1,4 +1,5 @@
-"""Shared fixtures: real FER2013 (skipped where absent), synthetic data sets, tiny trained models."""
+"""Shared fixtures: real FER2013 (skipped where absent), synthetic data sets,
+tiny trained models."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def fer2013_root() -> Path:
     root = find_fer2013()
     if root is None:
         pytest.skip(
-            "real FER2013 not found: put the image folders at ../shared/fer2013 or set FERTOOL_FER2013"
+            "real FER2013 not found: put the image folders at ../shared/fer2013 or set "
+            "FERTOOL_FER2013"
         )
     return root
 
@@ -70,8 +72,8 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 synthetic faces: for tests of plumbing (scripts, stopping and resuming), where what a model
-    learns is not checked."""
+    """300 synthetic faces: for tests of plumbing (scripts, stopping and resuming), where what a
+    model learns is not checked."""
     from fertool.data import synthetic_faces
 
     return write_dataset(

@@ -332,8 +332,8 @@ def test_output_in_read_only_directory(tmp_path: Path) -> None:
     try:
         if os.access(read_only, os.W_OK):
             pytest.skip(
-                "running as root (or with CAP_DAC_OVERRIDE): a mode-555 directory is still writable; "
-                "test_output_in_unwritable_directory_simulated covers the check"
+                "running as root (or with CAP_DAC_OVERRIDE): a mode-555 directory is still "
+                "writable; test_output_in_unwritable_directory_simulated covers the check"
             )
         target = read_only / "out.safetensors"
         with pytest.raises(BadInputError, match="not writable") as info:
@@ -347,7 +347,8 @@ def test_output_in_read_only_directory(tmp_path: Path) -> None:
 def test_output_in_unwritable_directory_simulated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Works as root too: the check asks os.access, so make os.access say what it says for a normal user."""
+    """Works as root too: the check asks os.access, so make os.access say what it says for a normal
+    user."""
     read_only = tmp_path / "ro"
     read_only.mkdir()
     real_access = os.access

@@ -70,7 +70,8 @@ def test_erasing_fills_one_rectangle_in_about_the_chosen_share_of_images():
     assert 150 < erased.sum() < 250
     for mask in masks[erased][:50, 0]:
         rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
-        # A solid rectangle: its bounding box is all True, and its area within the configured bounds.
+        # A solid rectangle: its bounding box is all True, and its area within the configured
+        # bounds.
         box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         assert box.all()
         assert 0.005 * 48 * 48 <= box.numel() <= 0.3 * 48 * 48

@@ -202,7 +202,8 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
             d / "history.safetensors", g, history=[{"epoch": 1}]
         ),
     },
-    "model-built": {  # a model slot of a command that builds the network (curves only reads histories)
+    # a model slot of a command that builds the network (curves only reads histories)
+    "model-built": {
         "unknown-arch": lambda d, g: odd_meta_model(
             d / "arch.safetensors", g, arch="dexpression_v9"
         ),
@@ -219,7 +220,8 @@ KIND_CASES: dict[str, dict[str, Maker]] = {
         "model-instead": lambda d, g: g["model"],
         "logits-for-other-classes": lambda d, g: bad_preds(d / "cut.npz", g),
     },
-    "teacher-preds": {  # --teacher takes a model too: of predictions, only the damaged ones are wrong
+    # --teacher takes a model too: of predictions, only the damaged ones are wrong
+    "teacher-preds": {
         "logits-for-other-classes": lambda d, g: bad_preds(d / "cut.npz", g),
     },
 }
@@ -468,7 +470,8 @@ def output_case(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     if case == "read-only-directory":
         locked = tmp_path / "locked"
         locked.mkdir()
-        # Root ignores mode bits, so the refusal os.access would report is simulated for this folder.
+        # Root ignores mode bits, so the refusal os.access would report is simulated for this
+        # folder.
         import os
 
         real_access = os.access

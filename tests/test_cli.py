@@ -74,7 +74,8 @@ def no_test_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """350 synthetic faces (~245 train): the session's 1200 would triple the cost of every epoch below."""
+    """350 synthetic faces (~245 train): the session's 1200 would triple the cost of every epoch
+    below."""
     path = tmp_path_factory.mktemp("small") / "small.safetensors"
     ok(invoke("prepare", "--synthetic", 350, "--seed", 2, "-o", path, "--json"))
     return path
@@ -602,8 +603,8 @@ def test_eval_json(synthetic_data: Path, tiny_branch: Path) -> None:
     # accuracy = sum over classes of recall * support / count
     hits = sum(row["recall"] * row["support"] for row in report["per_class"].values())
     assert report["accuracy"] == pytest.approx(hits / report["count"], abs=1e-9)
-    # The branch's own record of its best validation accuracy agrees with eval (exactly on CPU fp32; the
-    # tolerance of one image allows for reduced-precision autocast where `auto` picks a GPU).
+    # The branch's own record of its best validation accuracy agrees with eval (exactly on CPU fp32;
+    # the tolerance of one image allows for reduced-precision autocast where `auto` picks a GPU).
     recorded = load_artifact(tiny_branch).meta["metrics"]["best_val_accuracy"]
     assert report["accuracy"] == pytest.approx(recorded, abs=1.01 / report["count"])
 
@@ -1195,7 +1196,8 @@ def test_version_in_process() -> None:
 
 @pytest.mark.slow  # a fresh process imports torch: ~5 s on 2 busy cores
 def test_debug_traceback_in_a_real_process(tmp_path: Path) -> None:
-    """Without --debug the same error is one line (tested in process above); with it, a real traceback."""
+    """Without --debug the same error is one line (tested in process above); with it,
+    a real traceback."""
     missing = tmp_path / "missing.csv"
     debug = run(
         sys.executable,

@@ -69,7 +69,8 @@ def test_confusion_counts_mode_and_table_output(predictions, tmp_path, monkeypat
     assert "worst class" in result.stdout
     assert_real_png(tmp_path / "c.png")
     run("confusion", predictions, "-o", tmp_path / "rates.png")
-    # --counts colours the cells by count; without it, by the share of each true class (rows sum to 1).
+    # --counts colours the cells by count; without it, by the share of each true class (rows sum to
+    # 1).
     labels = load_artifact(predictions).tensors["labels"]
     assert drawn["c.png"].sum() == len(labels)
     rates = np.asarray(drawn["rates.png"])
@@ -206,7 +207,8 @@ def test_saliency_predicts_what_eval_does_with_the_views_the_model_asks_for(
     np.testing.assert_allclose(
         [row["probability"] for row in summary["images"]], expected.max(1), rtol=1e-3
     )
-    # --tta none: the face alone, as the file without its request (the module's predictions) scores it.
+    # --tta none: the face alone, as the file without its request (the module's predictions) scores
+    # it.
     alone = json.loads(
         run(
             "saliency",

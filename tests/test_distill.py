@@ -359,8 +359,8 @@ def test_train_branch_with_a_model_teacher_records_it(synthetic_data, tiny_branc
     teacher_val = load_artifact(tiny_branch).meta["metrics"]["best_val_accuracy"]
     info = " ".join(ok(invoke("info", tmp_path / "taught.safetensors")).stdout.split())
     assert (
-        f"teacher {tiny_branch} (tiny, val {teacher_val:.2%} on single views), run on every step's transformed faces"
-        in info
+        f"teacher {tiny_branch} (tiny, val {teacher_val:.2%} on single views), "
+        "run on every step's transformed faces" in info
     )
 
 
@@ -387,8 +387,8 @@ def test_an_ensemble_teacher_is_described_by_its_branches(synthetic_data, tiny_b
     ensemble_val = load_artifact(ensemble).meta["metrics"]["best_val_accuracy"]
     info = " ".join(ok(invoke("info", student)).stdout.split())
     assert (
-        f"teacher {ensemble} (ensemble of 2: 2 tiny, val {ensemble_val:.2%} on single views), run on every step's"
-        in info
+        f"teacher {ensemble} (ensemble of 2: 2 tiny, val {ensemble_val:.2%} on single views), "
+        "run on every step's" in info
     )
 
 

@@ -193,7 +193,8 @@ def test_two_ranks_fine_tune_an_ensemble_end_to_end(
     synthetic_data: Path, tiny_branch: Path, tmp_path: Path
 ) -> None:
     # The branches' own classifiers get no gradient under a head over penultimate features; if
-    # they were left trainable, DistributedDataParallel would stop at the second step waiting for them.
+    # they were left trainable, DistributedDataParallel would stop at the second step waiting for
+    # them.
     from clitools import invoke, ok
 
     ok(

@@ -107,8 +107,8 @@ def test_ensemble_says_what_it_computes_before_its_first_epoch(synthetic_data, b
         "(flip views), once"
     )
     assert lines[1] == (
-        f"computing the 3 frozen branches' outputs for the {counts['train']['total']:,} train faces "
-        "(flip views), once"
+        f"computing the 3 frozen branches' outputs for the {counts['train']['total']:,} train "
+        "faces (flip views), once"
     )
     assert lines[2].startswith("epoch   1")
 
@@ -186,7 +186,8 @@ def test_a_head_trained_on_views_asks_eval_for_them_and_scores_as_selected(
 
 def test_the_head_trains_on_the_other_views_too(synthetic_data, branches):
     # Same seed, so same shuffling and dropout: only the drawn views can change the training loss
-    # (the best-epoch choice on val does not touch it). A head that read only the plain view would tie.
+    # (the best-epoch choice on val does not touch it). A head that read only the plain view would
+    # tie.
     dataset, arts = load_artifact(synthetic_data), [load_artifact(p) for p in branches]
     plain, flipped = (
         train_ensemble(dataset, arts, EnsembleConfig(epochs=1, views=v)) for v in ("none", "flip")
@@ -346,7 +347,8 @@ def test_average_cli_writes_a_model_eval_accepts(synthetic_data, branches, tmp_p
 
 
 def test_average_records_the_accuracy_eval_gives_with_its_views(synthetic_data, branches, tmp_path):
-    """--views with --average: the file asks eval for those views, and records its score under them."""
+    """--views with --average: the file asks eval for those views,
+    and records its score under them."""
     out = tmp_path / "avg.safetensors"
     args = [
         "ensemble",

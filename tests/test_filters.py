@@ -1,4 +1,5 @@
-"""Layers, activation maps and filter visualisation: names resolve, ascent works, the model is untouched."""
+"""Layers, activation maps and filter visualisation: names resolve, ascent works,
+the model is untouched."""
 
 from __future__ import annotations
 

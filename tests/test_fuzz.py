@@ -91,7 +91,8 @@ def module_start_rss() -> dict[str, int]:
 def load_bytes(content: bytes, suffix: str = ".safetensors") -> None:
     path = WORKDIR / f"case{suffix}"
     path.write_bytes(content)
-    # Both readers: torch tensors (the commands that compute), numpy arrays (info, confusion, curves).
+    # Both readers: torch tensors (the commands that compute), numpy arrays (info, confusion,
+    # curves).
     for as_numpy in (False, True):
         try:
             artifact = load_artifact(path, as_numpy=as_numpy)

@@ -1,4 +1,5 @@
-"""fertool info (provenance from the file alone), eval's test-time augmentation, the bundled model."""
+"""fertool info (provenance from the file alone), eval's test-time augmentation,
+the bundled model."""
 
 from __future__ import annotations
 
@@ -144,7 +145,8 @@ def test_info_and_eval_without_a_model_use_the_bundled_one(small_synthetic_data:
     info = json_of(invoke("info", "--json"))
     assert info["kind"] in ("branch", "ensemble") and info["val_accuracy"] > 0.5
     assert bundled.stat().st_size <= 10_000_000  # the package stays small: issue 5 allows 10 MB
-    # Synthetic faces: any score, but it runs (42 val faces, not 182: three wide branches x six views each).
+    # Synthetic faces: any score, but it runs (42 val faces, not 182:
+    # three wide branches x six views each).
     result = json_of(invoke("eval", small_synthetic_data, "--json"))
     assert result["model"] == str(bundled) and result["tta"] == info["tta"]
 
@@ -220,7 +222,8 @@ def test_pack_script_halves_weights_when_accuracy_holds(
     info = json_of(invoke("info", out, "--json"))
     assert info["tta"] == report["tta"]
     assert info["weights_dtype"] == ("float16" if report["weights"] == "fp16" else "float32")
-    # In words: the accuracy `eval` reproduces with the file's own weights and TTA, and each TTA tried.
+    # In words: the accuracy `eval` reproduces with the file's own weights and TTA,
+    # and each TTA tried.
     packed_line = next(
         line
         for line in invoke("info", out).output.splitlines()
@@ -257,7 +260,8 @@ def test_pack_script_halves_weights_when_accuracy_holds(
 
 @pytest.fixture(scope="module")
 def real_fer(fer2013_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh preparation of the real faces, for the bundled model (skipped where the tree ships none)."""
+    """A fresh preparation of the real faces, for the bundled model (skipped where the tree ships
+    none)."""
     from fertool.bundled import DEFAULT_MODEL
 
     if not DEFAULT_MODEL.exists():
@@ -270,7 +274,8 @@ def real_fer(fer2013_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_the_bundled_model_scores_on_real_fer2013_what_it_records_with_one_view(
     real_fer: Path,
 ) -> None:
-    """The bundled model's file, fresh real faces and `eval` agree with the accuracies the file records.
+    """The bundled model's file, fresh real faces and `eval` agree with the accuracies the file
+    records.
 
     The file records (scripts/pack_model.py) its val accuracy under each --tta with fp32 weights;
     one view is six times cheaper than the file's own six (`crops`: ten minutes on one core of a

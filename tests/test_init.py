@@ -298,7 +298,8 @@ def test_an_ensemble_start_scores_as_the_ensemble_before_it_moves(
 ) -> None:
     dataset, start = load_artifact(synthetic_data), load_artifact(tiny_ensemble)
     start.meta["tta"] = "flip"  # as a head trained with --views flip records
-    # fp32 as val_accuracy scores it: auto would pick bf16 on a CPU with native bf16, a few faces apart.
+    # fp32 as val_accuracy scores it: auto would pick bf16 on a CPU with native bf16,
+    # a few faces apart.
     config = TrainConfig(
         arch="ensemble",
         epochs=1,
@@ -388,7 +389,8 @@ def test_curves_numbers_a_continued_run_after_its_start(
     assert earlier[:first] == [
         {**r, "epoch": i + 1} for i, r in enumerate(load_artifact(tiny_branch).meta["history"])
     ]
-    # A file from before the start's history was recorded keeps the numbering, without the earlier epochs.
+    # A file from before the start's history was recorded keeps the numbering,
+    # without the earlier epochs.
     legacy = {"history": own, "init": {"epochs": 22, "init": None}}
     assert run_history(legacy)[0] == [] and [r["epoch"] for r in run_history(legacy)[1]] == [23, 24]
     # The command hands the figure exactly those epochs: the continued run's earlier ones, none

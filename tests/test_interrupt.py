@@ -283,7 +283,8 @@ def test_divergence_names_the_epoch_and_the_last_good_checkpoint_and_writes_no_n
 
 
 def test_sigterm_while_a_file_is_written_leaves_nothing_half_written(tmp_path: Path):
-    """Any command, not only training: SIGTERM mid-write unwinds, and the atomic writer removes its part file.
+    """Any command, not only training: SIGTERM mid-write unwinds, and the atomic writer removes its
+    part file.
 
     The child's safetensors writer is replaced by one that writes a few bytes, then receives
     SIGTERM and would take 30 s to finish: the one moment a killed process would leave a `.part`.
@@ -295,7 +296,8 @@ def test_sigterm_while_a_file_is_written_leaves_nothing_half_written(tmp_path: P
         "    open(path, 'wb').write(b'half a file')\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(30)\n"
-        "safetensors.torch.save_file = stopped_midway\n"  # fertool.artifacts imports it when it writes
+        # fertool.artifacts imports it when it writes
+        "safetensors.torch.save_file = stopped_midway\n"
         "from fertool.cli import app\n"
         "sys.argv = ['fertool', 'prepare', '--synthetic', '50', '-o', sys.argv[1]]\n"
         "app()\n"

@@ -1,4 +1,5 @@
-"""The code passes ruff's pyflakes and bugbear checks and mypy's type check (both configured in pyproject.toml)."""
+"""The code passes ruff's pyflakes and bugbear checks and mypy's type check (both configured in
+pyproject.toml)."""
 
 from __future__ import annotations
 

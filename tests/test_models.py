@@ -52,11 +52,13 @@ def test_deep_and_gentle_variants_keep_the_feature_size():
     gentle = DeXpression(batch_norm=True, stem="gentle").eval()
     assert [m.kernel_size for m in gentle.stem if isinstance(m, nn.Conv2d)] == [(3, 3), (3, 3)]
     assert gentle.stem(x).shape == (2, 64, 12, 12) and gentle.featex3 is None
-    # The same 3 x 3 x 272 features as the paper's: an ensemble head over any mix has the same width.
+    # The same 3 x 3 x 272 features as the paper's: an ensemble head over any mix has the same
+    # width.
     for name in ("dexpression_bn_deep", "dexpression_bn_gentle_deep"):
         model = create_model(name).eval()
         assert model.features(x).shape == (2, 272 * 3 * 3) and model(x).shape == (2, 7)
-        # The third block is on the path to the output, not only built: the loss reaches all its weights.
+        # The third block is on the path to the output, not only built:
+        # the loss reaches all its weights.
         model(x).square().sum().backward()
         assert all(
             p.grad is not None and p.grad.abs().sum() > 0 for p in model.featex3.parameters()
@@ -182,7 +184,8 @@ def test_a_file_whose_arguments_ask_for_huge_layers_is_refused_before_allocating
         resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
 
     code = (
-        "import sys\nfrom fertool.errors import BadInputError\nfrom fertool.models import load_model\n"
+        "import sys\nfrom fertool.errors import BadInputError\n"
+        "from fertool.models import load_model\n"
         "try:\n    load_model(sys.argv[1])\nexcept BadInputError as err:\n    print(err)\n"
     )
     done = subprocess.run(
@@ -202,7 +205,8 @@ def test_an_unfrozen_ensemble_trains_its_convs_and_keeps_its_batch_norm_statisti
     model = EnsembleClassifier(branches, hidden=(16,)).unfreeze().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert model.head.training and not any(b.training for b in model.branches)
-    # The branches' own classifiers never reach a penultimate head's output: frozen, so DDP does not wait on them.
+    # The branches' own classifiers never reach a penultimate head's output: frozen,
+    # so DDP does not wait on them.
     assert all(
         not b.backbone.fc.weight.requires_grad and b.backbone.stem[0].weight.requires_grad
         for b in branches

@@ -189,7 +189,8 @@ def test_curves_labels_of_runs_peaking_together_do_not_overlap(tmp_path):
     accuracy = fig.axes[1]
     labels = [t for t in accuracy.texts if t.get_text().endswith(" %")]
     assert len(labels) == 4
-    fig.draw_without_rendering()  # lays out the constrained axes, so the boxes are where a PNG has them
+    # Lays out the constrained axes, so the boxes are where a PNG has them.
+    fig.draw_without_rendering()
     boxes = [t.get_window_extent() for t in labels]
     overlapping = [
         (a.get_text(), b.get_text())
@@ -210,7 +211,8 @@ def test_curves_labels_of_runs_peaking_together_do_not_overlap(tmp_path):
 
 def test_curves_labels_of_two_close_groups_of_peaks_do_not_overlap(tmp_path):
     # The 60-epoch ablation: peaks 58.1 / 57.3 % and 54.9 / 53.6 % in the last three epochs, 2.4
-    # points apart: two stacks of labels, the first stack's second label ran into the second's first.
+    # points apart: two stacks of labels, the first stack's second label ran into the second's
+    # first.
     def peaking(best: int, top: float) -> list[dict]:
         return [
             {

@@ -1,4 +1,5 @@
-"""fertool predict on real photos: scikit-image's bundled astronaut (one smiling face), coffee and cat.
+"""fertool predict on real photos: scikit-image's bundled astronaut (one smiling face), coffee and
+cat.
 
 The model is the FER2013 DeXpression branch kept in results/fer2013 (51 % validation accuracy).
 """

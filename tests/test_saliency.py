@@ -315,7 +315,7 @@ def test_gradcam_of_an_ensemble_averages_its_branches(faces):
     assert both.shape == (3, 48, 48) and both.max() > 0
 
 
-# --- on the synthetic faces: the maps fall on the drawn eyes, brows and mouth ----------------------
+# --- on the synthetic faces: the maps fall on the drawn eyes, brows and mouth -------------------
 
 # Measured with the model below (91 % val; 40 val faces, masks grown by 2 px cover 23 % of the
 # image): gradient puts 0.58-0.60 of its mass inside (2.5-2.6x the area), smoothgrad 0.44 (1.9x),
@@ -332,7 +332,8 @@ EXPRESSIONS = ("happy", "sad", "surprise")
 
 @pytest.fixture(scope="module")
 def trained_on_faces():
-    """A tiny model trained on three expressions of the synthetic faces, and 40 val faces with masks.
+    """A tiny model trained on three expressions of the synthetic faces, and 40 val faces with
+    masks.
 
     Three clearly different expressions let a model that trains in seconds reach > 85 % val;
     the seven-class synthetic set needs a DeXpression and minutes.

@@ -88,7 +88,8 @@ def test_train_default_arch_and_epochs_per_seed_reach_every_stage_head_average_a
     small_synthetic_data: Path, tiny_branch: Path, tmp_path: Path
 ) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"
-    # HEAD=average and TEACHER here, the trained head in the first test: one run of the script covers both.
+    # HEAD=average and TEACHER here, the trained head in the first test:
+    # one run of the script covers both.
     env = {
         "SEEDS": "1@2 2:dexpression_bn@1",
         "ARCH": "tiny",
@@ -250,11 +251,13 @@ def test_ablation_table_reads_each_log_by_quarters_and_its_latest_run(tmp_path: 
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "%" in line]
     assert (
         rows[0]
-        == "| plain | 50.0% | 8 / 8 | 2.0% / 4.0% / 6.0% / 8.0% (epochs 2, 4, 6, 8) | 58.0% | 10 min |"
+        == "| plain | 50.0% | 8 / 8 | 2.0% / 4.0% / 6.0% / 8.0% (epochs 2, 4, 6, 8) | 58.0% "
+        "| 10 min |"
     )
     assert (
         rows[3]
-        == "| both | 50.0% | 8 / 8 | 32.0% / 34.0% / 36.0% / 38.0% (epochs 2, 4, 6, 8) | 58.0% | 10 min |"
+        == "| both | 50.0% | 8 / 8 | 32.0% / 34.0% / 36.0% / 38.0% (epochs 2, 4, 6, 8) | 58.0% "
+        "| 10 min |"
     )
 
 
@@ -315,7 +318,8 @@ def test_compare_tta_scores_crops_as_eval_does(synthetic_data: Path, tiny_branch
         and int(rows["flip + shift 2 px at each crops zoom"][3]) == 30
     )
 
-    # --precision bf16 computes as eval does in bf16 (within a face: the script's views are resampled).
+    # --precision bf16 computes as eval does in bf16 (within a face:
+    # the script's views are resampled).
     done = subprocess.run(
         [
             sys.executable,

@@ -103,7 +103,10 @@ def test_a_command_module_imports_only_base_and_the_library():
 
 
 def test_importing_fertool_does_not_import_the_command_line():
-    code = "import sys, fertool; print(sorted(m for m in sys.modules if m in ('typer', 'fertool.cli')))"
+    code = (
+        "import sys, fertool; "
+        "print(sorted(m for m in sys.modules if m in ('typer', 'fertool.cli')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

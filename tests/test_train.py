@@ -47,7 +47,8 @@ def test_a_batch_norm_dexpression_branch_learns_the_squares_in_two_epochs(easy_d
     assert_learned(train_branch(load_artifact(easy_data), config), 0.85)
 
 
-@pytest.mark.slow  # 7 epochs of 2,104 faces: 65 s on two cores of a 2-GHz Xeon, 140 s in the parallel suite
+# 7 epochs of 2,104 faces: 65 s on two cores of a 2-GHz Xeon, 140 s in the parallel suite
+@pytest.mark.slow
 def test_a_dexpression_branch_learns_the_synthetic_faces_in_a_few_epochs(larger_dataset):
     # The bar the synthetic faces must meet: a branch learns them (> 90 % val) within a few
     # epochs. The batch-norm variant does; the LRN original needs a few hundred steps to leave

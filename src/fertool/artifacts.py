@@ -90,7 +90,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
 
 def check_output_path(path: Path | str, inputs: Iterable[Path | str | None] = ()) -> None:
-    """Fail early (before hours of training) when `path` cannot be written, or would replace one of `inputs`."""
+    """Fail early (before hours of training) when `path` cannot be written,
+    or would replace one of `inputs`."""
     path = Path(path)
     for given in inputs:
         if given is not None and Path(given).exists() and path.resolve() == Path(given).resolve():
@@ -176,7 +177,8 @@ def check_kind(artifact: Artifact, expect: str | tuple[str, ...]) -> None:
         return
     wanted = " or ".join(_MAKES[kind] for kind in expected)
     raise WrongKindError(
-        f"{artifact.path}: is a {artifact.kind} artifact, but this needs {wanted}; pass that instead"
+        f"{artifact.path}: is a {artifact.kind} artifact, but this needs {wanted}; "
+        "pass that instead"
     )
 
 
@@ -199,7 +201,10 @@ _NUMPY_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "
 
 
 def _load_safetensors(path: Path, as_numpy: bool) -> Artifact:
-    not_ours = f"{path}: not a fertool artifact (safetensors or npz written by fertool); pass a file fertool wrote"
+    not_ours = (
+        f"{path}: not a fertool artifact (safetensors or npz written by fertool); "
+        "pass a file fertool wrote"
+    )
     try:
         with open(path, "rb") as handle:
             header_len = int.from_bytes(handle.read(8), "little")
@@ -210,7 +215,8 @@ def _load_safetensors(path: Path, as_numpy: bool) -> Artifact:
 
         with safe_open(str(path), framework="np") as handle:
             raw_meta = handle.metadata() or {}
-            # numpy has no bfloat16 (nor float8): such a file is read as torch tensors whatever was asked.
+            # numpy has no bfloat16 (nor float8): such a file is read as torch tensors whatever was
+            # asked.
             as_numpy = as_numpy and all(
                 handle.get_slice(name).get_dtype() in _NUMPY_DTYPES for name in handle.keys()
             )
@@ -308,7 +314,8 @@ def _decode_meta(path: Path, raw_meta: dict[str, str]) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         # Other tools' safetensors (e.g. {"format": "pt"}) keep plain strings here.
         raise BadInputError(
-            f"{path}: not a fertool artifact (its metadata is not fertool's); pass a file fertool wrote"
+            f"{path}: not a fertool artifact (its metadata is not fertool's); "
+            "pass a file fertool wrote"
         ) from err
     _check_meta(path, meta)
     return meta
@@ -317,12 +324,14 @@ def _decode_meta(path: Path, raw_meta: dict[str, str]) -> dict[str, Any]:
 def _check_meta(path: Path, meta: Any) -> None:
     if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
         raise BadInputError(
-            f"{path}: not a fertool artifact (no known kind in its metadata); pass a file fertool wrote"
+            f"{path}: not a fertool artifact (no known kind in its metadata); "
+            "pass a file fertool wrote"
         )
     schema = meta.get("schema")
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise BadInputError(
-            f"{path}: written with artifact schema {schema}, this fertool reads up to {SCHEMA_VERSION}; upgrade fertool"
+            f"{path}: written with artifact schema {schema}, this fertool reads up to "
+            f"{SCHEMA_VERSION}; upgrade fertool"
         )
 
 

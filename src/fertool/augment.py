@@ -87,7 +87,8 @@ class Augment:
         return torch.stack([row0, row1], dim=1)
 
     def erase_masks(self, n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """N x 1 x H x W booleans, True inside each image's erased rectangle (none for some images)."""
+        """N x 1 x H x W booleans, True inside each image's erased rectangle (none for some
+        images)."""
         cfg = self.config
         lo, hi = cfg.erase_area
         area = (lo + torch.rand(n, generator=self.generator) * (hi - lo)) * height * width

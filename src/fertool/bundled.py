@@ -28,7 +28,8 @@ def default_model_path() -> Path:
 
 
 def resolve_model(model_path: Path | None) -> tuple[Any, dict[str, Any], str]:
-    """(model in eval mode on the CPU, its metadata, its name): the file given, else the bundled one."""
+    """(model in eval mode on the CPU, its metadata, its name): the file given,
+    else the bundled one."""
     from fertool.models import load_model
 
     path = model_path or default_model_path()

@@ -99,7 +99,8 @@ class TrainingState:
 def save_checkpoint(
     path: Path, state: TrainingState, settings: dict[str, Any], data_sha256: str
 ) -> None:
-    """Write the state after a finished epoch (atomically: a kill mid-write keeps the previous one)."""
+    """Write the state after a finished epoch (atomically: a kill mid-write keeps the previous
+    one)."""
     save_tensors(
         path,
         state.tensors(),
@@ -137,7 +138,8 @@ def resume(
     if old != new:
         changed = sorted(k for k in set(new) | set(old) if old.get(k) != new.get(k))
         raise BadInputError(
-            f"{path}: was made with other settings ({', '.join(changed)}); use the same options or drop --resume"
+            f"{path}: was made with other settings ({', '.join(changed)}); "
+            "use the same options or drop --resume"
         )
     try:
         state.restore(saved.tensors, saved.meta)
@@ -148,7 +150,8 @@ def resume(
 
 
 def checkpoint_path(output: Path) -> Path:
-    """Where train-branch and ensemble keep their per-epoch checkpoint: beside the output, named after it."""
+    """Where train-branch and ensemble keep their per-epoch checkpoint: beside the output,
+    named after it."""
     return output.with_name(output.name + ".ckpt")
 
 

@@ -19,7 +19,8 @@ HEAD_DROPOUT = 0.5
 
 
 def check_schedule(epochs: int, batch_size: int, lr: float) -> None:
-    """The options every trainer shares (a branch's and an ensemble head's), refused before any work."""
+    """The options every trainer shares (a branch's and an ensemble head's),
+    refused before any work."""
     if epochs < 1:
         raise BadInputError(f"--epochs {epochs}: must be at least 1")
     if batch_size < 1:

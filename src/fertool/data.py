@@ -372,7 +372,8 @@ def load_folders(
     if skipped and not skip_bad:
         bad = next(i for i, reason in enumerate(reasons) if reason is not None)
         raise BadInputError(
-            f"{paths[bad]}: cannot read image ({reasons[bad]}); fix or remove it, or pass --skip-bad"
+            f"{paths[bad]}: cannot read image ({reasons[bad]}); fix or remove it, "
+            "or pass --skip-bad"
         )
     keep = np.array([reason is None for reason in reasons], dtype=bool)
     if not keep.any():
@@ -429,7 +430,8 @@ def _list_images(root: Path) -> list[tuple[Path, int, int | None]]:
     if split_folders and len(split_folders) < len(folders):
         other = next(folder for folder in folders if folder not in split_folders)
         raise BadInputError(
-            f"{other}: not a split folder, but its neighbour {split_folders[0].name} is; {LAYOUT_HELP}"
+            f"{other}: not a split folder, but its neighbour {split_folders[0].name} is; "
+            f"{LAYOUT_HELP}"
         )
     _refuse_stray_images(children)
     if not split_folders:

@@ -55,7 +55,8 @@ class Photo:
     scale: tuple[float, float]  # photo pixels per `gray` pixel, along x and y
 
     def to_original(self, box: Sequence[int]) -> list[int]:
-        """A box [x, y, w, h] in `gray` pixels -> the same box in the photo's own pixels, clipped."""
+        """A box [x, y, w, h] in `gray` pixels -> the same box in the photo's own pixels,
+        clipped."""
         (sx, sy), (width, height) = self.scale, self.size
         x0, y0 = round(box[0] * sx), round(box[1] * sy)
         x1, y1 = (
@@ -156,7 +157,8 @@ def photo_faces(
 def face_crops(
     photo: Photo, boxes: Sequence[Sequence[int]], margin: float = DetectConfig.margin
 ) -> np.ndarray:
-    """uint8 N x 48 x 48: each box grown by `margin` on every side (clipped to the photo), in gray."""
+    """uint8 N x 48 x 48: each box grown by `margin` on every side (clipped to the photo),
+    in gray."""
     height, width = photo.gray.shape
     crops = []
     for x, y, w, h in boxes:
@@ -174,7 +176,8 @@ def classify_faces(
     on_batch: Callable[[int], None] | None = None,
     tta: str = "flip",
 ) -> np.ndarray:
-    """Class probabilities (float64 N x K; 0 x 0 for no crops) of uint8 N x 48 x 48 crops, in batches.
+    """Class probabilities (float64 N x K; 0 x 0 for no crops) of uint8 N x 48 x 48 crops, in
+    batches.
 
     Test-time augmentation (evaluate.predict_logits): at least the mean of the softmax of each
     crop and of its mirror image, the flip every model is trained with; `tta="crops"` adds

@@ -2,7 +2,8 @@
 
     fertool eval fer.safetensors ensemble.safetensors --split train --tta crops -o teacher.npz
     fertool train-branch fer.safetensors --recipe best --teacher teacher.npz -o student.safetensors
-    fertool train-branch fer.safetensors --recipe best --teacher ensemble.safetensors -o student.safetensors
+    fertool train-branch fer.safetensors --recipe best --teacher ensemble.safetensors \\
+        -o student.safetensors
 
 The teacher comes in two forms. A predictions artifact is computed once, by `eval`, and the
 branch trains at the cost of an ordinary run; the price is that the teacher saw each face
@@ -36,7 +37,8 @@ REMAKE = "write it with `fertool eval DATA TEACHER --split train -o teacher.npz`
 
 
 def teacher_probabilities(teacher: Artifact, dataset: Artifact, temperature: float) -> torch.Tensor:
-    """The teacher's class probabilities for the dataset's train split, in the split's order (float32 N x K).
+    """The teacher's class probabilities for the dataset's train split, in the split's order
+    (float32 N x K).
 
     Refused unless the predictions were made on this very data set's train split: a teacher
     for other faces, or for another split, would teach the wrong answer without any error.
@@ -46,7 +48,8 @@ def teacher_probabilities(teacher: Artifact, dataset: Artifact, temperature: flo
         raise BadInputError(f"{where}: was predicted on other data than {dataset.path}; {REMAKE}")
     if teacher.meta.get("split") != "train":
         raise BadInputError(
-            f"{where}: holds the {teacher.meta.get('split')} split, a teacher needs the train split; {REMAKE}"
+            f"{where}: holds the {teacher.meta.get('split')} split, "
+            f"a teacher needs the train split; {REMAKE}"
         )
     if list(teacher.meta.get("classes", [])) != list(dataset.meta["classes"]):
         raise BadInputError(
@@ -90,7 +93,8 @@ def blend_targets(targets: torch.Tensor, teacher: torch.Tensor, weight: float) -
     """Class-probability targets: the labels (class indices, or probabilities after mixup) and
     the teacher's probabilities, mixed by `weight`.
 
-    With `weight` at most 0.5 the label keeps the largest share, so a hit still means the true class.
+    With `weight` at most 0.5 the label keeps the largest share, so a hit still means the true
+    class.
     """
     if not targets.is_floating_point():
         targets = F.one_hot(targets, teacher.shape[1])

@@ -50,7 +50,8 @@ class Cluster:
         return device
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
-        """This rank's slice of a global batch (contiguous slices, sizes differing by at most one)."""
+        """This rank's slice of a global batch (contiguous slices,
+        sizes differing by at most one)."""
         return indices.tensor_split(self.world_size)[self.rank] if self.active else indices
 
     def sum(self, value: torch.Tensor) -> torch.Tensor:
@@ -60,13 +61,15 @@ class Cluster:
         return value
 
     def sync_buffers(self, module: nn.Module) -> None:
-        """Give every rank rank 0's buffers (batch-norm running statistics), so all evaluate the same model."""
+        """Give every rank rank 0's buffers (batch-norm running statistics),
+        so all evaluate the same model."""
         if self.active:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """The model as the training step should call it: DDP-wrapped when there are several ranks."""
+        """The model as the training step should call it: DDP-wrapped when there are several
+        ranks."""
         if not self.active:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -90,7 +93,8 @@ def cluster_from_env() -> Cluster:
 
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[Cluster]:
-    """Join torchrun's process group for the block (NCCL for CUDA, gloo otherwise); yield the cluster."""
+    """Join torchrun's process group for the block (NCCL for CUDA, gloo otherwise);
+    yield the cluster."""
     cluster = cluster_from_env()
     if not cluster.active or dist.is_initialized():
         yield cluster

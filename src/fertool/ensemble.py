@@ -56,7 +56,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         sizes = ()
     if not sizes or min(sizes) < 1:
         raise BadInputError(
-            f"--hidden {text}: expected layer widths like 512,256 (or none for a single linear layer)"
+            f"--hidden {text}: expected layer widths like 512,256 (or none for a single linear "
+            "layer)"
         )
     return sizes
 
@@ -72,8 +73,8 @@ def check_compatible(branches: list[Artifact]) -> None:
         for key in ("classes", "input_size"):
             if other.meta.get(key) != first.meta.get(key):
                 raise WrongKindError(
-                    f"{other.path}: its {key} {other.meta.get(key)} differ from {first.path}'s {first.meta.get(key)}; "
-                    "ensemble branches trained on the same kind of data"
+                    f"{other.path}: its {key} {other.meta.get(key)} differ from {first.path}'s "
+                    f"{first.meta.get(key)}; ensemble branches trained on the same kind of data"
                 )
 
 
@@ -163,7 +164,8 @@ def branch_outputs(
     batch_size: int = 100,
     reporter: Reporter | None = None,
 ) -> torch.Tensor:
-    """The head's inputs for uint8 images, views x N x features, computed once (the branches are frozen).
+    """The head's inputs for uint8 images, views x N x features, computed once (the branches are
+    frozen).
 
     Filled in place: six views of FER2013's training faces through three branches are 5 GB.
     """
@@ -185,7 +187,8 @@ def branch_outputs(
 
 
 def view_mean_logits(head: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Logits of views x N x features inputs: with several views, the log of their mean softmax (as `predict_logits`)."""
+    """Logits of views x N x features inputs: with several views,
+    the log of their mean softmax (as `predict_logits`)."""
     if len(inputs) == 1:
         return head(inputs[0])
     return log_mean_softmax(torch.stack([head(view) for view in inputs]))
@@ -229,11 +232,12 @@ def train_ensemble(
         )
 
     def cache(images: torch.Tensor, split: str) -> torch.Tensor:
-        # Minutes for big branches before the first epoch line: say what is happening, even in a log file.
+        # Minutes for big branches before the first epoch line: say what is happening,
+        # even in a log file.
         views = "" if config.views == "none" else f" ({config.views} views)"
         reporter.stage(
-            f"computing the {len(branches)} frozen branches' outputs for the {len(images):,} {split} faces"
-            f"{views}, once",
+            f"computing the {len(branches)} frozen branches' outputs for the {len(images):,} "
+            f"{split} faces{views}, once",
             len(images),
         )
         return branch_outputs(model, images, device, dtype, config.views, reporter=reporter)
@@ -348,7 +352,8 @@ def make_ensemble(
     resume: bool = False,
 ) -> tuple[EnsembleClassifier, dict[str, Any]]:
     """(model, metadata) of `fertool ensemble`: a head trained on frozen branches, or with
-    `average` their mean probabilities, scored on `config.val_split` as `eval` will score the file."""
+    `average` their mean probabilities, scored on `config.val_split` as `eval` will score the
+    file."""
     from fertool.evaluate import predict_logits
     from fertool.models import check_model_fits
 

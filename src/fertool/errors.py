@@ -37,4 +37,5 @@ class WrongKindError(FertoolError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: files closed, checkpoint kept."""
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C: files closed,
+    checkpoint kept."""

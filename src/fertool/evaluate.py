@@ -45,7 +45,8 @@ def select_split(dataset: Artifact, split: str) -> tuple[torch.Tensor, torch.Ten
 
 
 def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 N x H x W (or N x 1 x H x W) -> float N x 1 x H x W in [0, 1], channels-last, on device."""
+    """uint8 N x H x W (or N x 1 x H x W) -> float N x 1 x H x W in [0, 1], channels-last,
+    on device."""
     if images.dim() == 3:
         images = images.unsqueeze(1)
     x = images.to(device, non_blocking=True).float().div_(255.0)
@@ -93,7 +94,8 @@ def tta_logits(model: nn.Module, batch: torch.Tensor, tta: str) -> torch.Tensor:
 
 
 def log_mean_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """views x N x classes logits -> N x classes: the log of each image's mean softmax over its views."""
+    """views x N x classes logits -> N x classes: the log of each image's mean softmax over its
+    views."""
     return logits.float().softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log()
 
 

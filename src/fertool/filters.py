@@ -91,7 +91,8 @@ class LayerCapture:
     """Context manager that hooks one layer and removes the hook on exit, even on error.
 
     with LayerCapture(model, "featex1") as capture:
-        maps = capture.run(images01)  # the layer's output (its input with stop="input"); no more is run
+        # the layer's output (its input with stop="input"); no more is run
+        maps = capture.run(images01)
     """
 
     def __init__(self, model: nn.Module, layer: str, stop: str = "output"):
@@ -212,7 +213,8 @@ def activation_maps(model: nn.Module, layer: str, image01: torch.Tensor) -> np.n
 
 
 class FourierImage(nn.Module):
-    """A batch of 1-channel images parametrised by 1/f-scaled Fourier coefficients (lucent's fft_image).
+    """A batch of 1-channel images parametrised by 1/f-scaled Fourier coefficients (lucent's
+    fft_image).
 
     Adam moves every coefficient by about the same amount; scaled by 1/frequency, those moves
     give the image a natural-image spectrum, so ascent grows shapes instead of the pixel noise

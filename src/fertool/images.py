@@ -68,7 +68,8 @@ def gather_images(
 
 def faces_in_photos(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     """Every face of every photo, cropped as `predict` crops it (a 48x48 image is one face), named
-    by its photo and, where a photo has several, its number and box x,y,w,h in the photo's pixels."""
+    by its photo and, where a photo has several, its number and box x,y,w,h in the photo's
+    pixels."""
     from fertool.detect import photo_faces, read_photo
 
     crops, names = [], []

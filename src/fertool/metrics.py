@@ -32,7 +32,8 @@ def classification_report(
     true_positive = np.diag(matrix).astype(float)
     support = matrix.sum(axis=1)
     predicted_count = matrix.sum(axis=0)
-    # A class never predicted (or absent) has precision (recall) 0, not NaN: JSON-friendly and honest.
+    # A class never predicted (or absent) has precision (recall) 0, not NaN:
+    # JSON-friendly and honest.
     precision = np.divide(
         true_positive, predicted_count, out=np.zeros(len(classes)), where=predicted_count > 0
     )

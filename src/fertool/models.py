@@ -25,7 +25,8 @@ from fertool.errors import BadInputError, WrongKindError
 
 
 class Backbone(nn.Module):
-    """What every registered architecture provides: the classifier, Grad-CAM and the ensemble read these."""
+    """What every registered architecture provides: the classifier,
+    Grad-CAM and the ensemble read these."""
 
     feature_dim: int  # width of `features(x)`, what an ensemble's head reads
     fc: nn.Linear  # the last layer: features -> class logits
@@ -193,7 +194,8 @@ class DeXpression(Backbone):
         self.featex1 = block(stem_out)
         self.pool1 = nn.MaxPool2d(3, stride=2, padding=1)
         self.featex2 = block(self.featex1.out_channels)
-        # A third block at the 6x6 of the second: depth where it is cheap (a quarter of featex1's cost).
+        # A third block at the 6x6 of the second: depth where it is cheap (a quarter of featex1's
+        # cost).
         self.featex3 = block(self.featex2.out_channels) if blocks == 3 else None
         self.pool2 = nn.MaxPool2d(3, stride=2, padding=1)
         # The last block: what the features are made of, and where Grad-CAM looks by default.
@@ -268,7 +270,8 @@ def dexpression_bn_gentle_deep(**kwargs: Any) -> Backbone:
 
 @register_model
 def dexpression_bn_gentle_wide(**kwargs: Any) -> Backbone:
-    """dexpression_bn_gentle_deep with 1.5x the channels in every conv (2.2x the parameters, 1.75x the epoch time)."""
+    """dexpression_bn_gentle_deep with 1.5x the channels in every conv (2.2x the parameters,
+    1.75x the epoch time)."""
     return DeXpression(batch_norm=True, stem="gentle", blocks=3, width=1.5, **kwargs)
 
 
@@ -278,7 +281,8 @@ def tiny(**kwargs: Any) -> Backbone:
 
 
 class FERClassifier(nn.Module):
-    """A backbone plus the normalisation it was trained with; input is [0, 1] pixels, N x 1 x H x W."""
+    """A backbone plus the normalisation it was trained with; input is [0, 1] pixels,
+    N x 1 x H x W."""
 
     mean: torch.Tensor  # buffers: saved with the weights
     std: torch.Tensor
@@ -374,7 +378,8 @@ class EnsembleClassifier(nn.Module):
         return self
 
     def unfreeze(self) -> "EnsembleClassifier":
-        """Make every weight that reaches the output trainable: end-to-end fine-tuning of a trained ensemble.
+        """Make every weight that reaches the output trainable: end-to-end fine-tuning of a trained
+        ensemble.
 
         A head over penultimate features never reads the branches' own classifiers (`fc`); they
         stay frozen, so data-parallel training does not wait for gradients they never get.
@@ -443,8 +448,9 @@ def model_from_artifact(artifact: Artifact) -> Classifier:
         model.load_state_dict(artifact.tensors, strict=True)
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise BadInputError(
-            f"{artifact.path}: model weights do not match its architecture ({str(err).splitlines()[0]}); "
-            "the file is damaged or from another fertool, train it again"
+            f"{artifact.path}: model weights do not match its architecture "
+            f"({str(err).splitlines()[0]}); the file is damaged or from another fertool, "
+            "train it again"
         ) from err
     except BadInputError as err:  # an architecture or option the file names, not the command line
         raise BadInputError(
@@ -483,6 +489,7 @@ def branch_from_artifact(artifact: Artifact) -> FERClassifier:
     model = model_from_artifact(artifact)
     if not isinstance(model, FERClassifier):
         raise WrongKindError(
-            f"{artifact.path}: is an ensemble, but this needs a branch made by train-branch; pass a branch"
+            f"{artifact.path}: is an ensemble, but this needs a branch made by train-branch; "
+            "pass a branch"
         )
     return model

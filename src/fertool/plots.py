@@ -49,7 +49,8 @@ _HEAT = "inferno"  # perceptually uniform, and readable in grayscale print
 
 
 def save_figure(fig: Figure, path: Path | str, dpi: int = DPI) -> None:
-    """Write `fig` atomically to `path` (format from the suffix: png, pdf, svg, jpg; else png), then close it."""
+    """Write `fig` atomically to `path` (format from the suffix: png, pdf, svg, jpg; else png),
+    then close it."""
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
     fmt = suffix if suffix in ("png", "pdf", "svg", "jpg", "jpeg") else "png"
@@ -249,7 +250,10 @@ def filters_figure(
     )
     heading = title or f"{layer}: the input that maximises each filter's mean activation"
     if off.any():
-        heading += f"\n({off.sum()} filters marked 'off' stayed at zero: dead units, their pictures show nothing)"
+        heading += (
+            f"\n({off.sum()} filters marked 'off' stayed at zero: dead units, "
+            "their pictures show nothing)"
+        )
     fig.suptitle(heading, fontsize=11)
     return fig
 

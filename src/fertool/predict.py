@@ -2,7 +2,8 @@
 
     from fertool.bundled import resolve_model
     model, meta, _ = resolve_model(None)
-    rows, problems = predict_photos([Path("party.jpg")], model, meta["classes"], PredictConfig(tta="crops"))
+    config = PredictConfig(tta="crops")
+    rows, problems = predict_photos([Path("party.jpg")], model, meta["classes"], config)
     rows[0]["faces"][0]    # {"box": [x, y, w, h], "label": "happy", "probabilities": {...}}
 
 Every photo is read and searched for faces first; then all face crops go through the model
@@ -66,7 +67,8 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
             found = images_under(path, IMAGE_EXTENSIONS)
             if not found:
                 problems.append(
-                    f"{path}: no images in this folder (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                    f"{path}: no images in this folder (looked for "
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
                 )
             files.extend(found)
         elif path.exists():
@@ -90,7 +92,8 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 def images_under(root: Path, extensions: frozenset[str]) -> list[Path]:
-    """Image files below `root`, sorted, skipping hidden files and folders; symlinked folders are not followed."""
+    """Image files below `root`, sorted, skipping hidden files and folders;
+    symlinked folders are not followed."""
     found: list[Path] = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))

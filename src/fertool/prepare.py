@@ -50,7 +50,8 @@ def split_counts(labels: np.ndarray, split: np.ndarray) -> dict[str, dict[str, i
 
 
 def train_statistics(images: np.ndarray, split: np.ndarray) -> tuple[float, float]:
-    """Mean and std of the training pixels, in [0, 1] units (all pixels if there is no train split)."""
+    """Mean and std of the training pixels, in [0, 1] units (all pixels if there is no train
+    split)."""
     train = images[split == 0] if (split == 0).any() else images
     pixels = (
         torch.from_numpy(train).float().div_(255.0)
@@ -85,8 +86,8 @@ def hold_out(raw: RawDataset, fraction: float, seed: int = 0) -> RawDataset:
         split[rng.permutation(candidates)[:count]] = HOLDOUT
     if not (split == HOLDOUT).any():
         raise BadInputError(
-            f"--holdout {fraction}: sets aside no face of the {int((raw.split == 0).sum())} in train; "
-            "give a larger fraction"
+            f"--holdout {fraction}: sets aside no face of the {int((raw.split == 0).sum())} in "
+            "train; give a larger fraction"
         )
     return dataclasses.replace(raw, split=split)
 
@@ -149,7 +150,8 @@ class PrepareConfig:
 def prepare_dataset(
     config: PrepareConfig,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], RawDataset]:
-    """(tensors, metadata, the raw data set with its skipped files) of the data set `config` names."""
+    """(tensors, metadata, the raw data set with its skipped files) of the data set `config`
+    names."""
     from fertool import data
 
     config.validate()

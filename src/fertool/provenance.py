@@ -157,8 +157,10 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
 
 
 def head_shape(meta: dict[str, Any], tensors: dict[str, Any]) -> str:
-    """An ensemble's head as its layer widths, read off the weights: '7344 -> 512 -> 256 -> 7, dropout 0.5'."""
-    # The head is a Sequential of dropout, linear, ReLU...: its linear layers are the indexed weights.
+    """An ensemble's head as its layer widths, read off the weights: '7344 -> 512 -> 256 -> 7,
+    dropout 0.5'."""
+    # The head is a Sequential of dropout, linear, ReLU...: its linear layers are the indexed
+    # weights.
     weights = sorted(
         (int(name.split(".")[1]), t.shape)
         for name, t in tensors.items()

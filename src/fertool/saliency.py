@@ -106,7 +106,8 @@ class SaliencyMethod:
     def batched(
         self, attribute: Any, images01: torch.Tensor, targets: torch.Tensor, batch_size: int = 64
     ) -> torch.Tensor:
-        """`attribute(x, targets)` (N x H x W per batch) over all images, with gradients on, on the model's device."""
+        """`attribute(x, targets)` (N x H x W per batch) over all images, with gradients on,
+        on the model's device."""
         if not self._entered:
             name = type(self).__name__
             raise RuntimeError(f"use {name} as a context manager: `with {name}(model) as m:`")
@@ -291,7 +292,8 @@ class GradCAM(SaliencyMethod):
         missing = [name for name in self.layers if name not in self._activations]
         if missing:
             raise BadInputError(
-                f"layer {missing[0]} is not used by the model's forward pass; choose another --layer"
+                f"layer {missing[0]} is not used by the model's forward pass; "
+                "choose another --layer"
             )
         acts = [self._activations[name] for name in self.layers]
         grads = torch.autograd.grad(score, acts)
@@ -390,7 +392,8 @@ def explain(
 
 
 def check_method(method: str, layer: str | None = None, steps: int | None = None) -> None:
-    """Refuse an unknown method, or an option of another method (--layer, --steps), before any work."""
+    """Refuse an unknown method, or an option of another method (--layer, --steps),
+    before any work."""
     if method not in METHODS:
         raise BadInputError(
             f"unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}"

@@ -52,7 +52,8 @@ class _Checker:
         return value
 
     def array(self, name: str, kinds: str, dims: int) -> np.ndarray | torch.Tensor:
-        """The array `name`, of a dtype kind in `kinds` ('u' unsigned, 'i' int, 'f' float), `dims`-D."""
+        """The array `name`, of a dtype kind in `kinds` ('u' unsigned, 'i' int, 'f' float),
+        `dims`-D."""
         arrays = self.artifact.tensors
         if name not in arrays:
             self.fail(f"it has no {name!r} array")
@@ -117,7 +118,8 @@ def _finite_number(value: Any) -> bool:
 
 
 def _is_history(value: Any) -> bool:
-    """None, or epochs as train.py records them: dicts whose loss (and any accuracies) are finite numbers."""
+    """None, or epochs as train.py records them: dicts whose loss (and any accuracies) are finite
+    numbers."""
     return value is None or (
         isinstance(value, list)
         and all(
@@ -165,13 +167,15 @@ def check_dataset(artifact: Any) -> None:
     split = c.array("split", "u", 1)
     if tuple(images.shape[1:]) != (size, size):
         c.fail(
-            f"its images are {images.shape[1]}x{images.shape[2]}, but its metadata says {size}x{size}"
+            f"its images are {images.shape[1]}x{images.shape[2]}, "
+            f"but its metadata says {size}x{size}"
         )
     if not len(labels) == len(split) == len(images):
         c.fail(f"it has {len(images)} images, {len(labels)} labels and {len(split)} split codes")
     if not _in_range(labels, len(classes)):
         c.fail(
-            f"its labels run from {int(labels.min())} to {int(labels.max())}, outside 0..{len(classes) - 1}"
+            f"its labels run from {int(labels.min())} to {int(labels.max())}, "
+            f"outside 0..{len(classes) - 1}"
         )
     if not _in_range(split, SPLIT_COUNT):
         c.fail(f"its split codes run up to {int(split.max())}, outside 0..{SPLIT_COUNT - 1}")

@@ -154,7 +154,8 @@ def draw_faces(
         or val_fraction + test_fraction >= 1
     ):
         raise ValueError(
-            f"need n >= 1 and val_fraction + test_fraction < 1, got {n}, {val_fraction}, {test_fraction}"
+            f"need n >= 1 and val_fraction + test_fraction < 1, got {n}, {val_fraction}, "
+            f"{test_fraction}"
         )
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(classes)).astype(np.int64)
@@ -173,7 +174,8 @@ def draw_faces(
 
 
 def _stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float) -> np.ndarray:
-    """Per class, the first (1 - val - test) share of its (shuffled) faces is train, then val, then test."""
+    """Per class, the first (1 - val - test) share of its (shuffled) faces is train, then val,
+    then test."""
     split = np.zeros(len(labels), np.uint8)
     for label in np.unique(labels):
         where = np.flatnonzero(labels == label)
@@ -243,7 +245,8 @@ def _nuisance(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 def _expressions(
     rng: np.random.Generator, labels: np.ndarray, classes: tuple[str, ...]
 ) -> dict[str, np.ndarray]:
-    """Expression parameters: neutral + intensity * class offset + jitter, clamped to sane shapes."""
+    """Expression parameters: neutral + intensity * class offset + jitter,
+    clamped to sane shapes."""
     n = len(labels)
     intensity = rng.uniform(0.7, 1.1, n)
     happy_closed = (np.array(classes)[labels] == "happy") & (rng.random(n) >= HAPPY_OPEN_MOUTH)

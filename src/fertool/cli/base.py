@@ -68,7 +68,8 @@ class OneLineErrors(TyperGroup):
 app = typer.Typer(
     cls=OneLineErrors,
     name="fertool",
-    help="Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like it).",
+    help="Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out "
+    "like it).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -142,7 +143,8 @@ def reflow(doc: str) -> str:
 def command(
     name: str | None = None, *, panel: str
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a command on `app` in a `--help` panel, its docstring as help, its errors as one line."""
+    """Register a command on `app` in a `--help` panel, its docstring as help,
+    its errors as one line."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         wrapped = user_errors(fn)
@@ -158,7 +160,8 @@ def print_json(payload: dict[str, Any]) -> None:
 
 
 def recorded_command() -> str:
-    """The command line as a shell would take it again (paths with spaces quoted): `info` shows it."""
+    """The command line as a shell would take it again (paths with spaces quoted):
+    `info` shows it."""
     return shlex.join(["fertool", *sys.argv[1:]])
 
 
@@ -181,7 +184,8 @@ def main_options(
         ),
     ] = False,
 ) -> None:
-    """Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like it)."""
+    """Train, evaluate and explain facial-expression classifiers (FER2013 and data laid out like
+    it)."""
     _debug["on"] = debug or bool(os.environ.get("FERTOOL_DEBUG"))
     refuse_data_parallel(ctx.invoked_subcommand)
 

@@ -47,7 +47,8 @@ def confusion(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Draw the confusion matrix of saved predictions; name the most-confused pairs and the worst class.
+    """Draw the confusion matrix of saved predictions; name the most-confused pairs and the worst
+    class.
 
     Example: fertool confusion preds.npz -o confusion.png --csv confusion.csv
     """
@@ -92,7 +93,8 @@ def confusion(
     )
     for pair in pairs:
         out.print(
-            f"  {pair['true']:>8} taken for {pair['predicted']:<8} {pair['rate']:6.1%}  ({pair['count']} image{'s' if pair['count'] != 1 else ''})",
+            f"  {pair['true']:>8} taken for {pair['predicted']:<8} {pair['rate']:6.1%}  "
+            f"({pair['count']} image{'s' if pair['count'] != 1 else ''})",
             highlight=False,
         )
     out.print(f"  worst class: {worst} (recall {recalls[worst]:.1%})", highlight=False)

@@ -36,7 +36,8 @@ def curves(
         ),
     ] = None,
 ) -> None:
-    """Plot loss and train/val accuracy per epoch from models' recorded histories, one line per model.
+    """Plot loss and train/val accuracy per epoch from models' recorded histories, one line per
+    model.
 
     Example: fertool curves branch1.safetensors branch2.safetensors -o curves.png
     """

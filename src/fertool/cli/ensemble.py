@@ -1,6 +1,7 @@
 """fertool ensemble: join frozen branches with a trained head, or average them.
 
-fertool ensemble fer.safetensors b1.safetensors b2.safetensors b3.safetensors -o ensemble.safetensors
+fertool ensemble fer.safetensors b1.safetensors b2.safetensors b3.safetensors \\
+    -o ensemble.safetensors
 fertool ensemble fer.safetensors b1.safetensors b2.safetensors --average -o average.safetensors
 """
 
@@ -123,7 +124,7 @@ def ensemble_command(
 ) -> None:
     """Join frozen branches with three dense layers (or average them), selected on validation.
 
-    Example: fertool ensemble fer.safetensors branch1.safetensors branch2.safetensors branch3.safetensors -o ensemble.safetensors
+    Example: fertool ensemble fer.safetensors branch*.safetensors -o ensemble.safetensors
     """
     from fertool.artifacts import check_output_path, load_artifact, save_tensors
     from fertool.checkpoint import checkpoint_path, run_checkpoint
@@ -183,7 +184,7 @@ def ensemble_command(
         )
         out.print(line, highlight=False)
     out.print(
-        f"{output}: {summary['mode']} ensemble of {len(branches)} branches, {config.val_split} accuracy "
-        f"{accuracy:.2%}",
+        f"{output}: {summary['mode']} ensemble of {len(branches)} branches, "
+        f"{config.val_split} accuracy {accuracy:.2%}",
         highlight=False,
     )

@@ -110,8 +110,8 @@ def eval_command(
     views = f", TTA {result.tta}" if result.tta != "none" else ""
     out.print(report_table(report, f"{model_name} on {data} [{result.split}]{views}"))
     out.print(
-        f"accuracy {report['accuracy']:.2%} ({report['count']} images), macro F1 {report['macro_f1']:.3f}; "
-        f"{result.images_per_second:,.0f} images/s on {result.device}",
+        f"accuracy {report['accuracy']:.2%} ({report['count']} images), macro F1 "
+        f"{report['macro_f1']:.3f}; {result.images_per_second:,.0f} images/s on {result.device}",
         highlight=False,
     )
 

@@ -48,7 +48,8 @@ def filters(
         bool,
         typer.Option(
             "--detect",
-            help="With --image: find the faces in the photo and draw one (see --face), cropped as `predict` crops it.",
+            help="With --image: find the faces in the photo and draw one (see --face), "
+            "cropped as `predict` crops it.",
         ),
     ] = False,
     face: Annotated[
@@ -56,7 +57,8 @@ def filters(
         typer.Option(
             "--face",
             min=1,
-            help="With --detect: which face, counted from the left as `predict` lists them (1 = leftmost).",
+            help="With --detect: which face, counted from the left as `predict` lists them (1 = "
+            "leftmost).",
         ),
     ] = 1,
     list_layers_flag: Annotated[
@@ -64,7 +66,8 @@ def filters(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Draw the input that most excites each filter of a layer (gradient ascent), or its outputs for an image.
+    """Draw the input that most excites each filter of a layer (gradient ascent), or its outputs
+    for an image.
 
     Example: fertool filters branch1.safetensors --layer featex1 -o filters.png
     """

@@ -19,7 +19,8 @@ from fertool.cli.base import USE_PANEL, JsonOpt, command, out, print_json
 
 
 def packed_line(packing: dict[str, Any]) -> str:
-    """scripts/pack_model.py's record in words: what `eval` gives with the file as it is, then what it weighed.
+    """scripts/pack_model.py's record in words: what `eval` gives with the file as it is, then
+    what it weighed.
 
     The file's val_accuracy is the model's as it was trained (one view, full precision); a packed
     file is scored again with its own TTA and weights, and that is the figure `eval` reproduces.
@@ -46,7 +47,8 @@ def info(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show what a model (or any artifact) is and how it was made: architecture, data, command, epochs, accuracy.
+    """Show what a model (or any artifact) is and how it was made: architecture, data, command,
+    epochs, accuracy.
 
     Example: fertool info branch1.safetensors
     """
@@ -99,13 +101,14 @@ def branch_text(branch: dict[str, Any]) -> str:
     after = f" after {branch['init_epochs']} (--init)" if branch["init_epochs"] else ""
     since = " (then fine-tuned with the head: see init)" if branch["fine_tuned_since"] else ""
     return (
-        f"{branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, val {acc_text}{since}: "
-        f"{branch['command']}"
+        f"{branch['arch']}, seed {branch['seed']}, {branch['epochs']} epochs{after}, "
+        f"val {acc_text}{since}: {branch['command']}"
     )
 
 
 def val_suffix(record: dict[str, Any]) -> str:
-    """ ", val 69.27%" for a record of another model that knows its val accuracy (older files may not)."""
+    """ ", val 69.27%" for a record of another model that knows its val accuracy (older files
+    may not)."""
     acc = record.get("val_accuracy")
     return f", val {acc:.2%}" if isinstance(acc, float) else ""
 
@@ -113,12 +116,18 @@ def val_suffix(record: dict[str, Any]) -> str:
 def field_text(key: str, value: Any) -> str:
     """One field of `info`'s summary in words."""
     if key == "init" and isinstance(value, dict):
-        return f"{value.get('file')} ({value.get('epochs')} epochs{val_suffix(value)}): {value.get('command')}"
+        return (
+            f"{value.get('file')} ({value.get('epochs')} epochs{val_suffix(value)}): "
+            f"{value.get('command')}"
+        )
     if key == "teacher" and isinstance(value, dict) and value.get("online"):
         # The teacher ran on one view per face, so its one-view val accuracy is the figure that
         # matters here, not the higher one a packed file reaches with test-time views.
         views = " on single views" if val_suffix(value) else ""
-        return f"{value.get('file')} ({value.get('arch')}{val_suffix(value)}{views}), run on every step's transformed faces"
+        return (
+            f"{value.get('file')} ({value.get('arch')}{val_suffix(value)}{views}), "
+            "run on every step's transformed faces"
+        )
     if key == "teacher" and isinstance(value, dict):
         return f"{value.get('file')}: {value.get('model')}'s predictions (tta {value.get('tta')})"
     if key in ("val_accuracy", "train_mean", "train_std") and isinstance(value, float):
@@ -126,7 +135,10 @@ def field_text(key: str, value: Any) -> str:
     if key == "train_seconds" and isinstance(value, (int, float)):
         return f"{value / 60:.1f} min"
     if key == "holdout" and isinstance(value, dict):
-        return f"{value['fraction'] * 100:g} % of each class of train set aside (--holdout-seed {value.get('seed')})"
+        return (
+            f"{value['fraction'] * 100:g} % of each class of train set aside "
+            f"(--holdout-seed {value.get('seed')})"
+        )
     if key == "packed" and isinstance(value, dict):
         return packed_line(value)
     if key == "counts" and isinstance(value, dict):

@@ -59,7 +59,8 @@ def predict(
         typer.Argument(
             metavar="[MODEL] PATH...",
             show_default=False,
-            help="A model file (default: the bundled model), then photos, folders (searched recursively) or globs.",
+            help="A model file (default: the bundled model), then photos, "
+            "folders (searched recursively) or globs.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -67,7 +68,8 @@ def predict(
         bool,
         typer.Option(
             "--csv",
-            help="Print CSV on stdout: path,x,y,w,h,label and one probability per class, a row per face.",
+            help="Print CSV on stdout: path,x,y,w,h,label and one probability per class, "
+            "a row per face.",
         ),
     ] = False,
     annotate_dir: Annotated[
@@ -101,7 +103,8 @@ def predict(
     tta: TtaOpt = Tta.AUTO,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Find the faces in photos and name the expression of each, with the probability of every class.
+    """Find the faces in photos and name the expression of each, with the probability of every
+    class.
 
     Each face is cropped with a margin, made 48x48 gray and classified with the views of --tta
     (auto: those the model file asks for; the bundled model's are crops, six views).
@@ -161,8 +164,8 @@ def predict(
         print_summary(rows, classes, model_name, annotate_dir)
     if problems:
         error_line(
-            f"{len(problems)} input(s) could not be read (named above); the results cover the other "
-            f"{len(rows)}"
+            f"{len(problems)} input(s) could not be read (named above); "
+            f"the results cover the other {len(rows)}"
         )
         raise typer.Exit(int(ExitCode.BAD_INPUT))
 
@@ -244,14 +247,18 @@ def print_summary(
     # broken lines, so the table gets its natural width there instead of the default 80 columns.
     if out.is_terminal:
         out.print(table)
-    else:  # Console.print(width=) cannot exceed the console's width, so a console as wide as the table
+    else:
+        # Console.print(width=) cannot exceed the console's width, so a console as wide as the table
         width = max(
             out.width, Measurement.get(out, out.options.update_width(100_000), table).maximum
         )
         Console(file=out.file, width=width, soft_wrap=True, markup=False).print(table)
     faces = sum(len(row["faces"]) for row in rows)
     without = sum(1 for row in rows if not row["faces"])
-    line = f"{faces} face{'s' if faces != 1 else ''} in {len(rows)} photo{'s' if len(rows) != 1 else ''}"
+    line = (
+        f"{faces} face{'s' if faces != 1 else ''} in "
+        f"{len(rows)} photo{'s' if len(rows) != 1 else ''}"
+    )
     line += f", {without} without a face" if without else ""
     line += f"; annotated copies in {annotate_dir}" if annotate_dir is not None else ""
     out.print(line, highlight=False)

@@ -1,4 +1,5 @@
-"""fertool prepare: read FER2013 (CSV or image folders) or draw synthetic faces into a data set file.
+"""fertool prepare: read FER2013 (CSV or image folders) or draw synthetic faces into a data set
+file.
 
 fertool prepare fer2013.csv -o fer.safetensors
 fertool prepare fer2013/ -o fer.safetensors --json
@@ -26,7 +27,8 @@ def prepare(
         Optional[Path],
         typer.Argument(
             show_default=False,
-            help="fer2013.csv, or a folder of images (ROOT/<split>/<class>/* or ROOT/<class>/* with --split).",
+            help="fer2013.csv, or a folder of images (ROOT/<split>/<class>/* or ROOT/<class>/* "
+            "with --split).",
         ),
     ] = None,
     output: Annotated[
@@ -59,8 +61,8 @@ def prepare(
             min=0,
             max=1,
             show_default=False,
-            help="Set aside this fraction of each class of train as split 'holdout': no branch trains on "
-            "it, and `ensemble --train-split holdout` trains a head on it.",
+            help="Set aside this fraction of each class of train as split 'holdout': "
+            "no branch trains on it, and `ensemble --train-split holdout` trains a head on it.",
         ),
     ] = 0.0,
     holdout_seed: Annotated[
@@ -121,6 +123,6 @@ def prepare(
     out.print(table)
     note = f", skipped {len(raw.skipped)} unreadable" if raw.skipped else ""
     out.print(
-        f"{summary['images']} images in {summary['seconds']} s{note}; train mean {meta['train_mean']:.4f}, "
-        f"std {meta['train_std']:.4f}"
+        f"{summary['images']} images in {summary['seconds']} s{note}; "
+        f"train mean {meta['train_mean']:.4f}, std {meta['train_std']:.4f}"
     )

@@ -43,7 +43,9 @@ def saliency(
         SaliencyMethod,
         typer.Option(
             "--method",
-            help="gradient: |d score / d pixel|, the report's; smoothgrad: its mean over noisy copies; gradcam: the last block's weighted maps; integrated: integrated gradients from the face's mean brightness.",
+            help="gradient: |d score / d pixel|, the report's; smoothgrad: its mean over noisy "
+            "copies; gradcam: the last block's weighted maps; integrated: integrated gradients "
+            "from the face's mean brightness.",
         ),
     ] = SaliencyMethod.GRADIENT,
     target: Annotated[
@@ -77,7 +79,8 @@ def saliency(
         typer.Option(
             "--steps",
             min=1,
-            help="integrated only: points on the path from the featureless face; more make the attributions' sum closer to the logit's rise, and cost more. \\[32]",
+            help="integrated only: points on the path from the featureless face; "
+            "more make the attributions' sum closer to the logit's rise, and cost more. \\[32]",
             show_default=False,
         ),
     ] = None,
@@ -85,7 +88,8 @@ def saliency(
         Optional[Path],
         typer.Option(
             "--npz",
-            help="Also write the raw maps (npz; with --method integrated also `signed`, the attributions with their signs).",
+            help="Also write the raw maps (npz; with --method integrated also `signed`, "
+            "the attributions with their signs).",
             show_default=False,
         ),
     ] = None,
@@ -93,7 +97,8 @@ def saliency(
         bool,
         typer.Option(
             "--detect",
-            help="Find the faces in each photo first and explain each, cropped as `predict` crops them (without it, an image is one face: its centred square).",
+            help="Find the faces in each photo first and explain each, cropped as `predict` crops "
+            "them (without it, an image is one face: its centred square).",
         ),
     ] = False,
     tta: TtaOpt = Tta.AUTO,
@@ -201,12 +206,14 @@ def saliency(
         return
     for row in rows:
         sums = (
-            f"; attributions sum to {row['attribution_sum']:+.3f} of the logit's {row['logit_rise']:+.3f} rise"
+            f"; attributions sum to {row['attribution_sum']:+.3f} of the logit's "
+            f"{row['logit_rise']:+.3f} rise"
             if "logit_rise" in row
             else ""
         )
         out.print(
-            f"  {row['image']}: {row['predicted']} ({row['probability']:.0%}), map of {row['target']}{sums}",
+            f"  {row['image']}: {row['predicted']} ({row['probability']:.0%}), "
+            f"map of {row['target']}{sums}",
             highlight=False,
         )
     with_views = f" (predictions with TTA {views})" if views != "none" else ""

@@ -45,8 +45,8 @@ def train_branch_command(
             "-o",
             "--output",
             show_default=False,
-            help="Artifact to write \\[default: branch<SEED>.safetensors; <INIT>-tuned.safetensors for an "
-            "ensemble --init].",
+            help="Artifact to write \\[default: branch<SEED>.safetensors; "
+            "<INIT>-tuned.safetensors for an ensemble --init].",
         ),
     ] = None,
     seed: Annotated[
@@ -58,9 +58,9 @@ def train_branch_command(
         typer.Option(
             "--arch",
             show_default=False,
-            help="dexpression: the paper's branch; dexpression_bn: batch norm instead of LRN; _deep: a "
-            "third FeatEx block; _gentle_deep: and two 3x3 convs for the 7x7/2 stem; _gentle_wide: "
-            f"gentle_deep with 1.5x the channels; tiny: for tests. {OVERRIDE}",
+            help="dexpression: the paper's branch; dexpression_bn: batch norm instead of LRN; "
+            "_deep: a third FeatEx block; _gentle_deep: and two 3x3 convs for the 7x7/2 stem; "
+            f"_gentle_wide: gentle_deep with 1.5x the channels; tiny: for tests. {OVERRIDE}",
         ),
     ] = None,
     epochs: Annotated[
@@ -116,7 +116,8 @@ def train_branch_command(
         typer.Option(
             "--augment-preset",
             show_default=False,
-            help=f"report: flip, ±5°, ±10 % shift and zoom; strong: ±10°, ±15 %, random erasing. {OVERRIDE}",
+            help="report: flip, ±5°, ±10 % shift and zoom; strong: ±10°, ±15 %, "
+            f"random erasing. {OVERRIDE}",
         ),
     ] = None,
     mixup: Annotated[
@@ -126,8 +127,8 @@ def train_branch_command(
             min=0,
             metavar="ALPHA",
             show_default=False,
-            help="Blend each batch's images in pairs, and their targets alike, by a weight drawn from "
-            f"Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. {OVERRIDE}",
+            help="Blend each batch's images in pairs, and their targets alike, "
+            f"by a weight drawn from Beta(ALPHA, ALPHA) (mixup; 0.2 is usual); 0 = off. {OVERRIDE}",
         ),
     ] = None,
     dropout: Annotated[
@@ -174,9 +175,9 @@ def train_branch_command(
         typer.Option(
             "--init",
             show_default=False,
-            help="Start from this model's weights (and its architecture and normalisation): train a "
-            "branch longer on a fresh schedule, fine-tune it on other data, or give an ensemble to "
-            "train its branches and head together (the output is an ensemble).",
+            help="Start from this model's weights (and its architecture and normalisation): train "
+            "a branch longer on a fresh schedule, fine-tune it on other data, or give an ensemble "
+            "to train its branches and head together (the output is an ensemble).",
         ),
     ] = None,
     teacher: Annotated[
@@ -185,9 +186,9 @@ def train_branch_command(
             "--teacher",
             metavar="PREDS|MODEL",
             show_default=False,
-            help="Distil: a teacher's predictions on this data's train split (`fertool eval DATA TEACHER "
-            "--split train -o teacher.npz`), or a model run on every step's transformed faces "
-            "(slower, the answer fits the view), blended into every target.",
+            help="Distil: a teacher's predictions on this data's train split (`fertool eval DATA "
+            "TEACHER --split train -o teacher.npz`), or a model run on every step's transformed "
+            "faces (slower, the answer fits the view), blended into every target.",
         ),
     ] = None,
     teacher_weight: Annotated[
@@ -214,7 +215,8 @@ def train_branch_command(
     The default recipe, best, is the one that gives the best model for the time given (FER2013
     validation accuracy on a 2-core CPU: see README, "Results"); --recipe report is the report's.
     With --init ENSEMBLE it fine-tunes a trained ensemble end to end instead (branches and head).
-    With --teacher it learns from a trained model's predictions as well as the labels (distillation).
+    With --teacher it learns from a trained model's predictions as well as the labels
+    (distillation).
 
     Example: fertool train-branch fer.safetensors -o branch1.safetensors --seed 1 --epochs 40
     """
