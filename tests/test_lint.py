@@ -1,5 +1,5 @@
-"""The code passes ruff's pyflakes and bugbear checks and mypy's type check (both configured in
-pyproject.toml)."""
+"""The code passes ruff's checks (pyflakes, bugbear, lines of at most 100 columns, sorted
+imports), is as `ruff format` writes it, and passes mypy's type check (all in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,20 @@ def test_ruff_finds_nothing() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_code_is_formatted() -> None:
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e '.[dev]')")
+    done = subprocess.run(
+        [ruff, "format", "--check", "--no-cache", "src", "tests", "scripts", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, "run `ruff format src tests scripts benchmarks`\n" + done.stdout
 
 
 def test_mypy_finds_nothing() -> None:

@@ -84,7 +84,7 @@ def test_train_default_trains_continues_ensembles_and_packs(
     assert load_artifact(packed).meta["packing"]["from"] == model.meta["packing"]["from"]
 
 
-def test_train_default_arch_and_epochs_per_seed_reach_every_stage_head_average_averages_and_teacher_distils(
+def test_train_default_per_seed_arch_and_epochs_reach_every_stage_and_a_teacher_distils(
     small_synthetic_data: Path, tiny_branch: Path, tmp_path: Path
 ) -> None:
     out, packed = tmp_path / "runs", tmp_path / "default.safetensors"

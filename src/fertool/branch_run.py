@@ -84,14 +84,16 @@ def branch_config(
 
 
 def load_start(path: Path, dataset: Artifact) -> tuple[Artifact, str]:
-    """(artifact, sha256) of the model `--init` names, checked: a branch or an ensemble, for this data."""
+    """(artifact, sha256) of the model `--init` names, checked: a branch or an ensemble for
+    this data."""
     start, digest = load_with_digest(path, ("branch", "ensemble"))
     check_model_fits(start.meta, path, dataset)
     return start, digest
 
 
 def load_teacher(path: Path, dataset: Artifact) -> tuple[Artifact, str]:
-    """(artifact, sha256) of `--teacher`: predictions (distill.py checks they fit) or a model for this data."""
+    """(artifact, sha256) of `--teacher`: predictions (distill.py checks they fit) or a model
+    for this data."""
     teacher, digest = load_with_digest(path, ("predictions", *MODEL_KINDS))
     if teacher.kind != "predictions":
         check_model_fits(teacher.meta, path, dataset)

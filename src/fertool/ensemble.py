@@ -364,13 +364,7 @@ def make_ensemble(
         result = train_ensemble(
             dataset, branches, config, reporter=reporter, checkpoint=checkpoint, resume=resume
         )
-        metrics = {
-            "best_val_accuracy": result.best_val_accuracy,
-            "best_epoch": result.best_epoch,
-            "val_split": config.val_split,
-            "images_per_second": result.images_per_second,
-            "seconds": result.seconds,
-        }
+        metrics = result.metrics(config.val_split)
         meta = {
             **result.meta,
             "train_config": _settings(config),

@@ -162,6 +162,9 @@ class DeXpression(Backbone):
             raise BadInputError(f"DeXpression blocks {blocks}: choose 2 (the paper's) or 3")
         if not 0 < width <= 4:
             raise BadInputError(f"DeXpression width {width}: choose a channel multiplier in (0, 4]")
+        if image_size < 16 or image_size % 16:
+            # Three stride-2 stages and a stride-2 stem: the classifier's input is side // 16.
+            raise BadInputError(f"DeXpression image_size {image_size}: choose a multiple of 16")
 
         def channels(paper: int) -> int:
             return max(1, round(paper * width))
@@ -223,7 +226,6 @@ class TinyNet(Backbone):
         self,
         num_classes: int = 7,
         in_channels: int = 1,
-        image_size: int = IMAGE_SIZE,
         dropout: float = 0.0,
     ):
         super().__init__()
@@ -469,13 +471,19 @@ def load_model(path: Path | str) -> tuple[Classifier, dict[str, Any]]:
 
 
 def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Artifact) -> None:
-    """Refuse a model whose classes or input size are not the data set's."""
+    """Refuse a model whose classes or input (channels, size) are not the data set's: a data
+    set holds one gray channel of `image_size` pixels a side."""
     if list(model_meta["classes"]) != list(dataset.meta["classes"]):
         raise WrongKindError(
             f"{model_path}: predicts classes {model_meta['classes']}, but {dataset.path} has "
             f"{dataset.meta['classes']}; use a model trained on such data"
         )
-    size = model_meta.get("input_size", [1, IMAGE_SIZE, IMAGE_SIZE])[-1]
+    channels, _, size = model_meta.get("input_size", [1, IMAGE_SIZE, IMAGE_SIZE])
+    if channels != 1:
+        raise WrongKindError(
+            f"{model_path}: takes {channels}-channel images, but {dataset.path} holds gray ones; "
+            "use a model trained on gray faces"
+        )
     if size != dataset.meta["image_size"]:
         side = dataset.meta["image_size"]
         raise WrongKindError(

@@ -96,7 +96,8 @@ class TrainConfig:
             raise BadInputError(f"--teacher-weight {self.teacher_weight}: must be in [0, 1]")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise BadInputError(
-                f"--temperature {self.temperature}: must be positive (1 = the teacher's own probabilities)"
+                f"--temperature {self.temperature}: must be positive "
+                "(1 = the teacher's own probabilities)"
             )
 
 
@@ -248,7 +249,8 @@ def optimize_epoch(
     label_smoothing: float = 0.0,
     cluster: Cluster = Cluster(),
 ) -> tuple[float, float]:
-    """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels), `forward` logits.
+    """One shuffled pass of `count` examples: `batch_at(index)` gives (inputs, labels),
+    `forward` logits.
 
     Labels are class indices, or class probabilities (mixup); a probability target counts as a
     hit when the logits' top class is its largest share.
@@ -376,7 +378,8 @@ def check_finite(
     else:
         last_good = "; no epoch finished before it"
     raise FertoolError(
-        f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; lower --lr and run again"
+        f"training diverged in epoch {epoch} (non-finite loss or weights){last_good}; "
+        "lower --lr and run again"
     )
 
 
@@ -412,12 +415,13 @@ def initial_model(
                 else f"a {init.meta['arch']} branch"
             )
             raise BadInputError(
-                f"{init.path}: is {what}, but --arch is {config.arch}; drop --arch to train it further"
+                f"{init.path}: is {what}, but --arch is {config.arch}; "
+                "drop --arch to train it further"
             )
         model = set_dropout(model_from_artifact(init), config.dropout)
         arch_args = {**init.meta["arch_args"], "dropout": config.dropout}
         if isinstance(model, EnsembleClassifier):
-            # Each branch keeps the normalisation it carries inside; the ensemble has none of its own.
+            # Each branch keeps the normalisation it carries inside; the ensemble has none.
             return model.unfreeze(), arch_args, None
         return model, arch_args, init.meta.get("normalization")
     arch_args = {"num_classes": len(dataset.meta["classes"]), "dropout": config.dropout}
@@ -428,7 +432,8 @@ def initial_model(
 def set_dropout(model: Classifier, p: float) -> Classifier:
     """Give every dropout layer of `model` the probability `p`: a run from trained weights may
     train with another dropout than they were trained with (its arch_args then record `p`).
-    An ensemble's branches stay in eval mode while its head trains, so there only the head's count."""
+    An ensemble's branches stay in eval mode while its head trains, so there only the head's
+    count."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
@@ -436,7 +441,8 @@ def set_dropout(model: Classifier, p: float) -> Classifier:
 
 
 def check_teacher(config: TrainConfig, teacher: Artifact | None, cluster: Cluster) -> None:
-    """Refuse a teacher's weight without a teacher (or the reverse), and a batch smaller than the ranks."""
+    """Refuse a teacher's weight without a teacher (or the reverse), and a batch smaller than
+    the ranks."""
     if teacher is None and config.teacher_weight > 0:
         raise BadInputError(
             f"--teacher-weight {config.teacher_weight}: needs --teacher PREDS|MODEL, "
@@ -444,7 +450,8 @@ def check_teacher(config: TrainConfig, teacher: Artifact | None, cluster: Cluste
         )
     if teacher is not None and config.teacher_weight == 0:
         raise BadInputError(
-            "--teacher-weight 0: a teacher needs a share above 0; drop --teacher to train without one"
+            "--teacher-weight 0: a teacher needs a share above 0; "
+            "drop --teacher to train without one"
         )
     if config.batch_size < cluster.world_size:
         raise BadInputError(
@@ -570,7 +577,8 @@ def train_branch(
     init: Artifact | None = None,
     teacher: Artifact | None = None,
 ) -> TrainResult:
-    """Train one branch on the dataset's train split, keeping the best weights on `config.val_split`.
+    """Train one branch on the dataset's train split, keeping the best weights on
+    `config.val_split`.
 
     With a `cluster` of several ranks (torchrun), every rank calls this; only rank 0 should pass
     a reporter and a checkpoint path. `init`, a branch artifact, gives the starting weights
@@ -605,7 +613,8 @@ def train_branch(
 
 
 def _ensemble_parts(init: Artifact) -> dict[str, Any]:
-    """What a fine-tuned ensemble keeps of its start's metadata: the branches' shapes and provenance.
+    """What a fine-tuned ensemble keeps of its start's metadata: the branches' shapes and
+    provenance.
 
     Their weights have changed, so their metrics describe where they started. A start's `tta` is
     dropped: the epoch was chosen on plain faces, and that is how eval should score it.

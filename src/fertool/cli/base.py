@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -236,6 +236,13 @@ TtaOpt = Annotated[
         "none) | none | flip (the face and its mirror) | crops (flip, plus two zoomed-in centre "
         "crops: 6).",
     ),
+]
+LogOpt = Annotated[
+    Optional[Path],
+    typer.Option("--log", show_default=False, help="Append one JSON line per epoch to this file."),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run.")
 ]
 DataArg = Annotated[
     Path,

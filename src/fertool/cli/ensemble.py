@@ -8,7 +8,7 @@ fertool ensemble fer.safetensors b1.safetensors b2.safetensors --average -o aver
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,8 +17,10 @@ from fertool.cli.base import (
     DataArg,
     DeviceOpt,
     JsonOpt,
+    LogOpt,
     PrecisionOpt,
     ProgressReporter,
+    ResumeOpt,
     command,
     out,
     print_json,
@@ -110,16 +112,8 @@ def ensemble_command(
     ] = DEFAULTS.seed,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.AUTO,
-    log: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--log", show_default=False, help="Append one JSON line per epoch to this file."
-        ),
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run."),
-    ] = False,
+    log: LogOpt = None,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Join frozen branches with three dense layers (or average them), selected on validation.

@@ -18,8 +18,10 @@ from fertool.cli.base import (
     DataArg,
     DeviceOpt,
     JsonOpt,
+    LogOpt,
     PrecisionOpt,
     ProgressReporter,
+    ResumeOpt,
     command,
     out,
     print_json,
@@ -160,16 +162,8 @@ def train_branch_command(
     ] = Split.VAL,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.AUTO,
-    log: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--log", show_default=False, help="Append one JSON line per epoch to this file."
-        ),
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option("--resume", help="Continue from OUTPUT.ckpt, left by an interrupted run."),
-    ] = False,
+    log: LogOpt = None,
+    resume: ResumeOpt = False,
     init: Annotated[
         Optional[Path],
         typer.Option(
