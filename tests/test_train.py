@@ -109,6 +109,41 @@ def test_onecycle_warms_up_peaks_at_thirty_percent_and_anneals_to_almost_zero():
     assert learning_rate(TrainConfig(lr=0.3), 7, 10) == 0.3
 
 
+def test_best_recipe_trains_its_classifier_at_a_tenth_of_the_rate_and_starts_on_mild_transforms(
+    dataset, monkeypatch
+):
+    # The fc's SGD steps diverge at the recipe's peak rate without it
+    # (docs/experiments/2026-12-07-first-epoch.md).
+    import fertool.train
+    from fertool.augment import PRESETS
+    from fertool.models import build_classifier
+    from fertool.train import RECIPES, make_optimizer
+
+    model = build_classifier("tiny", {"num_classes": 7}, None)
+    best = TrainConfig(**{**RECIPES["best"], "arch": "tiny"})
+    body, head = make_optimizer(model, best).param_groups
+    assert [id(p) for p in head["params"]] == [id(p) for p in model.backbone.fc.parameters()]
+    assert head["lr_scale"] == 0.1 and "lr_scale" not in body
+    assert len(body["params"]) + 2 == len(list(model.parameters()))
+    report = TrainConfig(**RECIPES["report"])
+    assert len(make_optimizer(model, report).param_groups) == 1  # the report's: as before
+    # Each epoch's transforms and the fc's rate, as the loop sets them.
+    real, seen = fertool.train.train_one_epoch, []
+
+    def spy(run):
+        result = real(run)
+        rates = [group["lr"] for group in run.state.optimizer.param_groups]
+        seen.append((run.augment.config, rates[1] / rates[0]))
+        return result
+
+    monkeypatch.setattr(fertool.train, "train_one_epoch", spy)
+    settings = {**RECIPES["best"], "arch": "tiny", "epochs": 2, "seed": 0}
+    result = train_branch(dataset, TrainConfig(**settings))
+    assert len(result.history) == 2
+    assert [config for config, _ in seen] == [PRESETS["report"], PRESETS["strong"]]
+    assert all(abs(ratio - 0.1) < 1e-12 for _, ratio in seen)
+
+
 @pytest.mark.parametrize("mixup", [0.0, 0.2])
 def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tmp_path, mixup):
     # The schedule is a function of the global step, the momentum buffers travel in the
@@ -121,8 +156,10 @@ def test_sgd_onecycle_run_resumed_midway_equals_an_uninterrupted_one(dataset, tm
         optimizer="sgd",
         schedule="onecycle",
         weight_decay=5e-4,
+        classifier_lr=0.1,
         label_smoothing=0.1,
         augment_preset="strong",
+        augment_warmup=1,
         mixup=mixup,
         seed=4,
     )

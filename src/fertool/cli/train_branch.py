@@ -103,6 +103,17 @@ def train_branch_command(
         Optional[float],
         typer.Option("--weight-decay", min=0, show_default=False, help=f"L2 penalty. {OVERRIDE}"),
     ] = None,
+    classifier_lr: Annotated[
+        Optional[float],
+        typer.Option(
+            "--classifier-lr",
+            min=0,
+            metavar="SCALE",
+            show_default=False,
+            help="The last layer's learning rate, as a multiple of --lr (best: 0.1, so SGD's first "
+            f"steps do not diverge). {OVERRIDE}",
+        ),
+    ] = None,
     label_smoothing: Annotated[
         Optional[float],
         typer.Option(
@@ -120,6 +131,17 @@ def train_branch_command(
             show_default=False,
             help="report: flip, ±5°, ±10 % shift and zoom; strong: ±10°, ±15 %, "
             f"random erasing. {OVERRIDE}",
+        ),
+    ] = None,
+    augment_warmup: Annotated[
+        Optional[int],
+        typer.Option(
+            "--augment-warmup",
+            min=0,
+            metavar="EPOCHS",
+            show_default=False,
+            help="Epochs at the start that use the report preset's milder transforms (best: 1, so "
+            f"a short run learns). {OVERRIDE}",
         ),
     ] = None,
     mixup: Annotated[
@@ -244,8 +266,10 @@ def train_branch_command(
         "optimizer": optimizer,
         "schedule": schedule,
         "weight_decay": weight_decay,
+        "classifier_lr": classifier_lr,
         "label_smoothing": label_smoothing,
         "augment_preset": augment_preset,
+        "augment_warmup": augment_warmup,
         "mixup": mixup,
         "dropout": dropout,
         "teacher_weight": teacher_weight,
