@@ -74,13 +74,15 @@ elif [[ -n "$teacher" ]]; then
 fi
 
 # train NAME ARGS...: one train-branch run to OUTDIR/NAME.safetensors, resumed if it was stopped.
+# `--recipe best` as the bundled model was trained with it, before its classifier rate and
+# augmentation warm-up (docs/experiments/2026-12-07-first-epoch.md): the default is remade as it is.
 train() {
   local name=$1 target="$out/$1.safetensors"
   shift
   [[ -f "$target" ]] && return 0
   local resume=()
   [[ -f "$target.ckpt" ]] && resume=(--resume)
-  "$fertool" train-branch "$data" -o "$target" --recipe best --log "$out/$name.jsonl" "$@" ${distil[@]+"${distil[@]}"} ${resume[@]+"${resume[@]}"} --json \
+  "$fertool" train-branch "$data" -o "$target" --recipe best --classifier-lr 1 --augment-warmup 0 --log "$out/$name.jsonl" "$@" ${distil[@]+"${distil[@]}"} ${resume[@]+"${resume[@]}"} --json \
     > "$out/$name.json"
 }
 

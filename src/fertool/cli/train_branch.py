@@ -228,8 +228,9 @@ def train_branch_command(
 ) -> None:
     """Train one DeXpression branch; keep the weights of its best epoch on the validation split.
 
-    The default recipe, best, is the one that gives the best model for the time given (FER2013
-    validation accuracy on a 2-core CPU: see README, "Results"); --recipe report is the report's.
+    The default recipe, best, gives the best model for the time given. On FER2013 (seed 1, a
+    2-core AVX512-BF16 CPU, about 25 s an epoch) a run of --epochs 1 reaches 43 % val accuracy,
+    3: 51 %, 8: 56 %, 40 (the default): 62.5 %; --recipe report, the report's recipe, is slower.
     With --init ENSEMBLE it fine-tunes a trained ensemble end to end instead (branches and head).
     With --teacher it learns from a trained model's predictions as well as the labels
     (distillation).
