@@ -1,7 +1,7 @@
 """Errors a user can cause, and the exit codes the CLI maps them to.
 
 The library raises `FertoolError` (or a subclass) with a one-line message that names the file
-and says what to do; `cli.py` prints that line and exits with the error's code, no traceback.
+and says what to do; `cli/base.py` prints that line and exits with the error's code, no traceback.
 Exit codes live here, in one place (after httpie's `status.py`).
 """
 
