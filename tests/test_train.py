@@ -93,7 +93,7 @@ def test_divergence_stops_with_the_epoch_named(dataset):
 
 
 def test_onecycle_warms_up_peaks_at_thirty_percent_and_anneals_to_almost_zero():
-    from fertool.train import learning_rate
+    from fertool.recipes import learning_rate
 
     config = TrainConfig(lr=0.05, schedule="onecycle")
     rates = [learning_rate(config, step, 1000) for step in range(1001)]
@@ -117,7 +117,7 @@ def test_best_recipe_trains_its_classifier_at_a_tenth_of_the_rate_and_starts_on_
     import fertool.train
     from fertool.augment import PRESETS
     from fertool.models import build_classifier
-    from fertool.train import RECIPES, make_optimizer
+    from fertool.recipes import RECIPES, make_optimizer
 
     model = build_classifier("tiny", {"num_classes": 7}, None)
     best = TrainConfig(**{**RECIPES["best"], "arch": "tiny"})

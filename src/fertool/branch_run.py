@@ -21,7 +21,8 @@ from fertool.distill import teacher_provenance
 from fertool.distributed import Cluster
 from fertool.models import check_model_fits
 from fertool.provenance import init_provenance, load_with_digest
-from fertool.train import RECIPES, Reporter, TrainConfig, TrainResult, train_branch
+from fertool.recipes import RECIPES, TrainConfig
+from fertool.train import Reporter, TrainResult, train_branch
 
 # A teacher's share of each target when none is given: as much teacher as label.
 DEFAULT_TEACHER_WEIGHT = 0.5

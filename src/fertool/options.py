@@ -53,7 +53,7 @@ class Precision(Choice):
 
 
 class Recipe(Choice):
-    """`train-branch --recipe`: named starting points (train.RECIPES)."""
+    """`train-branch --recipe`: named starting points (recipes.RECIPES)."""
 
     BEST = "best"
     REPORT = "report"
