@@ -1258,10 +1258,23 @@ def test_bracketed_paths_print_as_written(
     )
 
 
-def test_the_arch_choices_are_the_registered_architectures() -> None:
-    # The Enum is written out by hand (the CLI imports no torch until a command runs); this keeps
-    # it from drifting when an architecture is registered or renamed.
-    from fertool.models import list_models
-    from fertool.options import Arch
+def test_each_option_enum_lists_what_the_library_knows_by_that_name() -> None:
+    # The Enums are written out by hand (the CLI imports no torch until a command runs); where the
+    # library keys things by name (a registry, a dict of recipes), this keeps the two from
+    # drifting. The plain value sets (splits, views, precisions, optimizers) are the Enums'.
+    from fertool import options
+    from fertool.augment import PRESETS
+    from fertool.models import EnsembleClassifier, list_models
+    from fertool.recipes import RECIPES
+    from fertool.saliency import METHODS
 
-    assert sorted(Arch.values()) == list_models()
+    pairs = {
+        options.Arch: list_models(),
+        options.Recipe: RECIPES,
+        options.AugmentPreset: PRESETS,
+        options.SaliencyMethod: METHODS,
+        options.Features: [f for f in EnsembleClassifier.FEATURES if f != "average"],
+        options.Tta: ["auto", *options.Views.values()],
+    }
+    for enum, known in pairs.items():
+        assert sorted(enum.values()) == sorted(known), enum.__name__

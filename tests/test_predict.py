@@ -323,9 +323,13 @@ def test_saliency_detect_explains_the_faces_predict_finds(photos, tmp_path):
     assert json.loads(whole.stdout)["images"][0]["probability"] != pytest.approx(
         rows[0]["probability"], abs=1e-3
     )
-    # A branch without a file TTA: predict mirrors by default, saliency takes the face alone;
-    # the same --tta makes them agree again.
-    for tta in ("none", "flip"):
+    # A branch whose file names no test-time views: --tta auto is the face alone in predict as
+    # in saliency (one meaning of auto), and any --tta given makes the two agree too.
+    auto = predict_json(photos / "astronaut.png")["results"][0]["faces"][0]["probabilities"]
+    for tta, same in (("none", True), ("flip", False)):
+        chosen = predict_json(photos / "astronaut.png", "--tta", tta)["results"][0]["faces"][0]
+        assert (chosen["probabilities"] == pytest.approx(auto, abs=1e-6)) is same, tta
+    for tta in ("auto", "none", "flip"):
         alone = predict_json(photos / "astronaut.png", "--tta", tta)["results"][0]["faces"][0][
             "probabilities"
         ]

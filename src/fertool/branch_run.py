@@ -19,6 +19,7 @@ from typing import Any
 from fertool.artifacts import MODEL_KINDS, Artifact
 from fertool.distill import teacher_provenance
 from fertool.distributed import Cluster
+from fertool.errors import BadInputError
 from fertool.models import check_model_fits
 from fertool.provenance import init_provenance, load_with_digest
 from fertool.recipes import RECIPES, TrainConfig
@@ -68,8 +69,6 @@ def branch_config(
     dropout it was trained with unless one is given, and the normalisation its weights expect.
     """
     if recipe not in RECIPES:
-        from fertool.errors import BadInputError
-
         raise BadInputError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
     settings = {**RECIPES[recipe], **{k: v for k, v in options.items() if v is not None}, **fixed}
     if settings.get("teacher_weight") is None:

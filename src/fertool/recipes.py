@@ -21,6 +21,7 @@ from fertool.augment import PRESETS
 from fertool.configs import check_schedule
 from fertool.errors import BadInputError
 from fertool.models import FERClassifier
+from fertool.options import Optimizer, Schedule
 
 
 @dataclass
@@ -91,8 +92,8 @@ class TrainConfig:
             )
 
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine", "onecycle")
+OPTIMIZERS = Optimizer.values()
+SCHEDULES = Schedule.values()
 
 # Named starting points for `--recipe`; options given on the command line override them.
 RECIPES: dict[str, dict[str, Any]] = {

@@ -18,8 +18,9 @@ from typing import Iterator
 import torch
 
 from fertool.errors import BadInputError
+from fertool.options import Precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = Precision.values()
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -64,7 +64,7 @@ class SaliencyMethod:
     def __init__(self, model: nn.Module):
         self.model = model
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._mode = eval_mode(model)
+        self._mode: Any = None  # eval_mode(model) while entered
         self._entered = False
 
     def __enter__(self) -> "SaliencyMethod":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from fertool.errors import BadInputError
+from fertool.options import Views
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +27,7 @@ SPLIT_COUNT = (
 )
 # The test-time augmentations a model file may ask for (`tta`); evaluate.py gives each its views.
 # Here, not there, so that checking a file does not import torch.
-TTA_MODES = ("none", "flip", "crops")
+TTA_MODES = Views.values()
 # The numbers of an epoch record that `curves` and `info` read (train.py writes them).
 EPOCH_NUMBERS = ("loss", "val_loss", "train_accuracy", "val_accuracy")
 

@@ -263,8 +263,8 @@ ModelArg = Annotated[
 # ---------------------------------------------------------------- progress
 
 
-def progress_bar(speed: bool = False) -> Any:
-    """A transient progress bar on stderr; silent when stderr is not a terminal.
+def progress_bar(speed: bool = False, enabled: bool = True) -> Any:
+    """A transient progress bar on stderr; silent when stderr is not a terminal or not `enabled`.
 
     `speed`: a column for a `speed` field the caller updates (images/s while training).
     """
@@ -280,15 +280,16 @@ def progress_bar(speed: bool = False) -> Any:
     if speed:
         columns.append(TextColumn("{task.fields[speed]}"))
     columns.append(TimeRemainingColumn())
-    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
+    return Progress(
+        *columns, console=err, transient=True, disable=not (enabled and err.is_terminal)
+    )
 
 
 class ProgressReporter:
     """Draws the training loop's progress on stderr and appends each epoch to a JSONL log."""
 
     def __init__(self, log_path: Path | None, enabled: bool = True):
-        self.progress = progress_bar(speed=True)
-        self.progress.disable = self.progress.disable or not enabled
+        self.progress = progress_bar(speed=True, enabled=enabled)
         self.enabled = enabled
         self.task: Any = None
         self.log_path = log_path

@@ -7,6 +7,7 @@ fertool ensemble fer.safetensors b1.safetensors b2.safetensors --average -o aver
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -146,10 +147,12 @@ def ensemble_command(
     config.validate()
     dataset = load_artifact(data, expect="dataset")
     branches = [load_artifact(p, expect="branch") for p in branch_paths]
-    checkpoint = run_checkpoint(output, resume) if not average else checkpoint_path(output)
-    with resumable(checkpoint), ProgressReporter(log) as reporter:
+    # An average trains nothing: no checkpoint to keep, nothing to resume.
+    checkpoint = checkpoint_path(output) if average else run_checkpoint(output, resume)
+    guard = contextlib.nullcontext() if average else resumable(checkpoint)
+    with guard, ProgressReporter(log) as reporter:
         model, meta = make_ensemble(
-            dataset, branches, config, average, reporter, checkpoint, resume
+            dataset, branches, config, average, reporter, None if average else checkpoint, resume
         )
     save_tensors(
         output, model.state_dict(), kind="ensemble", meta={**meta, "command": recorded_command()}
