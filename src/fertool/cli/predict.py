@@ -120,7 +120,7 @@ def predict(
     from fertool.bundled import resolve_model
     from fertool.detect import DetectConfig
     from fertool.evaluate import model_tta
-    from fertool.predict import PredictConfig, expand_inputs, predict_photos, write_annotations
+    from fertool.photos import PredictConfig, expand_inputs, predict_photos, write_annotations
     from fertool.runtime import resolve_device
 
     if as_json and as_csv:
