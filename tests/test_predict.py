@@ -463,3 +463,22 @@ def test_filters_detect_draws_the_outputs_for_the_face_chosen(photos, tmp_path, 
         code=3,
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "pair.png"]
+
+
+def test_a_photo_from_pixels_finds_the_faces_its_file_does(photos, tmp_path):
+    from fertool.detect import photo_faces, photo_from_pixels, read_photo
+
+    astronaut = skimage_data.astronaut()
+    from_file = photo_faces(read_photo(photos / "astronaut.png"))
+    from_pixels = photo_faces(photo_from_pixels(astronaut, "astronaut"))
+    assert [f.box for f in from_file[0]] == [f.box for f in from_pixels[0]]
+    assert len(from_pixels[0]) == 1 and from_pixels[1].shape == (1, 48, 48)
+    assert np.abs(from_file[1].astype(int) - from_pixels[1]).max() <= 1
+
+
+def test_pixels_of_the_wrong_shape_are_refused_in_one_line():
+    from fertool.detect import photo_from_pixels
+    from fertool.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="frame 3: expected uint8 pixels.*got float32 4 x 4"):
+        photo_from_pixels(np.zeros((4, 4), np.float32), "frame 3")

@@ -1,10 +1,10 @@
 """Faces in photos: read a photo of any size, find its faces, crop them to 48x48, classify them.
 
     photo = read_photo(Path("party.jpg"))                 # gray, at most 1280 px, + its scale
-    boxes = find_faces(photo)                             # OpenCV's Haar cascade, detection pixels
-    crops = face_crops(photo, boxes)                      # uint8 N x 48 x 48, 20 % margin
+    faces = find_faces(photo)                             # Face(box, score, landmarks), gray pixels
+    crops = face_crops(photo, faces)                      # uint8 N x 48 x 48, 20 % margin
     probs = classify_faces(model, crops)                  # N x 7, softmax of image and its mirror
-    photo.to_original(boxes[0])                           # [x, y, w, h] in the photo's own pixels
+    photo.to_original(faces[0].box)                       # [x, y, w, h] in the photo's own pixels
 
 Faces are found with a frontal-face Haar cascade that ships inside the OpenCV wheel
 (`cv2.data.haarcascades`; OpenCV 4.x bundles them, OpenCV 5 no longer does): nothing is
@@ -43,6 +43,17 @@ class DetectConfig:
     scale_factor: float = 1.1  # the cascade's step between window sizes
     min_neighbors: int = 5  # overlapping hits needed to keep a face: higher, fewer false faces
     min_size: int = 24  # smallest face searched for, in pixels of the reduced photo
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face found in a photo, in the pixels of the image searched (`Photo.gray`)."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h
+    score: float = 1.0  # the finder's confidence; 1.0 where it gives none (Haar, whole image)
+    # Five (x, y) points where the finder gives them (YuNet): right eye, left eye, nose tip,
+    # right and left mouth corner. None for Haar and whole-image boxes.
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass
@@ -85,6 +96,27 @@ def read_photo(path: Path, max_side: int = DetectConfig.max_side) -> Photo:
         raise BadInputError(f"{path}: cannot read image ({failure_reason(path, err)})") from err
     turned = upright.size != decoded
     size = (stored[1], stored[0]) if turned else stored
+    return _reduced(path, gray, size, max_side)
+
+
+def photo_from_pixels(
+    pixels: np.ndarray, path: Path | str = "<pixels>", max_side: int = DetectConfig.max_side
+) -> Photo:
+    """A Photo from decoded pixels (a video frame, an array from a notebook): uint8 H x W gray or
+    H x W x 3 RGB. `path` only names it in messages and rows."""
+    shape_ok = pixels.ndim == 2 or pixels.ndim == 3 and pixels.shape[2] == 3
+    if pixels.dtype != np.uint8 or not shape_ok:
+        raise BadInputError(
+            f"{path}: expected uint8 pixels, H x W gray or H x W x 3 RGB; got "
+            f"{pixels.dtype} {' x '.join(map(str, pixels.shape))}"
+        )
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    gray = image.convert("L") if image.mode != "L" else image
+    return _reduced(Path(path), gray, image.size, max_side)
+
+
+def _reduced(path: Path, gray: Image.Image, size: tuple[int, int], max_side: int) -> Photo:
+    """The Photo of an upright gray image whose own size is `size`, reduced to `max_side`."""
     if max(gray.size) > max_side:
         ratio = max_side / max(gray.size)
         gray = gray.resize(
@@ -120,8 +152,8 @@ def _cascade(name: str) -> Any:
     return cascade
 
 
-def find_faces(photo: Photo, config: DetectConfig = DetectConfig()) -> list[list[int]]:
-    """Boxes [x, y, w, h] of the frontal faces in `photo.gray`, left to right."""
+def find_faces(photo: Photo, config: DetectConfig = DetectConfig()) -> list[Face]:
+    """The frontal faces in `photo.gray`, left to right."""
     import cv2
 
     cascade = _cascade(config.cascade)
@@ -133,35 +165,36 @@ def find_faces(photo: Photo, config: DetectConfig = DetectConfig()) -> list[list
         minNeighbors=config.min_neighbors,
         minSize=(config.min_size, config.min_size),
     )
-    return sorted(([int(v) for v in box] for box in found), key=lambda b: (b[0], b[1]))
+    boxes = sorted((tuple(int(v) for v in box) for box in found), key=lambda b: (b[0], b[1]))
+    return [Face((x, y, w, h)) for x, y, w, h in boxes]
 
 
-def whole_image_box(photo: Photo) -> list[int]:
+def whole_image_face(photo: Photo) -> Face:
     """The centred square that classifying the whole image uses (the whole image when square)."""
     height, width = photo.gray.shape
     side = min(width, height)
-    return [(width - side) // 2, (height - side) // 2, side, side]
+    return Face(((width - side) // 2, (height - side) // 2, side, side))
 
 
 def photo_faces(
     photo: Photo, config: DetectConfig = DetectConfig(), detect: bool = True
-) -> tuple[list[list[int]], np.ndarray]:
-    """(boxes in `photo.gray` pixels, their uint8 N x 48 x 48 crops): the faces the cascade finds,
-    or one box, the whole image's centred square, where `detect` is off or the photo is a 48x48
+) -> tuple[list[Face], np.ndarray]:
+    """(faces in `photo.gray` pixels, their uint8 N x 48 x 48 crops): the faces the finder finds,
+    or one face, the whole image's centred square, where `detect` is off or the photo is a 48x48
     face crop already (no margin then: there is nothing around it)."""
     whole = not detect or photo.size == (IMAGE_SIZE, IMAGE_SIZE)
-    boxes = [whole_image_box(photo)] if whole else find_faces(photo, config)
-    return boxes, face_crops(photo, boxes, margin=0.0 if whole else config.margin)
+    faces = [whole_image_face(photo)] if whole else find_faces(photo, config)
+    return faces, face_crops(photo, faces, margin=0.0 if whole else config.margin)
 
 
 def face_crops(
-    photo: Photo, boxes: Sequence[Sequence[int]], margin: float = DetectConfig.margin
+    photo: Photo, faces: Sequence[Face], margin: float = DetectConfig.margin
 ) -> np.ndarray:
-    """uint8 N x 48 x 48: each box grown by `margin` on every side (clipped to the photo),
+    """uint8 N x 48 x 48: each face's box grown by `margin` on every side (clipped to the photo),
     in gray."""
     height, width = photo.gray.shape
     crops = []
-    for x, y, w, h in boxes:
+    for x, y, w, h in (face.box for face in faces):
         dx, dy = round(w * margin), round(h * margin)
         x0, y0 = max(0, x - dx), max(0, y - dy)
         x1, y1 = min(width, x + w + dx), min(height, y + h + dy)

@@ -75,16 +75,16 @@ def faces_in_photos(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     crops, names = [], []
     for path in paths:
         photo = read_photo(path)
-        boxes, found = photo_faces(photo)
-        if not boxes:
+        faces, found = photo_faces(photo)
+        if not faces:
             raise BadInputError(f"{path}: no face found; drop --detect to use the whole image")
         crops.append(found)
-        if len(boxes) == 1:
+        if len(faces) == 1:
             names.append(path.name)
         else:
             names += [
-                f"{path.name} face {i} ({','.join(map(str, photo.to_original(box)))})"
-                for i, box in enumerate(boxes, 1)
+                f"{path.name} face {i} ({','.join(map(str, photo.to_original(face.box)))})"
+                for i, face in enumerate(faces, 1)
             ]
     return np.concatenate(crops), names
 

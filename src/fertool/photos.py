@@ -141,11 +141,12 @@ def scan_photos(
             problems.append(str(error))
             progress.advance(1, str(error))
             continue
-        boxes, found = photo_faces(photo, config, detect=not whole_images)
+        faces, found = photo_faces(photo, config, detect=not whole_images)
         crops.append(found)
-        rows = slice(count, count + len(boxes))
-        results.append(PhotoResult(path, photo.size, [photo.to_original(b) for b in boxes], rows))
-        count += len(boxes)
+        rows = slice(count, count + len(faces))
+        boxes = [photo.to_original(face.box) for face in faces]
+        results.append(PhotoResult(path, photo.size, boxes, rows))
+        count += len(faces)
         progress.advance(1)
     return results, (
         np.concatenate(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
