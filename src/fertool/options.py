@@ -107,3 +107,10 @@ class Features(Choice):
 
     PENULTIMATE = "penultimate"
     LOGITS = "logits"
+
+
+class Detector(Choice):
+    """The face finders (detect.py): YuNet, shipped in the package, or OpenCV's Haar cascade."""
+
+    YUNET = "yunet"
+    HAAR = "haar"
