@@ -8,11 +8,14 @@ x = to_unit_tensor(images)        # float N x 1 x 48 x 48 in [0, 1], as every mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fertool.errors import BadInputError
+
+if TYPE_CHECKING:
+    from fertool.detect import DetectConfig
 
 
 def parse_indices(text: str, flag: str = "--index") -> list[int]:
@@ -33,11 +36,16 @@ def parse_indices(text: str, flag: str = "--index") -> list[int]:
 
 
 def gather_images(
-    images: list[Path], data: Path | None, index: str | None, detect: bool = False
+    images: list[Path],
+    data: Path | None,
+    index: str | None,
+    detect: bool = False,
+    config: DetectConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """uint8 N x 48 x 48 images, their labels when known, and a name for each.
 
-    `detect`: each image file is a photo whose faces are found and cropped as `predict` crops them.
+    `detect`: each image file is a photo whose faces are found (by `config`, default
+    DetectConfig()) and cropped as `predict` crops them.
     """
     from fertool.artifacts import load_artifact
     from fertool.data import read_image
@@ -61,23 +69,35 @@ def gather_images(
     if not images:
         raise BadInputError("no images: pass image files, or --data DATA --index 3,17,42")
     if detect:
-        crops, names = faces_in_photos(images)
+        crops, names = faces_in_photos(images, config)
         return crops, None, names
     return np.stack([read_image(p) for p in images]), None, [p.name for p in images]
 
 
-def faces_in_photos(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+def faces_in_photos(
+    paths: list[Path], config: DetectConfig | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Every face of every photo, cropped as `predict` crops it (a 48x48 image is one face), named
     by its photo and, where a photo has several, its number and box x,y,w,h in the photo's
     pixels."""
-    from fertool.detect import photo_faces, read_photo
+    from fertool.detect import DetectConfig, Face, photo_faces, read_photo
 
+    config = config or DetectConfig()
     crops, names = [], []
     for path in paths:
-        photo = read_photo(path)
-        faces, found = photo_faces(photo)
+        photo = read_photo(path, config.max_side)
+        small: list[Face] = []
+        faces, found = photo_faces(photo, config, skipped=small)
         if not faces:
-            raise BadInputError(f"{path}: no face found; drop --detect to use the whole image")
+            fewer = (
+                f" ({len(small)} narrower than --min-face {config.min_face} px skipped: "
+                "lower --min-face)"
+                if small
+                else ""
+            )
+            raise BadInputError(
+                f"{path}: no face found{fewer}; drop --detect to use the whole image"
+            )
         crops.append(found)
         if len(faces) == 1:
             names.append(path.name)

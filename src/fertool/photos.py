@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fertool.constants import IMAGE_SIZE
-from fertool.detect import DetectConfig
+from fertool.detect import DetectConfig, Face, Photo
 from fertool.errors import BadInputError
 
 _GLOB_CHARS = re.compile(r"[*?[]")
@@ -50,6 +50,8 @@ class PhotoResult:
     size: tuple[int, int]
     boxes: list[list[int]]
     rows: slice  # this photo's faces' rows in the batch of all faces
+    faces: list[dict[str, Any]] = field(default_factory=list)  # each face's score and landmarks
+    small: int = 0  # faces found but narrower than --min-face, skipped
 
 
 def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
@@ -141,16 +143,34 @@ def scan_photos(
             problems.append(str(error))
             progress.advance(1, str(error))
             continue
-        faces, found = photo_faces(photo, config, detect=not whole_images)
+        small: list[Face] = []
+        faces, found = photo_faces(photo, config, detect=not whole_images, skipped=small)
         crops.append(found)
         rows = slice(count, count + len(faces))
         boxes = [photo.to_original(face.box) for face in faces]
-        results.append(PhotoResult(path, photo.size, boxes, rows))
+        found_by = [detector_fields(photo, face) for face in faces]
+        results.append(PhotoResult(path, photo.size, boxes, rows, found_by, len(small)))
         count += len(faces)
         progress.advance(1)
     return results, (
         np.concatenate(crops) if crops else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     )
+
+
+LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")  # YuNet's five, in order
+
+
+def detector_fields(photo: Photo, face: Face) -> dict[str, Any]:
+    """A face's `score` and `landmarks` for the JSON rows, the points in the photo's own pixels
+    (landmarks None where the finder gives none: haar, --no-detect)."""
+    points = None
+    if face.landmarks is not None:
+        (sx, sy) = photo.scale
+        points = {
+            name: [round(x * sx, 1), round(y * sy, 1)]
+            for name, (x, y) in zip(LANDMARKS, face.landmarks)
+        }
+    return {"score": round(face.score, 4), "landmarks": points}
 
 
 def face_rows(
@@ -160,15 +180,24 @@ def face_rows(
     rows = []
     for result in results:
         faces = []
-        for box, p in zip(result.boxes, probs[result.rows]):
+        found_by = result.faces or [{}] * len(result.boxes)
+        for box, p, detector in zip(result.boxes, probs[result.rows], found_by):
             faces.append(
                 {
                     "box": box,
                     "label": classes[int(p.argmax())],
                     "probabilities": {name: float(v) for name, v in zip(classes, p)},
+                    **detector,
                 }
             )
-        rows.append({"path": str(result.path), "size": list(result.size), "faces": faces})
+        rows.append(
+            {
+                "path": str(result.path),
+                "size": list(result.size),
+                "faces": faces,
+                "small_faces_skipped": result.small,
+            }
+        )
     return rows
 
 

@@ -35,7 +35,7 @@ from typer.core import TyperGroup
 
 from fertool import __version__
 from fertool.errors import ExitCode, FertoolError, Terminated
-from fertool.options import Precision, Tta
+from fertool.options import Detector, Precision, Tta
 
 # The panels `fertool --help` groups the commands in.
 DATA_PANEL = "Data and training"
@@ -237,6 +237,42 @@ TtaOpt = Annotated[
         "crops: 6).",
     ),
 ]
+# The face finder's options, the same on every command that finds faces (predict, saliency
+# --detect, filters --detect). Their defaults are detect.DetectConfig's (a test keeps them equal);
+# `detect_config` maps them onto it.
+DetectorOpt = Annotated[
+    Detector,
+    typer.Option(
+        "--detector",
+        help="The face finder: yunet (shipped with fertool; finds turned, tilted and small faces) "
+        "| haar (OpenCV 4's frontal-face cascade of 2001).",
+    ),
+]
+DetThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        "--det-threshold",
+        min=0.0,
+        max=1.0,
+        help="yunet: the score (0-1) a face needs; lower finds more faces, and more false ones.",
+    ),
+]
+MinFaceOpt = Annotated[
+    int,
+    typer.Option(
+        "--min-face",
+        min=1,
+        metavar="PIXELS",
+        help="Skip faces narrower than this, in the photo's own pixels (they are counted).",
+    ),
+]
+AlignOpt = Annotated[
+    bool,
+    typer.Option(
+        "--align/--no-align",
+        help="yunet: turn each face so its eyes are level before cropping it.",
+    ),
+]
 LogOpt = Annotated[
     Optional[Path],
     typer.Option("--log", show_default=False, help="Append one JSON line per epoch to this file."),
@@ -258,6 +294,17 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
+
+
+def detect_config(
+    detector: Detector, threshold: float, min_face: int, align: bool, **more: Any
+) -> Any:
+    """The detect.DetectConfig of the face finder's options (`more`: its other fields)."""
+    from fertool.detect import DetectConfig
+
+    return DetectConfig(
+        detector=detector.value, threshold=threshold, min_face=min_face, align=align, **more
+    )
 
 
 # ---------------------------------------------------------------- progress

@@ -13,8 +13,21 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fertool.cli.base import ANALYSIS_PANEL, JsonOpt, ModelArg, command, out, print_json
+from fertool.cli.base import (
+    ANALYSIS_PANEL,
+    AlignOpt,
+    DetectorOpt,
+    DetThresholdOpt,
+    JsonOpt,
+    MinFaceOpt,
+    ModelArg,
+    command,
+    detect_config,
+    out,
+    print_json,
+)
 from fertool.errors import BadInputError
+from fertool.options import Detector
 
 
 @command(panel=ANALYSIS_PANEL)
@@ -61,6 +74,10 @@ def filters(
             "leftmost).",
         ),
     ] = 1,
+    detector: DetectorOpt = Detector.YUNET,
+    det_threshold: DetThresholdOpt = 0.6,
+    min_face: MinFaceOpt = 16,
+    align: AlignOpt = True,
     list_layers_flag: Annotated[
         bool, typer.Option("--list-layers", help="Print the layer names, one per line, and exit.")
     ] = False,
@@ -97,7 +114,9 @@ def filters(
     summary: dict[str, Any]
     if image is not None:
         faces, names = (
-            faces_in_photos([image]) if detect else (read_image(image)[None], [image.name])
+            faces_in_photos([image], detect_config(detector, det_threshold, min_face, align))
+            if detect
+            else (read_image(image)[None], [image.name])
         )
         if face > len(faces):
             raise BadInputError(

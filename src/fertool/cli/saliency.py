@@ -15,15 +15,20 @@ import typer
 
 from fertool.cli.base import (
     ANALYSIS_PANEL,
+    AlignOpt,
+    DetectorOpt,
+    DetThresholdOpt,
     JsonOpt,
+    MinFaceOpt,
     TtaOpt,
     command,
+    detect_config,
     out,
     print_json,
     split_model_and_images,
 )
 from fertool.errors import BadInputError
-from fertool.options import SaliencyMethod, Tta
+from fertool.options import Detector, SaliencyMethod, Tta
 
 
 @command(panel=ANALYSIS_PANEL)
@@ -101,6 +106,10 @@ def saliency(
             "them (without it, an image is one face: its centred square).",
         ),
     ] = False,
+    detector: DetectorOpt = Detector.YUNET,
+    det_threshold: DetThresholdOpt = 0.6,
+    min_face: MinFaceOpt = 16,
+    align: AlignOpt = True,
     tta: TtaOpt = Tta.AUTO,
     as_json: JsonOpt = False,
 ) -> None:
@@ -135,7 +144,8 @@ def saliency(
         if path is not None:
             check_output_path(path, inputs=[model_path, data, *image_paths])
     model, meta, model_name = resolve_model(model_path)
-    images, labels, names = gather_images(image_paths, data, index, detect)
+    finder = detect_config(detector, det_threshold, min_face, align)
+    images, labels, names = gather_images(image_paths, data, index, detect, finder)
     views = model_tta(meta, tta.value)
     result = explain(
         model,
