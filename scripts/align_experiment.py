@@ -46,8 +46,8 @@ def canvas(face: np.ndarray, face_px: int, angle: float) -> np.ndarray:
     start = (side - face_px) // 2
     image[start : start + face_px, start : start + face_px] = big
     turn = cv2.getRotationMatrix2D((side / 2, side / 2), -angle, 1.0)
-    image = cv2.warpAffine(image, turn, (side, side), flags=cv2.INTER_LINEAR, borderValue=128)
-    return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2))
+    turned = cv2.warpAffine(image, turn, (side, side), flags=cv2.INTER_LINEAR, borderValue=128)
+    return np.ascontiguousarray(np.repeat(turned[..., None], 3, axis=2))
 
 
 def main() -> None:
