@@ -1,16 +1,21 @@
 """Faces in photos: read a photo of any size, find its faces, crop them to 48x48, classify them.
 
-    photo = read_photo(Path("party.jpg"))                 # gray, at most 1280 px, + its scale
+    photo = read_photo(Path("party.jpg"))                 # gray (+ colour), at most 1280 px
     faces = find_faces(photo)                             # Face(box, score, landmarks), gray pixels
-    crops = face_crops(photo, faces)                      # uint8 N x 48 x 48, 20 % margin
+    crops = face_crops(photo, faces)                      # uint8 N x 48 x 48, eyes levelled
     probs = classify_faces(model, crops)                  # N x 7, softmax of image and its mirror
     photo.to_original(faces[0].box)                       # [x, y, w, h] in the photo's own pixels
 
-Faces are found with a frontal-face Haar cascade that ships inside the OpenCV wheel
-(`cv2.data.haarcascades`; OpenCV 4.x bundles them, OpenCV 5 no longer does): nothing is
-downloaded. The cascade is old and misses faces turned away or tilted far, but it is small, fast
-on a CPU and exact to reproduce. Boxes in the photo's own pixels follow its EXIF orientation (the
-photo as a viewer shows it).
+Faces are found by YuNet (Shiqi Yu's group, 2023; ~75 k parameters), an ONNX file shipped inside
+the package with its MIT licence (detectors/), run by OpenCV's `cv2.FaceDetectorYN`: nothing is
+downloaded and nothing but OpenCV is needed. It replaced OpenCV's frontal-face Haar cascade of
+2001 as the default because, on scikit-image's photos and LFW faces, it found the faces the
+cascade missed (a three-quarter face, tilted ones), drew no box on a non-face, and took a fifth
+of the time (docs/BENCHMARKS.md, "Face finders"). The cascade stays as `detector="haar"`: it
+ships inside OpenCV 4.x wheels (`cv2.data.haarcascades`), not OpenCV 5's. YuNet also gives five
+landmarks, which level the eyes of each face before its crop (docs/experiments/
+2026-12-07-detector.md measured that on turned FER2013 faces). Boxes in the photo's own pixels
+follow its EXIF orientation (the photo as a viewer shows it).
 """
 
 from __future__ import annotations
