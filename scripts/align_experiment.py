@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.2, 0.3])
     args = parser.parse_args()
 
-    images, labels, _ = select_split(load_artifact(args.data, expect="dataset"), "val")
-    images, labels = images[: args.faces].numpy(), labels[: args.faces].numpy()
+    val_images, val_labels, _ = select_split(load_artifact(args.data, expect="dataset"), "val")
+    images, labels = val_images[: args.faces].numpy(), val_labels[: args.faces].numpy()
     model, meta, _ = resolve_model(None)
     tta = model_tta(meta, "auto")
     default = DetectConfig()
