@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from fertool.detect import (
     photo_from_pixels,
     read_photo,
 )
+from fertool.errors import BadInputError
 from fertool.options import Detector
 
 skimage_data = pytest.importorskip(
@@ -206,6 +206,14 @@ def test_saliency_detect_takes_the_detector_options(astronaut_png, tmp_path):
     assert haar.exit_code == 0, haar.output
 
 
-def test_a_config_with_an_unknown_detector_is_refused(astronaut_png):
-    with pytest.raises(ValueError):
-        find_faces(read_photo(astronaut_png), replace(DetectConfig(), detector="mtcnn"))
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        ({"detector": "mtcnn"}, "choose one of yunet, haar"),
+        ({"threshold": 1.5}, "from 0 to 1"),
+        ({"min_face": -1}, "0 or more"),
+    ],
+)
+def test_a_config_python_passes_is_checked_like_the_options(fields, needle):
+    with pytest.raises(BadInputError, match=needle):
+        DetectConfig(**fields)

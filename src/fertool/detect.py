@@ -62,6 +62,19 @@ class DetectConfig:
     # still found the astronaut's face filling 90 % of the image, so one pass covers both ends.
     yunet_side: int = 640
 
+    def __post_init__(self) -> None:
+        """Python callers pass plain values: refuse the ones the command line would refuse."""
+        from fertool.options import Detector
+
+        if self.detector not in Detector.values():
+            raise BadInputError(
+                f"detector {self.detector!r}: choose one of {', '.join(Detector.values())}"
+            )
+        if not 0.0 <= self.threshold <= 1.0:
+            raise BadInputError(f"detector threshold {self.threshold}: give a score from 0 to 1")
+        if self.min_face < 0:
+            raise BadInputError(f"min_face {self.min_face}: give a width in pixels, 0 or more")
+
 
 @dataclass(frozen=True)
 class Face:
@@ -207,6 +220,8 @@ def _cascade(name: str) -> Any:
     return cascade
 
 
+# One detector per threshold, made once: loading the ONNX file costs more than a search. It is
+# not thread-safe (each search sets its input size): search from one thread at a time.
 @functools.lru_cache(maxsize=4)
 def _yunet(threshold: float) -> Any:
     cv2 = _cv2()
@@ -229,7 +244,7 @@ def find_faces(
     photo's own pixels; the narrower ones are appended to `skipped` when it is given."""
     from fertool.options import Detector
 
-    detector = Detector(config.detector)
+    detector = Detector(config.detector)  # checked by DetectConfig
     found = _find_yunet(photo, config) if detector is Detector.YUNET else _find_haar(photo, config)
     kept = []
     for face in sorted(found, key=lambda f: (f.box[0], f.box[1])):
