@@ -204,6 +204,22 @@ def test_saliency_detect_takes_the_detector_options(astronaut_png, tmp_path):
     )
     haar = runner.invoke(app, [*args, "--detector", "haar", "--json"])
     assert haar.exit_code == 0, haar.output
+    drawn = tmp_path / "f.png"
+    filters = ["filters", "--image", str(astronaut_png), "--detect", "-o", str(drawn)]
+    one_line_error(
+        runner.invoke(app, [*filters, "--det-threshold", "0.99"]), "no face found", code=3
+    )
+    assert not drawn.exists()
+    found = runner.invoke(app, [*filters, "--no-align", "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["faces_found"] == 1
+
+
+def test_predict_csv_counts_the_small_faces_on_stderr(astronaut_png):
+    result = runner.invoke(app, ["predict", str(astronaut_png), "--min-face", "200", "--csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().count("\n") == 0  # the header alone
+    assert "1 face(s) smaller than --min-face 200 px skipped" in result.stderr
 
 
 @pytest.mark.parametrize(
