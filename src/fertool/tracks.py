@@ -10,10 +10,10 @@ Matching is an optimal assignment on 1 - IoU between the boxes of a frame and th
 every live track (scipy's `linear_sum_assignment`, the Hungarian method), keeping pairs that
 overlap by at least `min_iou`. Sparse sampling (`--fps 1`) lets a face move past its old box, so
 a pair that does not overlap enough may still match when the centres are less than one face
-width apart, at a cost above any overlapping pair; a face left over starts a new track. A track survives
-`max_missed` sampled frames without a face (a blink of the detector, a hand across the face)
-before its id is retired; ids are never reused, so a row's track names one person for the whole
-video as long as the detector keeps finding them.
+width apart, at a cost above any overlapping pair; a face left over starts a new track. A track
+survives `max_missed` sampled frames without a face (a blink of the detector, a hand across the
+face) before its id is retired; ids are never reused, so a row's track names one person for the
+whole video as long as the detector keeps finding them.
 """
 
 from __future__ import annotations
