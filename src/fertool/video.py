@@ -135,6 +135,10 @@ def open_container(source: str | Path | int) -> Any:
             container = av.open(str(source))
     except BadInputError:
         raise
+    except av.error.EOFError as error:
+        raise BadInputError(
+            f"{name}: the file ends before its first frame (an empty clip)"
+        ) from error
     except av.FFmpegError as error:
         raise BadInputError(f"{name}: cannot read video ({_reason(error)})") from error
     except (OSError, ValueError) as error:
@@ -224,13 +228,14 @@ def decoded_frames(
         stats.decoded += 1
         yield index, last, frame
         index += 1
-    _check_complete(container, stream, name, last, rate, stats)
+    _check_complete(container, stream, name, last, rate, index)
 
 
 def _check_complete(
-    container: Any, stream: Any, name: str, last: float | None, rate: float, stats: VideoStats
+    container: Any, stream: Any, name: str, last: float | None, rate: float, count: int
 ) -> None:
-    """Warn when the frames end well before the duration the header announces (truncated)."""
+    """BadInputError when the frames end well before the duration the header announces: a file
+    cut short decodes without an error up to where it stops."""
     if stream.duration is not None and stream.time_base is not None:
         announced = float(stream.duration * stream.time_base)
     elif container.duration is not None and len(container.streams) == 1:
@@ -239,9 +244,9 @@ def _check_complete(
         return
     reached = (last or 0.0) + 1 / rate
     if announced - reached > max(3 / rate, 0.1 * announced):
-        stats.warnings.append(
+        raise BadInputError(
             f"{name}: the frames stop at {reached:.2f} s of the {announced:.2f} s its header "
-            "announces (truncated file?); the rows up to there are kept"
+            f"announces: the file is cut short; the {count} frame(s) before are kept"
         )
 
 

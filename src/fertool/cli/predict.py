@@ -401,7 +401,7 @@ class RowWriter:
             ]
             rows_of_frame = faces or [VideoRow(row["path"], 0, 0.0)]
             self.frame(rows_of_frame)
-            if self.mode == "table":
+            if self.mode != "csv":  # a summary record or table per photo, as per video
                 summary = VideoSummary(row["path"], self.classes)
                 summary.add(rows_of_frame)
                 self.summary(summary.to_dict())
