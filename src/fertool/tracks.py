@@ -75,7 +75,7 @@ class IouTracker:
 
     def update(self, boxes: Sequence[Box]) -> list[int]:
         """The track id of each box, in the order given; ids of tracks not seen age by a frame."""
-        from scipy.optimize import linear_sum_assignment
+        from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
 
         ids = list(self.live)
         cost = match_cost([self.live[i].box for i in ids], boxes, self.min_iou)
@@ -85,14 +85,14 @@ class IouTracker:
             for row, col in zip(rows, cols):
                 if cost[row, col] < _NO_MATCH:
                     assigned[col] = ids[row]
-        for track in set(ids) - set(assigned):
-            self.live[track].missed += 1
-            if self.live[track].missed > self.max_missed:
-                del self.live[track]
+        for gone in set(ids) - set(assigned):
+            self.live[gone].missed += 1
+            if self.live[gone].missed > self.max_missed:
+                del self.live[gone]
         result = []
-        for box, track in zip(boxes, assigned):
-            if track is None:
-                track, self.next_id = self.next_id, self.next_id + 1
+        for box, match in zip(boxes, assigned):
+            track = match if match is not None else self.next_id
+            self.next_id += match is None
             self.live[track] = _Track(box)
             result.append(track)
         return result

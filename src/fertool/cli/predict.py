@@ -234,9 +234,9 @@ def predict(
         sources: list[Path | int] = [*videos, *cameras]
         for source in sources:
             target = video_target(annotate_dir, source, files)
-            problem = predict_one_video(source, model, classes, video_config, output, target)
-            if problem:
-                problems.append(problem)
+            stopped = predict_one_video(source, model, classes, video_config, output, target)
+            if stopped:
+                problems.append(stopped)
         if problems:
             error_line(
                 f"{len(problems)} input(s) could not be read, or not to the end (named above); "
