@@ -132,5 +132,5 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out.split()
     assert printed[0] == "happy" and float(printed[1]) > 0.5, printed
-    video = " ".join(printed[printed.index("0"):])  # frame, time, track, label per row
+    video = " ".join(printed[printed.index("0") :])  # frame, time, track, label per row
     assert video.startswith("0 0.0 1 happy"), printed

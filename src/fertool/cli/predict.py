@@ -509,6 +509,10 @@ def predict_one_video(
                         output.frame(result.rows)
                         summary.add(result.rows)
                     progress.advance(task)
+        except KeyboardInterrupt:
+            if not isinstance(source, int):
+                raise
+            # Ctrl-C is how a camera stream ends: the summary of what was seen still comes.
         except BadInputError as error:
             problem = str(error)
             if stats.decoded == 0:
