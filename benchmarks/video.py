@@ -8,7 +8,7 @@ about 130 px) moving across a grey frame. A run is what the command does for a v
 process: decode, detect (and track), crop, classify, write each row as a JSON line (to
 /dev/null); frames/s is frames decoded over wall time, the median of `--runs` runs after one
 warm-up run, with the CPU time per frame beside it (less sensitive to other jobs on a shared
-machine). Peak memory is the peak RSS of a fresh process running `fertool predict` on the
+machine; with `--threads 1`, 1000 / it is what one idle core would run). Peak memory is the peak RSS of a fresh process running `fertool predict` on the
 clip and on a clip 10x longer (`--every` as given): the same when frames are streamed.
 """
 
@@ -110,11 +110,16 @@ def main() -> None:
     parser.add_argument("--buffer", type=int, default=16, help="VideoConfig.buffer_frames")
     parser.add_argument("--model", default=None, help="a model file [default: the bundled one]")
     parser.add_argument("--memory-every", type=int, default=0, help="also measure peak memory")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads [default: torch's own]"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from fertool.bundled import resolve_model
     from fertool.detect import DetectConfig
     from fertool.video import VideoConfig
@@ -143,6 +148,8 @@ def main() -> None:
         # CPU time of this process (all its threads): on a machine shared with other jobs, wall
         # time grows with their load and this much less.
         "cpu_ms_per_frame": round(middle["cpu_ms_per_frame"], 1),
+        # with one thread, frames/s that one idle core would give
+        "fps_from_cpu_time": round(1000 / middle["cpu_ms_per_frame"], 1),
         "ms_per_frame": {k: round(1000 * v / args.frames, 2) for k, v in middle["seconds"].items()},
     }
     if args.memory_every:
