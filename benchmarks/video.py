@@ -8,8 +8,9 @@ about 130 px) moving across a grey frame. A run is what the command does for a v
 process: decode, detect (and track), crop, classify, write each row as a JSON line (to
 /dev/null); frames/s is frames decoded over wall time, the median of `--runs` runs after one
 warm-up run, with the CPU time per frame beside it (less sensitive to other jobs on a shared
-machine; with `--threads 1`, 1000 / it is what one idle core would run). Peak memory is the peak RSS of a fresh process running `fertool predict` on the
-clip and on a clip 10x longer (`--every` as given): the same when frames are streamed.
+machine; with `--threads 1`, 1000 / it is what one idle core would run). Peak memory is the
+peak RSS of a fresh process running `fertool predict` on the clip and on a clip 10x longer
+(`--every` as given): the same when frames are streamed.
 """
 
 from __future__ import annotations
