@@ -1,7 +1,7 @@
 """Frames/s of `fertool predict VIDEO` end to end, the split between its stages, and peak memory.
 
     .venv/bin/python benchmarks/video.py --frames 100 --runs 3 --json video.json
-    .venv/bin/python benchmarks/video.py --detect-side 320 --tta flip   # levers, one at a time
+    .venv/bin/python benchmarks/video.py --detect-side 640 --tta flip   # levers, one at a time
 
 The clip is written first: 640x480 H.264 at 25 frames/s, scikit-image's astronaut (her face at
 about 130 px) moving across a grey frame. A run is what the command does for a video, in this
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tta", default="none")
-    parser.add_argument("--detect-side", type=int, default=None, help="DetectConfig.max_side")
+    parser.add_argument("--detect-side", type=int, default=320, help="VideoConfig.detect_side")
     parser.add_argument("--buffer", type=int, default=16, help="VideoConfig.buffer_frames")
     parser.add_argument("--model", default=None, help="a model file [default: the bundled one]")
     parser.add_argument("--memory-every", type=int, default=0, help="also measure peak memory")
@@ -122,13 +122,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from fertool.bundled import resolve_model
-    from fertool.detect import DetectConfig
     from fertool.video import VideoConfig
 
     model, meta, name = resolve_model(Path(args.model) if args.model else None)
     classes = list(meta["classes"])
-    detect = DetectConfig(max_side=args.detect_side) if args.detect_side else DetectConfig()
-    config = VideoConfig(detect=detect, tta=args.tta, buffer_frames=args.buffer)
+    config = VideoConfig(detect_side=args.detect_side, tta=args.tta, buffer_frames=args.buffer)
     folder = Path(tempfile.mkdtemp(prefix="fertool-video-bench-"))
     clip = write_clip(folder / "clip.mp4", args.frames)
     one_run(clip, model, classes, config)  # warm-up: lazy imports, the cascade, oneDNN kernels
@@ -140,7 +138,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "model": str(name),
         "tta": args.tta,
-        "detect_side": detect.max_side,
+        "detect_side": args.detect_side,
         "buffer_frames": args.buffer,
         "frames": args.frames,
         "faces_per_run": middle["faces"],

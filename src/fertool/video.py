@@ -51,6 +51,10 @@ class VideoConfig:
     fps: float | None = None  # or sample this many frames per second of video time (not both)
     start: float = 0.0  # seconds of the video's own clock
     end: float | None = None
+    # Faces are searched on frames reduced to this longer side (at least 24 px faces there: 48 px
+    # in a 640 px frame): on 640x480 video it took Haar's share of a frame from ~45 to ~8 ms of
+    # CPU (docs/experiments/2026-12-07-video.md). Crops are cut from the reduced frame too.
+    detect_side: int = 320
     smooth: bool = False  # add each track's exponential moving average of its probabilities
     smooth_seconds: float = 0.5  # the average's time constant
     max_missed: int = 10  # sampled frames a track survives without its face
@@ -320,7 +324,7 @@ def _detect(
     from fertool.detect import photo_faces, photo_from_pixels
 
     started = clock.perf_counter()
-    photo = photo_from_pixels(pixels, name, config.detect.max_side)
+    photo = photo_from_pixels(pixels, name, min(config.detect_side, config.detect.max_side))
     found, crops = photo_faces(photo, config.detect)
     boxes = [photo.to_original(face.box) for face in found]
     tracks = tracker.update(boxes)

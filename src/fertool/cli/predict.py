@@ -131,6 +131,15 @@ def predict(
             help="Video: stop at this second [default: the end].",
         ),
     ] = None,
+    detect_side: Annotated[
+        int,
+        typer.Option(
+            "--detect-side",
+            min=64,
+            help="Video: find faces on frames reduced to this longer side, in pixels (faster; "
+            "faces under 24 px there are missed: raise it for small faces).",
+        ),
+    ] = 320,
     smooth: Annotated[
         bool,
         typer.Option(
@@ -217,6 +226,7 @@ def predict(
             fps=fps,
             start=start,
             end=end,
+            detect_side=detect_side,
             smooth=smooth,
             batch_size=batch_size,
             tta="none" if tta == Tta.AUTO else tta.value,
