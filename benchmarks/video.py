@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tta", default="none")
-    parser.add_argument("--detect-side", type=int, default=320, help="VideoConfig.detect_side")
+    parser.add_argument("--detect-side", type=int, default=400, help="VideoConfig.detect_side")
     parser.add_argument("--buffer", type=int, default=16, help="VideoConfig.buffer_frames")
     parser.add_argument("--model", default=None, help="a model file [default: the bundled one]")
     parser.add_argument("--memory-every", type=int, default=0, help="also measure peak memory")

@@ -51,10 +51,11 @@ class VideoConfig:
     fps: float | None = None  # or sample this many frames per second of video time (not both)
     start: float = 0.0  # seconds of the video's own clock
     end: float | None = None
-    # Faces are searched on frames reduced to this longer side (at least 24 px faces there: 48 px
-    # in a 640 px frame): on 640x480 video it took Haar's share of a frame from ~45 to ~8 ms of
-    # CPU (docs/experiments/2026-12-07-video.md). Crops are cut from the reduced frame too.
-    detect_side: int = 320
+    # Faces are searched on frames reduced to this longer side (faces of at least 24 px there:
+    # 39 px in a 640 px frame). On the demo clip's 640x480 frames Haar took 48 ms of CPU a frame
+    # on the whole frame, 25 at 400 px with the same faces found, 17 at 320 px but missing 33
+    # of 80 (docs/experiments/2026-12-07-video.md). Crops are cut from the reduced frame too.
+    detect_side: int = 400
     smooth: bool = False  # add each track's exponential moving average of its probabilities
     smooth_seconds: float = 0.5  # the average's time constant
     max_missed: int = 10  # sampled frames a track survives without its face

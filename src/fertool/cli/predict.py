@@ -139,7 +139,7 @@ def predict(
             help="Video: find faces on frames reduced to this longer side, in pixels (faster; "
             "faces under 24 px there are missed: raise it for small faces).",
         ),
-    ] = 320,
+    ] = 400,
     smooth: Annotated[
         bool,
         typer.Option(
