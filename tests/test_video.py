@@ -212,6 +212,41 @@ def test_a_folder_mixing_photos_and_videos_gives_rows_for_both(clips, tmp_path):
     assert {Path(s["video"]).name for s in summaries} == {"astronaut.png", "coffee.mp4"}
 
 
+def test_annotate_dir_takes_photos_as_png_and_videos_as_mp4(clips, tmp_path):
+    Image.fromarray(skimage_data.astronaut()).save(tmp_path / "astronaut.png")
+    out = tmp_path / "annotated"
+    predict(
+        tmp_path / "astronaut.png", clips / "two.mp4", "--every", "5", "--annotate", out, "--json"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "two.mp4"]
+    with av.open(str(out / "two.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == FRAMES
+    refused = predict(
+        tmp_path / "astronaut.png", clips / "two.mp4", "--annotate", tmp_path / "x.mp4", code=3
+    )
+    assert "a video path takes one video as input" in one_error(refused)
+
+
+def test_no_detect_classifies_each_whole_frame_as_one_track(clips):
+    faces = faces_of(json_lines(clips / "two.mp4", "--no-detect", "--every", "4"))
+    assert [r["frame"] for r in faces] == [0, 4, 8, 12, 16]
+    assert {r["track"] for r in faces} == {1} and faces[0]["box"] == [40, 0, 240, 240]
+
+
+def test_timeline_refuses_rows_it_cannot_read_in_one_line(tmp_path):
+    for name, text in [
+        ("photo.csv", "path,x,y,w,h,label\na.png,1,2,3,4,happy\n"),
+        ("empty.jsonl", ""),
+    ]:
+        (tmp_path / name).write_text(text)
+        result = runner.invoke(
+            app, ["timeline", str(tmp_path / name), "-o", str(tmp_path / "t.png")]
+        )
+        assert result.exit_code == 3 and "Traceback" not in result.output
+        assert str(tmp_path / name) in one_error(result)
+    assert not (tmp_path / "t.png").exists()
+
+
 def test_a_video_without_faces_gives_empty_frames_and_a_clear_count(clips):
     records = json_lines(clips / "coffee.mp4")
     assert [r["type"] for r in records] == ["no_face"] * 6 + ["summary"]

@@ -56,6 +56,7 @@ class VideoConfig:
     # on the whole frame, 25 at 400 px with the same faces found, 17 at 320 px but missing 33
     # of 80 (docs/experiments/2026-12-07-video.md). Crops are cut from the reduced frame too.
     detect_side: int = 400
+    whole_frames: bool = False  # classify each frame's centred square instead of finding faces
     smooth: bool = False  # add each track's exponential moving average of its probabilities
     smooth_seconds: float = 0.5  # the average's time constant
     max_missed: int = 10  # sampled frames a track survives without its face
@@ -326,7 +327,7 @@ def _detect(
 
     started = clock.perf_counter()
     photo = photo_from_pixels(pixels, name, min(config.detect_side, config.detect.max_side))
-    found, crops = photo_faces(photo, config.detect)
+    found, crops = photo_faces(photo, config.detect, detect=not config.whole_frames)
     boxes = [photo.to_original(face.box) for face in found]
     tracks = tracker.update(boxes)
     stats.seconds["detect"] += clock.perf_counter() - started

@@ -227,6 +227,7 @@ def predict(
             start=start,
             end=end,
             detect_side=detect_side,
+            whole_frames=no_detect,
             smooth=smooth,
             batch_size=batch_size,
             tta="none" if tta == Tta.AUTO else tta.value,
