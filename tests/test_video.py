@@ -154,6 +154,25 @@ def test_rows_come_out_while_the_video_is_still_being_decoded(clips):
     assert len([first, *rows]) == 2 * FRAMES
 
 
+def test_a_pipe_reads_json_lines_before_the_video_ends(tmp_path):
+    import subprocess
+    import sys
+
+    clip = write_video(tmp_path / "long.mp4", [frame_with_faces(i % FRAMES) for i in range(300)])
+    command = [sys.executable, "-m", "fertool", "predict", str(MODEL), str(clip), "--json"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        first = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+        still_running = process.poll() is None
+    finally:
+        process.kill()
+        process.wait()
+    assert first["type"] == "face" and first["frame"] == 0
+    assert still_running  # 300 frames take far longer than the first 16
+
+
 def test_csv_has_a_row_per_face_with_the_json_numbers(clips, rows):
     result = predict(clips / "two.mp4", "--smooth", "--csv")
     table = list(csv.DictReader(io.StringIO(result.stdout)))
