@@ -232,22 +232,12 @@ def predict(
             batch_size=batch_size,
             tta="none" if tta == Tta.AUTO else tta.value,
         )
-        photos = [path for path in files if not is_video(path)]
         output = RowWriter("json" if as_json else "csv" if as_csv else "table", classes, smooth)
-        if photos:
-            with progress_bar() as progress:
-                rows = predict_photos(
-                    photos, model, classes, config, problems, BarProgress(progress)
-                )
-            output.photos(rows)
-            if annotate_dir is not None:
-                write_annotations(annotate_dir, rows, files)
         sources: list[Path | int] = [*videos, *cameras]
-        for source in sources:
-            target = video_target(annotate_dir, source, files)
-            stopped = predict_one_video(source, model, classes, video_config, output, target)
-            if stopped:
-                problems.append(stopped)
+        photos = [path for path in files if not is_video(path)]
+        run_videos(
+            photos, sources, model, classes, (config, video_config), output, annotate_dir, problems
+        )
         if problems:
             error_line(
                 f"{len(problems)} input(s) could not be read, or not to the end (named above); "
@@ -485,6 +475,37 @@ def video_target(annotate: Path | None, source: Path | int, inputs: list[Path]) 
         n += 1
         target = annotate / f"{stem}-{n}.mp4"
     return target
+
+
+def run_videos(
+    photos: list[Path],
+    sources: list[Path | int],
+    model: Any,
+    classes: list[str],
+    configs: tuple[Any, Any],
+    output: RowWriter,
+    annotate: Path | None,
+    problems: list[str],
+) -> None:
+    """Photos among the videos as one-frame rows, then each video streamed; problems appended."""
+    from fertool.photos import predict_photos, write_annotations
+
+    photo_config, video_config = configs
+    if photos:
+        with progress_bar() as progress:
+            rows = predict_photos(
+                photos, model, classes, photo_config, problems, BarProgress(progress)
+            )
+        output.photos(rows)
+        if annotate is not None:
+            write_annotations(annotate, rows, photos)
+    for source in sources:
+        target = video_target(
+            annotate, source, [*photos, *(s for s in sources if isinstance(s, Path))]
+        )
+        stopped = predict_one_video(source, model, classes, video_config, output, target)
+        if stopped:
+            problems.append(stopped)
 
 
 def predict_one_video(
