@@ -556,7 +556,5 @@ def predict_one_video(
         record["error"] = problem
     if writer is not None and writer.count:
         record["annotated"] = str(annotate)
-    for warning in stats.warnings:
-        err.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     output.summary(record)
     return problem
