@@ -283,13 +283,37 @@ def one_error(result) -> str:
     return "\n".join(errors)
 
 
-def test_a_video_cut_short_keeps_its_rows_and_says_where_it_stops(tmp_path):
-    # Mild noise makes every frame carry data, so the cut falls between frames, not in the first.
+@pytest.fixture(scope="module")
+def noisy_mkv(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The two faces with mild noise: every frame carries data, so damage falls mid-stream."""
     noise = np.random.default_rng(0).integers(-12, 12, (FRAMES, SIZE[1], SIZE[0], 3))
     frames = [
         np.clip(frame_with_faces(i) + noise[i], 0, 255).astype(np.uint8) for i in range(FRAMES)
     ]
-    data = write_video(tmp_path / "whole.mkv", frames).read_bytes()
+    return write_video(tmp_path_factory.mktemp("noisy") / "whole.mkv", frames).read_bytes()
+
+
+@pytest.mark.parametrize("where", [0.3, 0.7])
+def test_a_video_damaged_half_way_keeps_its_rows_and_says_where_it_broke(
+    noisy_mkv, tmp_path, where
+):
+    # 4 KiB of zeros: FFmpeg either reports the damage (InvalidDataError: "breaks after frame")
+    # or loses the stream and ends early without a word (the duration check: "frames stop at").
+    data = bytearray(noisy_mkv)
+    at = int(len(data) * where)
+    data[at : at + 4096] = bytes(4096)
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    result = predict(damaged, "--json", code=3)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert 0 < len(faces_of(records)) < 2 * FRAMES
+    assert records[-1]["type"] == "summary"
+    assert "breaks after frame" in records[-1]["error"] or "frames stop at" in records[-1]["error"]
+    assert str(damaged) in one_error(result)
+
+
+def test_a_video_cut_short_keeps_its_rows_and_says_where_it_stops(noisy_mkv, tmp_path):
+    data = noisy_mkv
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) * 6 // 10])
     result = predict(cut, "--json", code=3)
