@@ -178,5 +178,5 @@ def _check_complete(
     if announced - reached > max(3 / rate, 0.1 * announced):
         raise BadInputError(
             f"{name}: the frames stop at {reached:.2f} s of the {announced:.2f} s its header "
-            f"announces: the file is cut short; the {count} frame(s) before are kept"
+            f"announces: the file is cut short or damaged; the {count} frame(s) before are kept"
         )
