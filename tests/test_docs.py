@@ -125,8 +125,12 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     blocks = python_blocks(README)
     assert blocks, "README.md has no ```python block"
     Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    load_script("demo_video").main(tmp_path / "clip.mp4")  # the video example's clip
+    capsys.readouterr()  # what the script printed
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out.split()
     assert printed[0] == "happy" and float(printed[1]) > 0.5, printed
+    video = " ".join(printed[printed.index("0") :])  # frame, time, track, label per row
+    assert video.startswith("0 0.0 1 happy"), printed

@@ -54,23 +54,26 @@ class PhotoResult:
     small: int = 0  # faces found but narrower than --min-face, skipped
 
 
-def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Files to read: folders searched recursively for images, globs expanded; and the problems.
+def expand_inputs(
+    paths: list[Path], extensions: frozenset[str] | None = None
+) -> tuple[list[Path], list[str]]:
+    """Files to read: folders searched recursively for images (or files ending in one of
+    `extensions`: images and videos for predict), globs expanded; and the problems.
 
     A name that is neither a file, a folder nor a glob that matches is a problem ("PATH: reason"),
     reported like an unreadable file. A file reached twice is read once.
     """
     from fertool.data import IMAGE_EXTENSIONS
 
+    extensions = IMAGE_EXTENSIONS if extensions is None else extensions
     files: list[Path] = []
     problems: list[str] = []
     for path in paths:
         if path.is_dir():
-            found = images_under(path, IMAGE_EXTENSIONS)
+            found = images_under(path, extensions)
             if not found:
                 problems.append(
-                    f"{path}: no images in this folder (looked for "
-                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+                    f"{path}: no images in this folder (looked for {', '.join(sorted(extensions))})"
                 )
             files.extend(found)
         elif path.exists():
@@ -80,7 +83,7 @@ def expand_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
             if not matches:
                 problems.append(f"{path}: no file matches this pattern")
             for match in matches:
-                files.extend(images_under(match, IMAGE_EXTENSIONS) if match.is_dir() else [match])
+                files.extend(images_under(match, extensions) if match.is_dir() else [match])
         else:
             problems.append(f"{path}: no such file or folder")
     seen: set[Path] = set()

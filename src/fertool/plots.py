@@ -487,3 +487,66 @@ def _style_handles(train: str, val: str) -> list[Line2D]:
         Line2D([], [], color="gray", ls=train, label="train"),
         Line2D([], [], color="gray", ls=val, label="val"),
     ]
+
+
+# --- video timeline -----------------------------------------------------------------------------
+
+# One colour per FER2013 class, the same in every figure that colours by class: warm for the
+# aroused negative ones, green for happy, blue for sad, grey for neutral.
+CLASS_COLOURS = {
+    "angry": "tab:red",
+    "disgust": "tab:olive",
+    "fear": "tab:purple",
+    "happy": "tab:green",
+    "sad": "tab:blue",
+    "surprise": "tab:orange",
+    "neutral": "tab:gray",
+}
+
+
+def class_colour(name: str, index: int) -> str:
+    """The colour of class `name`; classes of other data sets take the cycle, by position."""
+    return CLASS_COLOURS.get(name, _COLOURS[index % len(_COLOURS)])
+
+
+def timeline_figure(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    classes: Sequence[str],
+    title: str = "Expressions over time",
+    ylabel: str = "probability",
+) -> Figure:
+    """Probabilities against time, one panel per (title, times N, probabilities N x K), a shared
+    time axis; a gap over three times the usual step between samples breaks the lines (the face
+    was off screen)."""
+    fig = Figure(figsize=(11, 1.2 + 1.9 * len(panels)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0])
+    for ax, (name, times, probs) in zip(axes, panels):
+        times, probs = _broken_at_gaps(np.asarray(times, float), np.asarray(probs, float))
+        for k, cls in enumerate(classes):
+            ax.plot(times, probs[:, k], color=class_colour(cls, k), lw=1.6, label=cls)
+        ax.set(ylim=(0, 1), ylabel=ylabel)
+        ax.set_title(name, loc="left", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("time (s)")
+    fig.legend(
+        handles=[
+            Line2D([], [], color=class_colour(c, k), lw=2, label=c) for k, c in enumerate(classes)
+        ],
+        loc="outside right upper",
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _broken_at_gaps(times: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN rows inserted where the step between samples exceeds three times the median step."""
+    if len(times) < 3:
+        return times, probs
+    steps = np.diff(times)
+    gaps = np.flatnonzero(steps > 3 * max(float(np.median(steps)), 1e-9))
+    return (
+        np.insert(times, gaps + 1, np.nan),
+        np.insert(probs, gaps + 1, np.full(probs.shape[1], np.nan), axis=0),
+    )

@@ -21,6 +21,7 @@ from fertool.cli import (  # noqa: F401  (each registers its command on `app`, i
     predict,
     prepare,
     saliency,
+    timeline,
     train_branch,
 )
 from fertool.cli.base import app
