@@ -71,7 +71,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         loss = nn.functional.nll_loss(tempered_log_probs(logits, log_t.exp()), labels)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         return loss
 
     with torch.enable_grad():

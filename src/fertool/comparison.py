@@ -70,8 +70,9 @@ def disagreements(
     a: Artifact, b: Artifact, data: Path | None = None, limit: int = 32
 ) -> tuple[np.ndarray, list[str], list[tuple[bool, bool]]]:
     """Up to `limit` faces where A and B predict different classes (uint8 N x H x W, evenly
-    spread over the file's order), a three-line title for each (A's prediction, B's, the truth) and whether A and B are
-    right. The faces come from `data`, else from the data set the predictions name."""
+    spread over the file's order), a three-line title for each (A's prediction, B's, the truth)
+    and whether A and B are right. The faces come from `data`, else from the data set the
+    predictions name."""
     from fertool.artifacts import load_artifact
 
     check_same_faces(a, b)

@@ -242,7 +242,7 @@ def check_predictions(artifact: Any) -> None:
     if not _in_range(labels, len(classes)):
         c.fail(f"its labels fall outside 0..{len(classes) - 1}")
     if "probabilities" in artifact.tensors:  # written since issue 40; older files have logits only
-        probs = c.array("probabilities", "f", 2)
+        probs = np.asarray(c.array("probabilities", "f", 2))  # npz: numpy already
         if probs.shape != logits.shape:
             c.fail(
                 f"its probabilities have shape {list(probs.shape)}, its logits {list(logits.shape)}"

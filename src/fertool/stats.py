@@ -122,7 +122,7 @@ def bootstrap_interval(
     (3,589 times) and moved FER2013's limits by under 0.1 point; the percentile interval is also
     the one a reader can check by hand (tests/test_stats.py does).
     """
-    from scipy.stats import bootstrap
+    from scipy.stats import bootstrap  # type: ignore[import-untyped]  # scipy ships no stubs
 
     if resamples < 100:
         raise BadInputError(f"--resamples {resamples}: use at least 100 (2,000 is the default)")

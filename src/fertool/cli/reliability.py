@@ -7,7 +7,7 @@ fertool reliability before.npz after.npz -o rel.png --json
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -64,29 +64,25 @@ def reliability(
         tables.append(reliability_bins(probs, truth))
         eces.append(expected_calibration_error(probs, truth))
     save_figure(reliability_figure(tables, labels, eces), output)
-    summary = {
-        "output": str(output),
-        "bins": ECE_BINS,
-        "files": [
-            {
-                "predictions": str(path),
-                "name": name,
-                "ece": ece,
-                "counts": [int(n) for n in table["counts"]],
-                "accuracy": [
-                    None if n == 0 else float(v) for n, v in zip(table["counts"], table["accuracy"])
-                ],
-                "confidence": [
-                    None if n == 0 else float(v)
-                    for n, v in zip(table["counts"], table["confidence"])
-                ],
-            }
-            for path, name, table, ece in zip(predictions, labels, tables, eces)
-        ],
-    }
+    files: list[dict[str, Any]] = [
+        {
+            "predictions": str(path),
+            "name": name,
+            "ece": ece,
+            "counts": [int(n) for n in table["counts"]],
+            "accuracy": [
+                None if n == 0 else float(v) for n, v in zip(table["counts"], table["accuracy"])
+            ],
+            "confidence": [
+                None if n == 0 else float(v) for n, v in zip(table["counts"], table["confidence"])
+            ],
+        }
+        for path, name, table, ece in zip(predictions, labels, tables, eces)
+    ]
+    summary = {"output": str(output), "bins": ECE_BINS, "files": files}
     if as_json:
         print_json(summary)
         return
-    for row in summary["files"]:
+    for row in files:
         out.print(f"{row['predictions']}: ECE {row['ece']:.3f} ({ECE_BINS} bins)", highlight=False)
     out.print(f"wrote {output}", highlight=False)
