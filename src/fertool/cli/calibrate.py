@@ -54,10 +54,13 @@ def calibrate(
     precision: PrecisionOpt = Precision.AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fit a temperature T on validation faces (LBFGS on their negative log-likelihood) and write
-    the model again with T in its metadata: probabilities become softmax(logits / T), predicted
-    classes and accuracy stay the same. Prints NLL and ECE before and after, and after when T is
-    fitted on half the faces and scored on the other half.
+    """Fit a temperature on validation faces so the model's confidence means what it says, and
+    write the model again with it.
+
+    T is fitted by LBFGS on the faces' negative log-likelihood and stored in the file's metadata;
+    eval, predict and export then take probabilities as softmax(logits / T). Predicted classes
+    and accuracy stay the same. Prints NLL and ECE before and after, and after when T is fitted
+    on half the faces and scored on the other half. The test split is refused.
 
     Example: fertool calibrate branch1.safetensors fer.safetensors -o calibrated.safetensors
     """

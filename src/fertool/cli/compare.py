@@ -63,9 +63,12 @@ def compare(
     ] = 2000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two models on the same faces: each one's accuracy, B - A with a paired bootstrap
-    95 % interval, McNemar's exact test on the faces only one of them gets right, and per-class
-    recall differences. Files of other faces, labels or order are refused.
+    """Compare two models on the same faces: the accuracy difference with a paired 95 % interval,
+    and McNemar's test.
+
+    Prints each one's accuracy, B - A with a paired bootstrap interval, McNemar's exact test on
+    the faces only one of them gets right, and per-class recall differences. Files of other
+    faces, labels or order are refused.
 
     Example: fertool compare a.npz b.npz --grid disagree.png
     """

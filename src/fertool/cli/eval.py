@@ -62,9 +62,11 @@ def eval_command(
     precision: PrecisionOpt = Precision.AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score a model on one split: accuracy and macro F1 with 95 % bootstrap intervals, per-class
-    precision, recall and F1, and how well its confidence is calibrated (NLL, Brier, ECE over 15
-    bins).
+    """Score a model on one split: accuracy and macro F1 with 95 % intervals, per-class scores,
+    and how well its confidence is calibrated.
+
+    The intervals are percentile bootstraps (--resamples, seeded); calibration is NLL, Brier
+    score and expected calibration error (ECE) over 15 confidence bins.
 
     Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz --tta flip
     """

@@ -37,9 +37,12 @@ def reliability(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Draw a reliability diagram: accuracy per confidence bin (15 bins) against the bin's mean
-    confidence, the gap shaded, the faces in each bin counted, the expected calibration error (ECE)
-    in the title. Several files are drawn side by side in each bin, with a legend.
+    """Draw a reliability diagram (confidence against accuracy, ECE) of one or more predictions
+    files.
+
+    Accuracy per confidence bin (15 bins) against the bin's mean confidence, the gap shaded, the
+    faces in each bin counted, the expected calibration error in the title. Several files are
+    drawn side by side in each bin, with a legend.
 
     Example: fertool reliability preds.npz -o rel.png
     """
