@@ -21,6 +21,7 @@ from fertool.stats import (
     macro_f1_interval,
     mcnemar_exact,
     negative_log_likelihood,
+    normal_interval,
     paired_comparison,
     probabilities,
     reliability_bins,
@@ -39,6 +40,15 @@ def test_the_accuracy_interval_is_the_binomial_quantiles():
     assert binom.ppf(0.025, n, k / n) == 106 and binom.ppf(0.975, n, k / n) == 133
     assert low == pytest.approx(106 / n, abs=1.01 / n)
     assert high == pytest.approx(133 / n, abs=1.01 / n)
+
+
+def test_the_normal_interval_by_hand_and_beside_the_bootstrap():
+    # 1.96 x sqrt(0.5 x 0.5 / 100) = 0.098.
+    assert normal_interval(0.5, 100) == pytest.approx([0.402, 0.598], abs=1e-4)
+    assert normal_interval(1.0, 50) == [1.0, 1.0]
+    correct = np.arange(3589) < 0.7 * 3589
+    low, high = accuracy_interval(correct, resamples=4000)
+    assert normal_interval(correct.mean(), 3589) == pytest.approx([low, high], abs=0.002)
 
 
 def test_the_interval_is_seeded_and_collapses_on_a_constant_sample():

@@ -12,6 +12,7 @@ plain Python numbers out; scipy is imported only by the functions that need it.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -168,6 +169,15 @@ def macro_f1_interval(
         return macro_f1(pred, true, num_classes)
 
     return bootstrap_interval((predicted, labels), statistic, resamples, seed)
+
+
+def normal_interval(accuracy: float, count: int) -> list[float]:
+    """95 % interval of an accuracy from itself and the number of faces alone (the normal
+    approximation to the binomial, p +- 1.96 sqrt(p (1 - p) / n)): for results whose
+    predictions are gone, where a bootstrap has nothing to resample. Within 0.1 point of the
+    bootstrap on FER2013's 3,589 faces (docs/experiments/2026-12-07-uncertainty.md)."""
+    half = 1.959964 * math.sqrt(accuracy * (1 - accuracy) / max(count, 1))
+    return [max(0.0, accuracy - half), min(1.0, accuracy + half)]
 
 
 def uncertainty_report(
