@@ -59,8 +59,9 @@ def calibrate(
 
     T is fitted by LBFGS on the faces' negative log-likelihood and stored in the file's metadata;
     eval, predict and export then take probabilities as softmax(logits / T). With one view the
-    predicted classes stay the same; with several, T reweights the views and may move a few. Prints NLL and ECE before and after, and after when T is fitted
-    on half the faces and scored on the other half. The test split is refused.
+    predicted classes stay the same; with several, T reweights the views and may move a few.
+    Prints NLL and ECE before and after, and after when T is fitted on half the faces and scored
+    on the other half. The test split is refused.
 
     Example: fertool calibrate branch1.safetensors fer.safetensors -o calibrated.safetensors
     """
