@@ -163,3 +163,27 @@ def test_calibrate_refuses_the_test_split(synthetic_data, tiny_branch, tmp_path)
 def test_a_bad_temperature_is_refused(tiny_branch, synthetic_data, tmp_path):
     bad = copy_with_meta(tiny_branch, tmp_path / "bad.safetensors", temperature=-1.0)
     one_line_error(invoke("eval", synthetic_data, bad), "temperature", "positive")
+
+
+def test_the_grid_refuses_another_data_set(two_evals, small_synthetic_data, tmp_path):
+    a, b, _ = two_evals
+    grid = tmp_path / "g.png"
+    one_line_error(
+        invoke("compare", a, b, "--grid", grid, "--data", small_synthetic_data),
+        "small.safetensors",
+        "--data",
+    )
+    assert not grid.exists()
+
+
+def test_disagreements_are_titled_with_both_predictions_and_the_truth(two_evals):
+    from fertool.comparison import disagreements
+
+    a, b = (load_artifact(p, as_numpy=True) for p in two_evals[:2])
+    images, titles, right = disagreements(a, b, limit=5)
+    assert images.dtype == np.uint8 and images.shape[1:] == (48, 48) and 0 < len(images) <= 5
+    classes = a.meta["classes"]
+    for title, (a_right, b_right) in zip(titles, right):
+        pred_a, pred_b, truth = (line.split(": ")[1] for line in title.splitlines())
+        assert {pred_a, pred_b, truth} <= set(classes) and pred_a != pred_b
+        assert a_right == (pred_a == truth) and b_right == (pred_b == truth)
