@@ -304,7 +304,7 @@ def test_the_bundled_model_scores_on_real_fer2013_what_it_records(real_fer: Path
     )
     # pack_model measured in fp32 arithmetic: the same arithmetic gives it back within a face.
     # A temperature (fertool calibrate, after packing) reweights the views in their mean: it
-    # moved 3 faces of the bundled model, all to the right class (MODEL_CARD.md, "Calibration").
+    # moved none of the bundled model's faces in fp32 and 3 in bf16 (MODEL_CARD.md, "Calibration").
     moved = 4 / 3589 if meta.get("temperature", 1.0) != 1.0 else 0.0
     exact = json_of(invoke("eval", real_fer, "--split", "val", "--precision", "fp32", "--json"))
     assert exact["count"] == 3589 and exact["tta"] == tta

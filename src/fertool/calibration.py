@@ -5,12 +5,12 @@
 
 Probabilities become the mean over test-time views of softmax(logits / T) (Guo et al. 2017). T
 divides every logit alike, so one view's predicted class never changes; with several views T
-reweights them in the mean and can move a face whose views disagree (3 of 3,589 for the bundled
-model). T > 1 softens an overconfident model, T < 1 sharpens an underconfident one. T is stored
-as `temperature` in the model file's metadata (absent means 1); models.load_model puts it on the
-model and evaluate.tta_logits applies it, so eval, predict and saliency's probabilities all use
-it, and `fertool export` reads the same key. Fitted by LBFGS on the validation split's negative
-log-likelihood, never on a test split.
+reweights them in the mean and can move a face whose views disagree (none in fp32 for the bundled
+model, 3 of 3,589 in bf16). T > 1 softens an overconfident model, T < 1 sharpens an
+underconfident one. T is stored as `temperature` in the model file's metadata (absent means 1);
+models.load_model puts it on the model and evaluate.tta_logits applies it, so eval, predict and
+saliency's probabilities all use it, and `fertool export` reads the same key. Fitted by LBFGS on
+the validation split's negative log-likelihood, never on a test split.
 """
 
 from __future__ import annotations
