@@ -84,13 +84,20 @@ def tta_views(batch: torch.Tensor, tta: str) -> list[torch.Tensor]:
 def tta_logits(model: nn.Module, batch: torch.Tensor, tta: str) -> torch.Tensor:
     """Logits (float32) of an N x 1 x H x W input batch; with views (`tta` other than none), the
     log of their mean softmax, whose softmax is the views' mean probabilities. All views of a
-    batch go through the model as one pass."""
+    batch go through the model as one pass.
+
+    Each view's logits are divided by the model's `temperature` (fertool calibrate; 1 unless
+    models.load_model read one from the file) before the softmax: applied here, not in
+    forward(), so every prediction path honours it and gradients and exports see the raw net.
+    """
+    temperature = float(getattr(model, "temperature", 1.0))
     if (
         tta == "none" or len(batch) == 0
     ):  # no faces: nothing to zoom, and the width is still the classes'
-        return model(batch).float()
+        return model(batch).float() / temperature
     views = tta_views(batch, tta)
-    return log_mean_softmax(model(torch.cat(views)).view(len(views), len(batch), -1))
+    raw = model(torch.cat(views)).float() / temperature
+    return log_mean_softmax(raw.view(len(views), len(batch), -1))
 
 
 def log_mean_softmax(logits: torch.Tensor) -> torch.Tensor:

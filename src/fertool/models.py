@@ -288,6 +288,7 @@ class FERClassifier(nn.Module):
 
     mean: torch.Tensor  # buffers: saved with the weights
     std: torch.Tensor
+    temperature: float = 1.0  # a plain attribute, not a weight: see load_model
 
     def __init__(self, backbone: Backbone, mean: float = 0.0, std: float = 1.0):
         super().__init__()
@@ -315,6 +316,7 @@ class EnsembleClassifier(nn.Module):
     """
 
     FEATURES = ("penultimate", "logits", "average")
+    temperature: float = 1.0  # a plain attribute, not a weight: see load_model
 
     def __init__(
         self,
@@ -467,7 +469,21 @@ def load_model(path: Path | str) -> tuple[Classifier, dict[str, Any]]:
     from fertool.artifacts import MODEL_KINDS, load_artifact
 
     artifact = load_artifact(path, expect=MODEL_KINDS)
-    return model_from_artifact(artifact), artifact.meta
+    model = model_from_artifact(artifact)
+    # The file's `temperature` (fertool calibrate) rides on the model as an attribute that
+    # evaluate.tta_logits divides each view's logits by, not inside forward(): eval, predict and
+    # saliency's probabilities then honour it, while forward() stays the raw network that
+    # saliency's gradients, filters and `fertool export` (which adds 1/T to its graph) trace.
+    # Only here, not in model_from_artifact: training from --init and a distillation teacher
+    # keep the raw logits they were designed around.
+    model.temperature = temperature_of(artifact.meta)
+    return model, artifact.meta
+
+
+def temperature_of(meta: dict[str, Any]) -> float:
+    """A model's temperature (`temperature` in its metadata, fertool calibrate); 1 where absent."""
+    value = meta.get("temperature")
+    return float(value) if value is not None else 1.0
 
 
 def check_model_fits(model_meta: dict[str, Any], model_path: Path, dataset: Artifact) -> None:

@@ -550,3 +550,103 @@ def _broken_at_gaps(times: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, n
         np.insert(times, gaps + 1, np.nan),
         np.insert(probs, gaps + 1, np.full(probs.shape[1], np.nan), axis=0),
     )
+
+
+# --- calibration and paired comparison ----------------------------------------------------------
+
+
+def reliability_figure(
+    tables: Sequence[dict[str, Any]], names: Sequence[str], eces: Sequence[float]
+) -> Figure:
+    """Confidence against accuracy per confidence bin (stats.reliability_bins), one colour per
+    predictions file: bars of accuracy, the gap to the bin's mean confidence shaded, the diagonal
+    a perfectly calibrated model would follow, and below, how many faces fall in each bin.
+    """
+    if not (len(tables) == len(names) == len(eces)) or not tables:
+        raise ValueError(
+            f"need one name and ECE per table: {len(tables)}, {len(names)}, {len(eces)}"
+        )
+    edges = np.asarray(tables[0]["edges"])
+    width = (edges[1] - edges[0]) / len(tables)
+    fig = Figure(figsize=(7.0, 7.2), layout="constrained")
+    ax, ax_count = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.4", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for i, (table, name, ece) in enumerate(zip(tables, names, eces)):
+        colour = _COLOURS[i % len(_COLOURS)]
+        left = edges[:-1] + i * width
+        counts = np.asarray(table["counts"])
+        filled = counts > 0
+        accuracy = np.nan_to_num(np.asarray(table["accuracy"], dtype=float))
+        confidence = np.nan_to_num(np.asarray(table["confidence"], dtype=float))
+        ax.bar(
+            left[filled],
+            accuracy[filled],
+            width,
+            align="edge",
+            color=colour,
+            alpha=0.75,
+            edgecolor="white",
+            linewidth=0.5,
+            label=f"{name} (ECE {ece:.3f})",
+        )
+        # The gap: from the bar's top to the bin's mean confidence (above: overconfident).
+        ax.bar(
+            left[filled],
+            (confidence - accuracy)[filled],
+            width,
+            bottom=accuracy[filled],
+            align="edge",
+            color=colour,
+            alpha=0.25,
+            hatch="//",
+            edgecolor=colour,
+            linewidth=0,
+        )
+        ax_count.bar(left, counts, width, align="edge", color=colour, alpha=0.75)
+        if len(tables) == 1:
+            for x, n in zip(left[filled], counts[filled]):
+                ax_count.text(x + width / 2, n, f"{n:,}", ha="center", va="bottom", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy in the bin")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.text(
+        0.98,
+        0.02,
+        "hatched: gap to the bin's mean confidence\n(above the bar: overconfident)",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color="0.3",
+    )
+    ax_count.set_xlabel("confidence (probability of the predicted class)")
+    ax_count.set_ylabel("faces")
+    bins = len(edges) - 1
+    scores = ", ".join(f"{e:.3f}" for e in eces)
+    label = "ECE" if len(eces) == 1 else "ECEs"
+    ax.set_title(f"Reliability diagram, {bins} bins: {label} {scores}", fontsize=11)
+    return fig
+
+
+def disagreement_figure(
+    images: np.ndarray, titles: Sequence[str], right: Sequence[tuple[bool, bool]], heading: str
+) -> Figure:
+    """Faces (uint8 N x H x W) on which two models disagree, each titled with both predictions and
+    the truth (`titles[i]`, three lines); the title is in A's colour (blue, as in the other
+    figures' first run) where A is right, B's (orange) where B is, grey where neither is."""
+    images = np.asarray(images)
+    if len(titles) != len(images) or len(right) != len(images) or not len(images):
+        raise ValueError(f"need a title per face: {len(images)} faces, {len(titles)} titles")
+    rows, columns = grid_shape(len(images))
+    cell = float(np.clip(10.0 / columns, 1.2, 1.8))
+    fig = Figure(figsize=(columns * cell, rows * (cell + 0.55) + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image, title, (a_right, b_right) in zip(axes.flat, images, titles, right):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        colour = _COLOURS[0] if a_right else _COLOURS[1] if b_right else "0.35"
+        ax.set_title(title, fontsize=8, color=colour, linespacing=1.1)
+    fig.suptitle(heading, fontsize=11)
+    return fig

@@ -125,6 +125,7 @@ def model_summary(meta: dict[str, Any], tensors: dict[str, Any]) -> dict[str, An
         "val_split": metrics.get("val_split"),
         "val_accuracy": metrics.get("best_val_accuracy"),
         "tta": meta.get("tta", "none"),
+        "temperature": meta.get("temperature"),  # fertool calibrate's; none: as trained
         "seed": meta.get("seed"),
         "device": meta.get("device"),
         "precision": meta.get("precision"),

@@ -210,6 +210,11 @@ def check_model(artifact: Any) -> None:
         lambda v: v is None or v in TTA_MODES,
         f"one of {', '.join(TTA_MODES)} (test-time augmentation)",
     )
+    c.meta(
+        "temperature",
+        lambda v: v is None or (_finite_number(v) and v > 0),
+        "a positive number (fertool calibrate's temperature)",
+    )
     c.meta("history", _is_history, "a list of epochs with a finite loss")
     c.meta("init", _is_start_chain, "the run it started from, with its epochs and history")
     for name, tensor in artifact.tensors.items():
@@ -236,6 +241,17 @@ def check_predictions(artifact: Any) -> None:
         c.fail("its logits hold NaN or infinite values")
     if not _in_range(labels, len(classes)):
         c.fail(f"its labels fall outside 0..{len(classes) - 1}")
+    if "probabilities" in artifact.tensors:  # written since issue 40; older files have logits only
+        probs = np.asarray(c.array("probabilities", "f", 2))  # npz: numpy already
+        if probs.shape != logits.shape:
+            c.fail(
+                f"its probabilities have shape {list(probs.shape)}, its logits {list(logits.shape)}"
+            )
+        sums = probs.sum(axis=1)
+        if not (
+            np.isfinite(probs).all() and (probs >= 0).all() and np.allclose(sums, 1, atol=1e-3)
+        ):
+            c.fail("its probabilities are not rows of non-negative numbers summing to 1")
 
 
 def check_checkpoint(artifact: Any) -> None:

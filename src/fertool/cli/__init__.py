@@ -12,6 +12,8 @@ imports `fertool.cli`. Importing this package registers every command on `app`.
 from __future__ import annotations
 
 from fertool.cli import (  # noqa: F401  (each registers its command on `app`, in --help's order)
+    calibrate,
+    compare,
     confusion,
     curves,
     ensemble,
@@ -20,6 +22,7 @@ from fertool.cli import (  # noqa: F401  (each registers its command on `app`, i
     info,
     predict,
     prepare,
+    reliability,
     saliency,
     timeline,
     train_branch,

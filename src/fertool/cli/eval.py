@@ -39,9 +39,17 @@ def eval_command(
             "-o",
             "--output",
             show_default=False,
-            help="Write the predictions artifact (npz: logits, labels, indices).",
+            help="Write the predictions artifact (npz: logits, probabilities, labels, indices).",
         ),
     ] = None,
+    resamples: Annotated[
+        int,
+        typer.Option(
+            "--resamples",
+            min=100,
+            help="Bootstrap resamples behind the 95 % intervals (seeded: the same every run).",
+        ),
+    ] = 2000,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -54,14 +62,19 @@ def eval_command(
     precision: PrecisionOpt = Precision.AUTO,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score a model on one split: accuracy and per-class precision, recall and F1.
+    """Score a model on one split: accuracy and macro F1 with 95 % intervals, per-class scores,
+    and how well its confidence is calibrated.
+
+    The intervals are percentile bootstraps (--resamples, seeded); calibration is NLL, Brier
+    score and expected calibration error (ECE) over 15 confidence bins.
 
     Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz --tta flip
     """
     from fertool.artifacts import check_output_path, load_artifact, save_npz
     from fertool.bundled import resolve_model
     from fertool.evaluate import evaluate_model
-    from fertool.models import check_model_fits
+    from fertool.models import check_model_fits, temperature_of
+    from fertool.stats import probabilities, uncertainty_report
 
     if output is not None:
         check_output_path(output, inputs=[data, model_path])
@@ -71,12 +84,14 @@ def eval_command(
     result = evaluate_model(
         model, meta, dataset, split.value, tta.value, device, precision.value, batch_size
     )
-    report = result.report
+    probs = probabilities({"logits": result.logits.numpy()})
+    report = {**result.report, **uncertainty_report(probs, result.labels.numpy(), resamples)}
     if output is not None:
         save_npz(
             output,
             {
                 "logits": result.logits.numpy(),
+                "probabilities": probs.astype("float32"),
                 "labels": result.labels.numpy(),
                 "indices": result.indices.numpy(),
             },
@@ -89,6 +104,7 @@ def eval_command(
                 "split": result.split,
                 "classes": meta["classes"],
                 "tta": result.tta,
+                "temperature": temperature_of(meta),
             },
         )
     summary = {
@@ -114,6 +130,26 @@ def eval_command(
         f"{report['macro_f1']:.3f}; {result.images_per_second:,.0f} images/s on {result.device}",
         highlight=False,
     )
+    out.print(uncertainty_table(report))
+
+
+def uncertainty_table(report: dict[str, Any]) -> Table:
+    """The scores with their 95 % intervals, and the calibration of the confidence."""
+    table = Table(title="how far to trust it", caption=report["ci_method"])
+    for column in ("score", "value", "95 % interval", "meaning"):
+        table.add_column(column, justify="left" if column in ("score", "meaning") else "right")
+    low, high = report["accuracy_ci95"]
+    table.add_row("accuracy", f"{report['accuracy']:.2%}", f"{low:.2%} - {high:.2%}", "share right")
+    low, high = report["macro_f1_ci95"]
+    table.add_row(
+        "macro F1", f"{report['macro_f1']:.3f}", f"{low:.3f} - {high:.3f}", "classes weighed alike"
+    )
+    table.add_row("NLL", f"{report['nll']:.3f}", "", "nats per face; lower is better")
+    table.add_row("Brier", f"{report['brier']:.3f}", "", "0 perfect, 2 worst")
+    table.add_row(
+        "ECE", f"{report['ece']:.3f}", "", f"confidence - accuracy gap, {report['ece_bins']} bins"
+    )
+    return table
 
 
 def report_table(report: dict[str, Any], title: str) -> Table:

@@ -115,6 +115,8 @@ def val_suffix(record: dict[str, Any]) -> str:
 
 def field_text(key: str, value: Any) -> str:
     """One field of `info`'s summary in words."""
+    if key == "temperature":
+        return f"{value:.3f} (probabilities are softmax(logits / {value:.3f}): fertool calibrate)"
     if key == "init" and isinstance(value, dict):
         return (
             f"{value.get('file')} ({value.get('epochs')} epochs{val_suffix(value)}): "
