@@ -32,6 +32,11 @@ def resolve_model(model_path: Path | None) -> tuple[Any, dict[str, Any], str]:
     else the bundled one."""
     from fertool.models import load_model
 
+    if model_path is not None and model_path.suffix.lower() == ".onnx":
+        raise BadInputError(
+            f"{model_path}: an ONNX export runs only in `fertool eval`, `fertool predict` and "
+            "the Python API; pass the .safetensors model it was exported from"
+        )
     path = model_path or default_model_path()
     model, meta = load_model(path)
     return model, meta, str(path)

@@ -154,7 +154,7 @@ class Evaluation:
 
 
 def evaluate_model(
-    model: nn.Module,
+    model: Any,
     meta: dict[str, Any],
     dataset: Artifact,
     split: str = "val",
@@ -163,22 +163,20 @@ def evaluate_model(
     precision: str = "auto",
     batch_size: int = 100,
 ) -> Evaluation:
-    """Score `model` (with its metadata `meta`) on a split of `dataset`, as `fertool eval` does."""
-    from fertool.metrics import classification_report
-    from fertool.runtime import precision_name, resolve_device, resolve_precision
+    """Score `model` (with its metadata `meta`) on a split of `dataset`, as `fertool eval` does.
 
-    tta = model_tta(meta, tta)
+    `model` is a facemodel.FaceModel (torch or ONNX Runtime) or a torch module, which is run as
+    a TorchFaceModel: one path for both runtimes."""
+    from fertool.facemodel import as_face_model
+    from fertool.metrics import classification_report
+
+    face_model = as_face_model(model, meta)
+    tta = face_model.resolve_tta(tta)
     images, labels, indices = select_split(dataset, split)
-    run_device = resolve_device(device)
-    dtype = resolve_precision(precision, run_device)
+    run_device, precision_used = face_model.place(device, precision)
     started = time.perf_counter()
-    logits = predict_logits(
-        model.to(run_device).to(memory_format=torch.channels_last),
-        images,
-        run_device,
-        dtype,
-        batch_size,
-        tta=tta,
+    logits = torch.from_numpy(
+        face_model.log_probabilities(images.numpy(), tta=tta, batch_size=batch_size)
     )
     seconds = time.perf_counter() - started
     report = classification_report(logits.numpy(), labels.numpy(), meta["classes"])
@@ -190,6 +188,6 @@ def evaluate_model(
         split=split,
         tta=tta,
         seconds=seconds,
-        device=str(run_device),
-        precision=precision_name(dtype),
+        device=run_device,
+        precision=precision_used,
     )

@@ -107,3 +107,10 @@ class Features(Choice):
 
     PENULTIMATE = "penultimate"
     LOGITS = "logits"
+
+
+class FaceInput(Choice):
+    """`export --input`: the element type of an ONNX export's faces (0..255 either way)."""
+
+    UINT8 = "uint8"
+    FLOAT32 = "float32"

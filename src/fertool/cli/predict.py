@@ -59,7 +59,7 @@ def predict(
         typer.Argument(
             metavar="[MODEL] PATH...",
             show_default=False,
-            help="A model file (default: the bundled model), then photos, "
+            help="A model file or its ONNX export (default: the bundled model), then photos, "
             "folders (searched recursively) or globs.",
         ),
     ] = None,
@@ -117,11 +117,9 @@ def predict(
 
     Example: fertool predict branch1.safetensors photo.jpg party/ 'shots/*.png' --json
     """
-    from fertool.bundled import resolve_model
     from fertool.detect import DetectConfig
-    from fertool.evaluate import model_tta
+    from fertool.facemodel import load_face_model
     from fertool.photos import PredictConfig, expand_inputs, predict_photos, write_annotations
-    from fertool.runtime import resolve_device
 
     if as_json and as_csv:
         raise BadInputError("--json and --csv: give one of them")
@@ -132,15 +130,16 @@ def predict(
         )
     if annotate_dir is not None:
         check_annotate_dir(annotate_dir)
-    model, meta, model_name = resolve_model(model_path)
-    check_face_size(meta, model_name)
-    classes = list(meta["classes"])
-    model.to(resolve_device(device))
+    model = load_face_model(model_path)  # a .onnx export runs through ONNX Runtime
+    model_name = model.name
+    check_face_size(model.meta, model_name)
+    classes = model.classes
+    model.place(device, "fp32")  # as before: predict runs the weights as stored
     config = PredictConfig(
         detect=DetectConfig(margin=margin),
         whole_images=no_detect,
         batch_size=batch_size,
-        tta=model_tta(meta, tta.value),
+        tta=model.resolve_tta(tta.value),
     )
 
     files, problems = expand_inputs(inputs)
