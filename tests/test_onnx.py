@@ -16,7 +16,7 @@ from PIL import Image
 
 from fertool.artifacts import save_tensors
 from fertool.errors import BadInputError, WrongKindError
-from fertool.evaluate import tta_views, to_input
+from fertool.evaluate import to_input, tta_views
 from fertool.export import export_onnx, zoom_matrix
 from fertool.facemodel import load_face_model
 from fertool.models import EnsembleClassifier, build_classifier
@@ -46,8 +46,10 @@ def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            mean, var = module.running_mean, module.running_var
+            assert mean is not None and var is not None
+            mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
     return model.eval()
 
 

@@ -118,7 +118,7 @@ def predict(
     classes = face_model.classes
     return [
         FacePrediction(
-            box=tuple(photo.to_original(face.box)),  # type: ignore[arg-type]  # four ints
+            box=tuple(photo.to_original(face.box)),
             label=classes[int(row.argmax())],
             probabilities={name: float(p) for name, p in zip(classes, row)},
         )

@@ -107,7 +107,8 @@ def export_metadata(
         "label_order": ", ".join(f"{i} {name}" for i, name in enumerate(classes)),
         "input_format": f"faces: {input_type} N x {IMAGE_SIZE} x {IMAGE_SIZE}, gray 0..255, "
         "one face per image (normalisation is inside the graph)",
-        "output_format": f"probabilities: float32 N x {len(classes)}, in label_order, rows sum to 1",
+        "output_format": f"probabilities: float32 N x {len(classes)}, in label_order, "
+        "rows sum to 1",
         "input_size": json.dumps(meta.get("input_size", [1, IMAGE_SIZE, IMAGE_SIZE])),
         "tta": tta,
         "temperature": repr(temperature),

@@ -93,8 +93,12 @@ class TorchFaceModel(FaceModel):
     def __init__(self, module: Any, meta: dict[str, Any], name: str):
         from fertool.runtime import model_placement
 
+        import torch
+
         super().__init__(meta, name)
-        self.module = module.eval()
+        # Channels-last as evaluate.to_input feeds it: the same convolution kernels, so the same
+        # numbers, whether `place` was called or not.
+        self.module = module.eval().to(memory_format=torch.channels_last)
         self.device, _ = model_placement(module)
         self.dtype: Any = None  # autocast dtype; None: the weights' own
 
