@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import json_of, invoke
+from clitools import invoke, json_of
 from PIL import Image
 
 import fertool

@@ -91,9 +91,9 @@ class TorchFaceModel(FaceModel):
     runtime = "torch"
 
     def __init__(self, module: Any, meta: dict[str, Any], name: str):
-        from fertool.runtime import model_placement
-
         import torch
+
+        from fertool.runtime import model_placement
 
         super().__init__(meta, name)
         # Channels-last as evaluate.to_input feeds it: the same convolution kernels, so the same
