@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from fertool.artifacts import load_artifact, save_tensors
-from fertool.bundled import DEFAULT_MODEL
+from fertool.bundled import DEFAULT_MODEL, load_face_model
 from fertool.evaluate import select_split
 from fertool.export import export_onnx
-from fertool.facemodel import FaceModel, load_face_model
+from fertool.facemodel import FaceModel
 from fertool.models import build_classifier, list_models
 from fertool.onnxmodel import OnnxFaceModel
 

@@ -15,10 +15,10 @@ from clitools import invoke, json_of, ok, one_line_error
 from PIL import Image
 
 from fertool.artifacts import save_tensors
+from fertool.bundled import load_face_model
 from fertool.errors import BadInputError, WrongKindError
 from fertool.evaluate import to_input, tta_views
 from fertool.export import export_onnx, zoom_matrix
-from fertool.facemodel import load_face_model
 from fertool.models import EnsembleClassifier, build_classifier
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

@@ -4,8 +4,7 @@ them from Python (`fertool.load_model`, `fertool.predict`, `fertool.predict_prob
 Importing fertool is cheap: torch, ONNX Runtime and the command line load on first use.
 """
 
-__version__ = "0.1.0"
-
-from fertool.api import FacePrediction, load_model, predict, predict_proba  # noqa: E402
+from fertool.api import FacePrediction, load_model, predict, predict_proba
+from fertool.version import __version__
 
 __all__ = ["FacePrediction", "__version__", "load_model", "predict", "predict_proba"]

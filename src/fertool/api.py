@@ -60,7 +60,7 @@ def load_model(path: str | Path | None = None) -> FaceModel:
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str | None, modified_ns: int) -> FaceModel:
     # The modification time is part of the key: a file written again is loaded again.
-    from fertool.facemodel import load_face_model
+    from fertool.bundled import load_face_model
 
     return load_face_model(None if path is None else Path(path))
 

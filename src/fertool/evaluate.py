@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -153,8 +154,23 @@ class Evaluation:
         return len(self.labels) / max(self.seconds, 1e-9)
 
 
+class FaceRunner(Protocol):
+    """What `evaluate_model` runs: a facemodel.FaceModel (torch or ONNX Runtime). Declared here,
+    not imported, because facemodel's torch side is built on this module's `predict_logits`."""
+
+    def place(self, device: str = "auto", precision: str = "auto") -> tuple[str, str]: ...
+    def resolve_tta(self, requested: str) -> str: ...
+    def log_probabilities(
+        self,
+        faces: np.ndarray,
+        tta: str = "auto",
+        batch_size: int = 100,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray: ...
+
+
 def evaluate_model(
-    model: Any,
+    model: FaceRunner,
     meta: dict[str, Any],
     dataset: Artifact,
     split: str = "val",
@@ -163,20 +179,17 @@ def evaluate_model(
     precision: str = "auto",
     batch_size: int = 100,
 ) -> Evaluation:
-    """Score `model` (with its metadata `meta`) on a split of `dataset`, as `fertool eval` does.
-
-    `model` is a facemodel.FaceModel (torch or ONNX Runtime) or a torch module, which is run as
-    a TorchFaceModel: one path for both runtimes."""
-    from fertool.facemodel import as_face_model
+    """Score `model` (a facemodel.FaceModel: `load_face_model(path)`, or
+    `TorchFaceModel(module, meta, name)` for a model in memory; `meta` its metadata) on a split
+    of `dataset`, as `fertool eval` does: one path for torch and ONNX Runtime."""
     from fertool.metrics import classification_report
 
-    face_model = as_face_model(model, meta)
-    tta = face_model.resolve_tta(tta)
+    tta = model.resolve_tta(tta)
     images, labels, indices = select_split(dataset, split)
-    run_device, precision_used = face_model.place(device, precision)
+    run_device, precision_used = model.place(device, precision)
     started = time.perf_counter()
     logits = torch.from_numpy(
-        face_model.log_probabilities(images.numpy(), tta=tta, batch_size=batch_size)
+        model.log_probabilities(images.numpy(), tta=tta, batch_size=batch_size)
     )
     seconds = time.perf_counter() - started
     report = classification_report(logits.numpy(), labels.numpy(), meta["classes"])

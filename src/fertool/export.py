@@ -20,15 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from fertool import __version__
 from fertool.constants import IMAGE_SIZE
 from fertool.errors import BadInputError, FertoolError
+from fertool.onnxmodel import FORMAT, ONNX_MISSING
 from fertool.options import FaceInput
+from fertool.version import __version__
 
 OPSET = 17  # onnxruntime >= 1.18 runs it; GridSample-free, so no newer opset is needed
-FORMAT = "fertool-onnx-1"  # the `fertool_format` property: what marks a file as our export
 INPUT_TYPES = FaceInput.values()
-ONNX_MISSING = "ONNX export and ONNX Runtime are an extra: pip install 'fertool[onnx]'"
 
 
 def zoom_matrix(zoom: float, side: int = IMAGE_SIZE) -> torch.Tensor:

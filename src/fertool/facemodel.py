@@ -1,7 +1,7 @@
 """A model that names the expression of 48x48 faces, whichever runtime runs it.
 
-    model = load_face_model(None)                      # the bundled model, run by torch
-    model = load_face_model(Path("default.onnx"))      # an export, run by ONNX Runtime
+    model = bundled.load_face_model(None)              # the bundled model, run by torch
+    model = bundled.load_face_model(Path("x.onnx"))    # an export, run by ONNX Runtime
     probs = model.probabilities(faces)                 # uint8 N x 48 x 48 -> float64 N x 7
     model.classes, model.tta, model.name, model.meta   # what it predicts, its own views, ...
 
@@ -12,14 +12,11 @@ the same numbers. The torch side is here; the ONNX side is onnxmodel.py.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from fertool.errors import BadInputError
-
-ONNX_SUFFIX = ".onnx"
 
 
 class FaceModel:
@@ -157,20 +154,3 @@ def as_face_model(model: Any, meta: dict[str, Any] | None = None, name: str = "<
     if isinstance(model, FaceModel):
         return model
     return TorchFaceModel(model, meta if meta is not None else {"classes": []}, name)
-
-
-def is_onnx(path: Path | str | None) -> bool:
-    return path is not None and Path(path).suffix.lower() == ONNX_SUFFIX
-
-
-def load_face_model(path: Path | str | None) -> FaceModel:
-    """The model in `path` (the bundled one for None): a `.onnx` export through ONNX Runtime,
-    a branch or ensemble artifact through torch."""
-    if is_onnx(path):
-        from fertool.onnxmodel import OnnxFaceModel
-
-        return OnnxFaceModel(Path(str(path)))
-    from fertool.bundled import resolve_model
-
-    module, meta, name = resolve_model(None if path is None else Path(path))
-    return TorchFaceModel(module, meta, name)

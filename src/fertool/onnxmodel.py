@@ -19,9 +19,10 @@ from typing import Any, Callable
 import numpy as np
 
 from fertool.errors import BadInputError, FertoolError, WrongKindError
-from fertool.export import FORMAT, ONNX_MISSING
 from fertool.facemodel import FaceModel, check_faces
 
+FORMAT = "fertool-onnx-1"  # the `fertool_format` property: what marks a file as our export
+ONNX_MISSING = "ONNX export and ONNX Runtime are an extra: pip install 'fertool[onnx]'"
 CPU_DEVICES = ("auto", "cpu")
 FP32_PRECISIONS = ("auto", "fp32")
 

@@ -33,9 +33,9 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from fertool import __version__
 from fertool.errors import ExitCode, FertoolError, Terminated
 from fertool.options import Precision, Tta
+from fertool.version import __version__
 
 # The panels `fertool --help` groups the commands in.
 DATA_PANEL = "Data and training"

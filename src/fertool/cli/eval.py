@@ -62,8 +62,8 @@ def eval_command(
     Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz --tta flip
     """
     from fertool.artifacts import check_output_path, load_artifact, save_npz
+    from fertool.bundled import load_face_model
     from fertool.evaluate import evaluate_model
-    from fertool.facemodel import load_face_model
     from fertool.models import check_model_fits
 
     if output is not None:

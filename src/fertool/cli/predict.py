@@ -117,8 +117,8 @@ def predict(
 
     Example: fertool predict branch1.safetensors photo.jpg party/ 'shots/*.png' --json
     """
+    from fertool.bundled import load_face_model
     from fertool.detect import DetectConfig
-    from fertool.facemodel import load_face_model
     from fertool.photos import PredictConfig, expand_inputs, predict_photos, write_annotations
 
     if as_json and as_csv:
