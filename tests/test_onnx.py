@@ -5,6 +5,7 @@ are refused in one line."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -283,3 +284,15 @@ def test_export_leaves_nothing_behind_when_it_cannot_write(
             tmp_path / "cold.onnx",
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cold.safetensors"]
+
+
+def test_running_an_export_from_python_imports_no_torch(flip_export: Path) -> None:
+    # A web service that runs an export starts in a fraction of the time `import torch` takes.
+    code = (
+        "import sys, numpy as np, fertool\n"
+        f"model = fertool.load_model({str(flip_export)!r})\n"
+        "faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)\n"
+        "print(fertool.predict_proba(faces, model).shape, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "(3, 7) False"

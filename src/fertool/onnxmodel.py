@@ -91,14 +91,18 @@ class OnnxFaceModel(FaceModel):
         self.input_dtype = np.float32 if "float" in graph_input.type else np.uint8
 
     def resolve_tta(self, requested: str) -> str:
-        views = super().resolve_tta(requested)
-        if views != self.tta:
-            raise BadInputError(
-                f"{self.name}: its views ({self.tta}) are built into the ONNX graph, so --tta "
-                f"{requested} cannot apply; use --tta auto, or export the model again with "
-                f"`fertool export MODEL --tta {requested}`"
-            )
-        return views
+        # Checked here, not through evaluate.check_tta: running an export needs no torch.
+        from fertool.options import Tta
+
+        if requested in ("auto", self.tta):
+            return self.tta
+        if requested not in Tta.values():
+            raise BadInputError(f"--tta {requested}: choose one of {', '.join(Tta.values())}")
+        raise BadInputError(
+            f"{self.name}: its views ({self.tta}) are built into the ONNX graph, so --tta "
+            f"{requested} cannot apply; use --tta auto, or export the model again with "
+            f"`fertool export MODEL --tta {requested}`"
+        )
 
     def place(self, device: str = "auto", precision: str = "auto") -> tuple[str, str]:
         if device not in CPU_DEVICES:
