@@ -5,9 +5,10 @@ views, crops: six per face) and each branch architecture (untrained weights, no 
 
 Both runtimes go through facemodel.FaceModel.probabilities, the call eval, predict and the Python
 API make, in fp32 on the CPU with the same number of threads. Each figure is the median of
-`--runs` timed runs after one warm-up; batch 1 is 30 faces one at a time, batch 100 one call of
-100 faces. Faces: FER2013 val when a data set is given, random pixels otherwise (the speed does
-not depend on them). docs/BENCHMARKS.md has a table of its output.
+`--runs` timed rounds that alternate the two runtimes, after one warm-up; batch 1 is 30 faces
+one at a time, batch 100 one call of 100 faces. Faces: FER2013 val when a data set is given,
+random pixels otherwise (the speed does not depend on them). docs/BENCHMARKS.md has a table of
+its output.
 """
 
 from __future__ import annotations
@@ -54,16 +55,26 @@ def branch_file(folder: Path, arch: str) -> Path:
     return path
 
 
-def faces_per_second(model: FaceModel, faces: np.ndarray, batch: int, runs: int) -> float:
-    """Median over `runs` of faces/s, `faces` fed `batch` at a time."""
-    model.probabilities(faces[:batch])  # warm-up: first-call allocations, ORT's graph setup
-    rates = []
+def one_run(model: FaceModel, faces: np.ndarray, batch: int) -> float:
+    """faces/s of one pass over `faces`, fed `batch` at a time."""
+    started = time.perf_counter()
+    for start in range(0, len(faces), batch):
+        model.probabilities(faces[start : start + batch], batch_size=batch)
+    return len(faces) / (time.perf_counter() - started)
+
+
+def alternating_medians(
+    models: tuple[FaceModel, FaceModel], faces: np.ndarray, batch: int, runs: int
+) -> tuple[float, float]:
+    """Median faces/s of each model over `runs` rounds that alternate them, so both see the same
+    load on a shared machine; one warm-up pass each first (allocations, ORT's graph setup)."""
+    rates: tuple[list[float], list[float]] = ([], [])
+    for model in models:
+        model.probabilities(faces[:batch])
     for _ in range(runs):
-        started = time.perf_counter()
-        for start in range(0, len(faces), batch):
-            model.probabilities(faces[start : start + batch], batch_size=batch)
-        rates.append(len(faces) / (time.perf_counter() - started))
-    return statistics.median(rates)
+        for model, found in zip(models, rates):
+            found.append(one_run(model, faces, batch))
+    return statistics.median(rates[0]), statistics.median(rates[1])
 
 
 def main() -> None:
@@ -95,8 +106,9 @@ def main() -> None:
                 torch_model.probabilities(sizes[100]) - onnx_model.probabilities(sizes[100])
             ).max()
             for batch, faces in sizes.items():
-                torch_rate = faces_per_second(torch_model, faces, batch, args.runs)
-                onnx_rate = faces_per_second(onnx_model, faces, batch, args.runs)
+                torch_rate, onnx_rate = alternating_medians(
+                    (torch_model, onnx_model), faces, batch, args.runs
+                )
                 print(
                     f"| {name} | {properties['tta']} | {batch} | {torch_rate:,.0f} | "
                     f"{onnx_rate:,.0f} | {onnx_rate / torch_rate:.1f}x | {difference:.1e} |",
