@@ -2,7 +2,7 @@
 
     from fertool.bundled import load_face_model, resolve_model
     model, meta, name = resolve_model(None)        # the bundled FER2013 model, in eval mode
-    face_model = load_face_model(path)             # a FaceModel: torch, or ONNX Runtime for .onnx
+    face_model = load_face_model(Path("x.onnx"))   # a FaceModel: torch, or ONNX Runtime for .onnx
 
 It is made by scripts/train_default.sh and packed by scripts/pack_model.py; MODEL_CARD.md says
 what it is and how well it does.
