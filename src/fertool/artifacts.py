@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 import numpy as np
 from safetensors import SafetensorError
 
-from fertool import __version__
 from fertool.errors import BadInputError, WrongKindError
+from fertool.version import __version__
 
 if TYPE_CHECKING:
     import torch

@@ -384,30 +384,16 @@ def classify_faces(
     """Class probabilities (float64 N x K; 0 x 0 for no crops) of uint8 N x 48 x 48 crops, in
     batches.
 
+    `model` is a facemodel.FaceModel (torch or ONNX Runtime; a torch module is wrapped in one).
     Test-time augmentation (evaluate.predict_logits): at least the mean of the softmax of each
     crop and of its mirror image, the flip every model is trained with; `tta="crops"` adds
     zoomed-in centre crops.
     """
-    import torch
-
-    from fertool.evaluate import predict_logits
-    from fertool.runtime import model_placement
+    from fertool.facemodel import as_face_model
 
     if len(crops) == 0:
         return np.zeros((0, 0))
-    device, _ = model_placement(model)
-    log_mean = predict_logits(
-        model,
-        torch.from_numpy(np.ascontiguousarray(crops)),
-        device,
-        batch_size=batch_size,
-        on_batch=on_batch,
-        tta=tta,
-    )
-    probabilities = log_mean.double().exp()
-    return (
-        probabilities / probabilities.sum(1, keepdim=True)
-    ).numpy()  # float64: rows sum to 1 within 1e-15
+    return as_face_model(model).probabilities(crops, tta, batch_size, on_batch)
 
 
 def open_for_drawing(path: Path) -> Image.Image:

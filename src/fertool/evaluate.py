@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,8 +161,23 @@ class Evaluation:
         return len(self.labels) / max(self.seconds, 1e-9)
 
 
+class FaceRunner(Protocol):
+    """What `evaluate_model` runs: a facemodel.FaceModel (torch or ONNX Runtime). Declared here,
+    not imported, because facemodel's torch side is built on this module's `predict_logits`."""
+
+    def place(self, device: str = "auto", precision: str = "auto") -> tuple[str, str]: ...
+    def resolve_tta(self, requested: str) -> str: ...
+    def log_probabilities(
+        self,
+        faces: np.ndarray,
+        tta: str = "auto",
+        batch_size: int = 100,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray: ...
+
+
 def evaluate_model(
-    model: nn.Module,
+    model: FaceRunner,
     meta: dict[str, Any],
     dataset: Artifact,
     split: str = "val",
@@ -170,22 +186,17 @@ def evaluate_model(
     precision: str = "auto",
     batch_size: int = 100,
 ) -> Evaluation:
-    """Score `model` (with its metadata `meta`) on a split of `dataset`, as `fertool eval` does."""
+    """Score `model` (a facemodel.FaceModel: `load_face_model(path)`, or
+    `TorchFaceModel(module, meta, name)` for a model in memory; `meta` its metadata) on a split
+    of `dataset`, as `fertool eval` does: one path for torch and ONNX Runtime."""
     from fertool.metrics import classification_report
-    from fertool.runtime import precision_name, resolve_device, resolve_precision
 
-    tta = model_tta(meta, tta)
+    tta = model.resolve_tta(tta)
     images, labels, indices = select_split(dataset, split)
-    run_device = resolve_device(device)
-    dtype = resolve_precision(precision, run_device)
+    run_device, precision_used = model.place(device, precision)
     started = time.perf_counter()
-    logits = predict_logits(
-        model.to(run_device).to(memory_format=torch.channels_last),
-        images,
-        run_device,
-        dtype,
-        batch_size,
-        tta=tta,
+    logits = torch.from_numpy(
+        model.log_probabilities(images.numpy(), tta=tta, batch_size=batch_size)
     )
     seconds = time.perf_counter() - started
     report = classification_report(logits.numpy(), labels.numpy(), meta["classes"])
@@ -197,6 +208,6 @@ def evaluate_model(
         split=split,
         tta=tta,
         seconds=seconds,
-        device=str(run_device),
-        precision=precision_name(dtype),
+        device=run_device,
+        precision=precision_used,
     )

@@ -114,3 +114,10 @@ class Detector(Choice):
 
     YUNET = "yunet"
     HAAR = "haar"
+
+
+class FaceInput(Choice):
+    """`export --input`: the element type of an ONNX export's faces (0..255 either way)."""
+
+    UINT8 = "uint8"
+    FLOAT32 = "float32"

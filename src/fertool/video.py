@@ -74,6 +74,9 @@ class VideoRow:
     label: str | None = None  # argmax of `smoothed` when smoothing, else of `probabilities`
     probabilities: dict[str, float] | None = None  # the model's own, unsmoothed
     smoothed: dict[str, float] | None = None
+    # The finder's five points in the frame's own pixels (photos.LANDMARKS names them); None
+    # for haar and --no-detect.
+    landmarks: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON Lines record: `type` is "face" or "no_face" (summaries are "summary")."""
@@ -81,6 +84,7 @@ class VideoRow:
         row.update(video=self.video, frame=self.frame, time=round(self.time, 6))
         if self.track is not None:
             row.update(track=self.track, box=self.box, score=self.score, label=self.label)
+            row["landmarks"] = self.landmarks
             row["probabilities"] = self.probabilities
             if self.smoothed is not None:
                 row["smoothed"] = self.smoothed
@@ -163,9 +167,10 @@ def frame_results(
 
 def _detect(
     pixels: np.ndarray, name: str, config: VideoConfig, tracker: Any, stats: VideoStats
-) -> tuple[list[tuple[int, list[int], float]], np.ndarray]:
-    """(track, box in frame pixels, score) of each face, and their 48x48 crops."""
+) -> tuple[list[tuple[int, list[int], dict[str, Any]]], np.ndarray]:
+    """(track, box in frame pixels, score and landmarks) of each face, and their 48x48 crops."""
     from fertool.detect import photo_faces, photo_from_pixels
+    from fertool.photos import detector_fields
 
     started = clock.perf_counter()
     photo = photo_from_pixels(pixels, name, min(config.detect_side, config.detect.max_side))
@@ -174,7 +179,8 @@ def _detect(
     tracks = tracker.update(boxes)
     stats.seconds["detect"] += clock.perf_counter() - started
     stats.sampled += 1
-    return [(t, b, float(f.score)) for t, b, f in zip(tracks, boxes, found)], crops
+    fields = [detector_fields(photo, face) for face in found]
+    return list(zip(tracks, boxes, fields)), crops
 
 
 def _classified(
@@ -201,7 +207,7 @@ def _classified(
     for result, faces, _ in pending:
         if result.sampled and not faces:
             result.rows.append(VideoRow(name, result.index, result.time))
-        for track, box, score in faces:
+        for track, box, fields in faces:
             p = probs[at]
             at += 1
             smooth = smoother.update(track, result.time, p) if smoother is not None else None
@@ -213,10 +219,11 @@ def _classified(
                     result.time,
                     track,
                     box,
-                    round(score, 4),
+                    fields["score"],
                     classes[int(np.argmax(shown))],
                     _named(classes, p),
                     _named(classes, smooth) if smooth is not None else None,
+                    fields["landmarks"],
                 )
             )
         yield result

@@ -18,6 +18,7 @@ from fertool.cli import (  # noqa: F401  (each registers its command on `app`, i
     curves,
     ensemble,
     eval,
+    export,
     filters,
     info,
     predict,

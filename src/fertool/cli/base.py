@@ -33,9 +33,9 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from fertool import __version__
 from fertool.errors import ExitCode, FertoolError, Terminated
 from fertool.options import Detector, Precision, Tta
+from fertool.version import __version__
 
 # The panels `fertool --help` groups the commands in.
 DATA_PANEL = "Data and training"
@@ -286,6 +286,15 @@ DataArg = Annotated[
         metavar="DATA", help="A dataset artifact made by `fertool prepare`.", show_default=False
     ),
 ]
+OnnxModelArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="[MODEL]",
+        help="A branch or ensemble artifact, or its ONNX export (`fertool export`) "
+        "\\[default: the bundled model].",
+        show_default=False,
+    ),
+]
 ModelArg = Annotated[
     Path | None,
     typer.Argument(
@@ -417,11 +426,11 @@ def resumable(checkpoint: Path, quiet: bool = False) -> Iterator[None]:
 
 # A first path with one of these suffixes is a model argument, not an image; .npz is never a
 # model, but taking it as one gives the right error ("a predictions artifact, pass a model").
-MODEL_SUFFIXES = (".safetensors", ".npz", ".ckpt")
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".npz", ".ckpt")
 
 
 def split_model_and_images(paths: list[Path]) -> tuple[Path | None, list[Path]]:
-    """[MODEL] IMAGE...: the first path is the model when it is a .safetensors file."""
+    """[MODEL] IMAGE...: the first path is the model when it is a .safetensors or .onnx file."""
     if paths and paths[0].suffix.lower() in MODEL_SUFFIXES:
         return paths[0], paths[1:]
     return None, paths

@@ -17,7 +17,7 @@ from fertool.cli.base import (
     DataArg,
     DeviceOpt,
     JsonOpt,
-    ModelArg,
+    OnnxModelArg,
     PrecisionOpt,
     TtaOpt,
     command,
@@ -30,7 +30,7 @@ from fertool.options import Precision, Split, Tta
 @command("eval", panel=DATA_PANEL)
 def eval_command(
     data: DataArg,
-    model_path: ModelArg = None,
+    model_path: OnnxModelArg = None,
     split: Annotated[Split, typer.Option("--split", help="The split to score.")] = Split.VAL,
     tta: TtaOpt = Tta.AUTO,
     output: Annotated[
@@ -68,10 +68,13 @@ def eval_command(
     The intervals are percentile bootstraps (--resamples, seeded); calibration is NLL, Brier
     score and expected calibration error (ECE) over 15 confidence bins.
 
+    MODEL may be an ONNX export (`fertool export`), run through ONNX Runtime on the CPU: its views
+    are built in (--tta auto) and the logits kept are the log of its probabilities.
+
     Example: fertool eval fer.safetensors branch1.safetensors --split val -o preds.npz --tta flip
     """
     from fertool.artifacts import check_output_path, load_artifact, save_npz
-    from fertool.bundled import resolve_model
+    from fertool.bundled import load_face_model
     from fertool.evaluate import evaluate_model
     from fertool.models import check_model_fits, temperature_of
     from fertool.stats import probabilities, uncertainty_report
@@ -79,7 +82,8 @@ def eval_command(
     if output is not None:
         check_output_path(output, inputs=[data, model_path])
     dataset = load_artifact(data, expect="dataset")
-    model, meta, model_name = resolve_model(model_path)
+    model = load_face_model(model_path)
+    meta, model_name = model.meta, model.name
     check_model_fits(meta, Path(model_name), dataset)
     result = evaluate_model(
         model, meta, dataset, split.value, tta.value, device, precision.value, batch_size

@@ -68,7 +68,7 @@ def predict(
         typer.Argument(
             metavar="[MODEL] PATH...",
             show_default=False,
-            help="A model file (default: the bundled model), then photos, "
+            help="A model file or its ONNX export (default: the bundled model), then photos, "
             "folders (searched recursively) or globs.",
         ),
     ] = None,
@@ -184,11 +184,9 @@ def predict(
     Example: fertool predict branch1.safetensors photo.jpg party/ 'shots/*.png' --json
     """
     from fertool.artifacts import check_output_path
-    from fertool.bundled import resolve_model
+    from fertool.bundled import load_face_model
     from fertool.data import IMAGE_EXTENSIONS
-    from fertool.evaluate import model_tta
     from fertool.photos import PredictConfig, expand_inputs, predict_photos, write_annotations
-    from fertool.runtime import resolve_device
     from fertool.video import VIDEO_EXTENSIONS, VideoConfig, camera_index, is_video
 
     if as_json and as_csv:
@@ -216,15 +214,16 @@ def predict(
             check_output_path(annotate_dir, inputs=files)
         else:
             check_annotate_dir(annotate_dir)
-    model, meta, model_name = resolve_model(model_path)
-    check_face_size(meta, model_name)
-    classes = list(meta["classes"])
-    model.to(resolve_device(device))
+    model = load_face_model(model_path)  # a .onnx export runs through ONNX Runtime
+    model_name = model.name
+    check_face_size(model.meta, model_name)
+    classes = model.classes
+    model.place(device, "fp32")  # as before: predict runs the weights as stored
     config = PredictConfig(
         detect=detect_config(detector, det_threshold, min_face, align, margin=margin),
         whole_images=no_detect,
         batch_size=batch_size,
-        tta=model_tta(meta, tta.value),
+        tta=model.resolve_tta(tta.value),
     )
 
     for problem in problems:
@@ -240,7 +239,7 @@ def predict(
             whole_frames=no_detect,
             smooth=smooth,
             batch_size=batch_size,
-            tta="none" if tta == Tta.AUTO else tta.value,
+            tta=model.video_tta(tta.value),
         )
         output = RowWriter("json" if as_json else "csv" if as_csv else "table", classes, smooth)
         sources: list[Path | int] = [*videos, *cameras]
