@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -108,3 +109,12 @@ def copy_with_meta(source: Path, path: Path, **changes: Any) -> Path:
     }
     save_tensors(path, artifact.tensors, kind=artifact.meta["kind"], meta={**meta, **changes})
     return path
+
+
+def load_script(name: str) -> Any:
+    """scripts/NAME.py as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module

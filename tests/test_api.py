@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import invoke, json_of
+from clitools import invoke, json_of, load_script
 from PIL import Image
 
 import fertool
@@ -105,13 +105,24 @@ def test_the_api_guide_examples_run(
 ) -> None:
     pytest.importorskip("onnxruntime", reason="the ONNX example needs the onnx extra")
     blocks = api_blocks()
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     (tmp_path / "astronaut.png").write_bytes(astronaut.read_bytes())
+    load_script("demo_video").main(tmp_path / "clip.mp4")  # the video example's clip
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "docs/API.md", "exec"), {"__name__": "api_md"})
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("True torch crops ['angry'")
     assert printed[1].startswith("happy (")
+    video = printed[printed.index("0 0.0 1 happy") :]  # the astronaut's track, from frame 0
+    # two faces from the first frame, each keeping its track; a sample every 0.5 s by timestamp
+    assert [line.split()[:3] for line in video[:4]] == [
+        ["0", "0.0", "1"],
+        ["0", "0.0", "2"],
+        ["13", "0.5", "1"],
+        ["13", "0.5", "2"],
+    ], video
+    record = next(line for line in video if line.startswith("['box'"))
+    assert "'landmarks'" in record and "'smoothed'" in record and "'track'" in record
     assert printed[-2] == "onnxruntime True"
     assert printed[-1].startswith("faces: expected uint8 N x 48 x 48")

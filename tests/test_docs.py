@@ -4,12 +4,12 @@ in the README's code blocks parses as written (options exist, values are allowed
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 from pathlib import Path
 
 import pytest
+from clitools import load_script
 from typer.main import get_command
 
 from fertool.cli import app
@@ -18,13 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 GROUP = get_command(app)
 COMMANDS = sorted(GROUP.commands)  # type: ignore[attr-defined]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
 
 
 def test_there_are_commands():
