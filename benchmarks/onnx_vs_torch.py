@@ -5,7 +5,7 @@ views, crops: six per face) and each branch architecture (untrained weights, no 
 
 Both runtimes go through facemodel.FaceModel.probabilities, the call eval, predict and the Python
 API make, in fp32 on the CPU with the same number of threads. Each figure is the median of
-`--runs` timed rounds that alternate the two runtimes, after one warm-up; batch 1 is 30 faces
+`--runs` timed passes, one runtime's after the other's, after a warm-up; batch 1 is 30 faces
 one at a time, batch 100 one call of 100 faces. Faces: FER2013 val when a data set is given,
 random pixels otherwise (the speed does not depend on them). docs/BENCHMARKS.md has a table of
 its output.
@@ -63,17 +63,18 @@ def one_run(model: FaceModel, faces: np.ndarray, batch: int) -> float:
     return len(faces) / (time.perf_counter() - started)
 
 
-def alternating_medians(
+def medians(
     models: tuple[FaceModel, FaceModel], faces: np.ndarray, batch: int, runs: int
 ) -> tuple[float, float]:
-    """Median faces/s of each model over `runs` rounds that alternate them, so both see the same
-    load on a shared machine; one warm-up pass each first (allocations, ORT's graph setup)."""
+    """Median faces/s of each model over `runs` passes, all of one model's passes before the
+    other's, each after a warm-up pass (allocations, ORT's graph setup).
+
+    Not alternated: ONNX Runtime's threads spin for a while after each run, and on 2 cores that
+    starved torch's next pass (bundled model, batch 1: 1 face/s alternated, 30 alone)."""
     rates: tuple[list[float], list[float]] = ([], [])
-    for model in models:
+    for model, found in zip(models, rates):
         model.probabilities(faces[:batch])
-    for _ in range(runs):
-        for model, found in zip(models, rates):
-            found.append(one_run(model, faces, batch))
+        found.extend(one_run(model, faces, batch) for _ in range(runs))
     return statistics.median(rates[0]), statistics.median(rates[1])
 
 
@@ -106,9 +107,7 @@ def main() -> None:
                 torch_model.probabilities(sizes[100]) - onnx_model.probabilities(sizes[100])
             ).max()
             for batch, faces in sizes.items():
-                torch_rate, onnx_rate = alternating_medians(
-                    (torch_model, onnx_model), faces, batch, args.runs
-                )
+                torch_rate, onnx_rate = medians((torch_model, onnx_model), faces, batch, args.runs)
                 print(
                     f"| {name} | {properties['tta']} | {batch} | {torch_rate:,.0f} | "
                     f"{onnx_rate:,.0f} | {onnx_rate / torch_rate:.1f}x | {difference:.1e} |",

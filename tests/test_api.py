@@ -60,8 +60,10 @@ def test_predict_gives_the_command_lines_faces_for_a_path_an_image_and_pixels(
     image = Image.open(astronaut)
     for other in (fertool.predict(image), fertool.predict(np.asarray(image))):
         assert [f.to_dict() for f in other] == cli
-    gray = np.asarray(image.convert("L"))
-    assert fertool.predict(gray)[0].box == face.box
+    # Gray pixels: YuNet reads them as three equal channels, so the box moves by a pixel or two.
+    (from_gray,) = fertool.predict(np.asarray(image.convert("L")))
+    assert all(abs(a - b) <= 3 for a, b in zip(from_gray.box, face.box)), from_gray.box
+    assert from_gray.label == "happy"
 
 
 def test_predict_without_detection_and_without_a_face() -> None:
