@@ -110,6 +110,7 @@ def test_the_api_guide_examples_run(
     assert len(blocks) == 6
     (tmp_path / "astronaut.png").write_bytes(astronaut.read_bytes())
     load_script("demo_video").main(tmp_path / "clip.mp4")  # the video example's clip
+    capsys.readouterr()  # what the script printed
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "docs/API.md", "exec"), {"__name__": "api_md"})

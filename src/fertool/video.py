@@ -124,7 +124,9 @@ def frame_results(
     container = open_container(source)
     tracker = IouTracker(config.max_missed, config.min_iou)
     smoother = ExpressionSmoother(config.smooth_seconds) if config.smooth else None
-    pending: list[tuple[FrameResult, list[tuple[int, list[int], float]], np.ndarray | None]] = []
+    pending: list[
+        tuple[FrameResult, list[tuple[int, list[int], dict[str, Any]]], np.ndarray | None]
+    ] = []
     in_range, next_due = 0, config.start
     try:
         try:
