@@ -1,7 +1,7 @@
 """Write the demo clip of the README's video timeline, from scikit-image's bundled photos.
 
     python scripts/demo_video.py demo.mp4
-    fertool predict demo.mp4 --fps 10 --smooth --detect-side 640 --csv > demo.csv
+    fertool predict demo.mp4 --fps 10 --smooth --csv > demo.csv
     fertool timeline demo.csv -o docs/figures/video-timeline.png
 
 640x480 H.264 at 25 frames/s, 8 s. Top: the astronaut's face (`skimage.data.astronaut`)

@@ -402,3 +402,26 @@ def test_the_smoother_is_an_exponential_average_in_seconds():
     keep = np.exp(-0.5)
     assert smoother.update(1, 0.5, np.array([0.0, 1.0])) == pytest.approx([keep, 1 - keep])
     assert smoother.update(1, 10.0, np.array([0.0, 1.0])) == pytest.approx([0, 1])  # a new start
+
+
+def test_an_onnx_export_reads_a_video_with_its_own_views(clips, tmp_path):
+    """`--tta auto` on video is the fewest views a model can run: one for torch, the views an
+    export carries in its graph (no other can run); the rows are the torch model's."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra runs exports")
+    from fertool.export import export_onnx
+
+    flip = tmp_path / "flip.onnx"
+    export_onnx(MODEL, flip, tta="flip")
+    torch_rows = faces_of(json_lines(clips / "two.mp4", "--every", "5", "--tta", "flip"))
+    result = runner.invoke(
+        app, ["predict", str(flip), str(clips / "two.mp4"), "--every", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    onnx_rows = faces_of([json.loads(line) for line in result.stdout.splitlines()])
+    assert len(onnx_rows) == 8  # frames 0, 5, 10, 15; two faces each
+    assert [(r["frame"], r["track"], r["label"]) for r in onnx_rows] == [
+        (r["frame"], r["track"], r["label"]) for r in torch_rows
+    ]
+    for ours, theirs in zip(onnx_rows, torch_rows):
+        for name, p in ours["probabilities"].items():
+            assert abs(p - theirs["probabilities"][name]) < 1e-4

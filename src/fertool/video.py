@@ -44,10 +44,11 @@ class VideoConfig:
     fps: float | None = None  # or sample this many frames per second of video time (not both)
     start: float = 0.0  # seconds of the video's own clock
     end: float | None = None
-    # Faces are searched on frames reduced to this longer side (faces of at least 24 px there:
-    # 39 px in a 640 px frame). On the demo clip's 640x480 frames Haar took 48 ms of CPU a frame
-    # on the whole frame, 25 at 400 px with the same faces found, 17 at 320 px but missing 33
-    # of 80 (docs/experiments/2026-12-07-video.md). Crops are cut from the reduced frame too.
+    # Faces are searched on frames reduced to this longer side (YuNet finds faces from ~10 px
+    # there: ~16 px in a 640 px frame). On the demo clip's 640x480 frames Haar took 48 ms of CPU
+    # a frame on the whole frame, 25 at 400 px with the same faces found, 17 at 320 px but
+    # missing 33 of 80; YuNet takes ~10 ms at 400 px (docs/experiments/2026-12-07-video.md).
+    # Crops are cut from the reduced frame too.
     detect_side: int = 400
     whole_frames: bool = False  # classify each frame's centred square instead of finding faces
     smooth: bool = False  # add each track's exponential moving average of its probabilities
