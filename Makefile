@@ -35,7 +35,12 @@ demo: $(STAMP)
 	$(FERTOOL) ensemble $(DEMO)/data.safetensors $(DEMO)/branch1.safetensors $(DEMO)/branch2.safetensors $(DEMO)/branch3.safetensors -o $(DEMO)/ensemble.safetensors
 	$(FERTOOL) ensemble $(DEMO)/data.safetensors $(DEMO)/branch1.safetensors $(DEMO)/branch2.safetensors $(DEMO)/branch3.safetensors --average -o $(DEMO)/average.safetensors
 	$(FERTOOL) eval $(DEMO)/data.safetensors $(DEMO)/ensemble.safetensors --split val -o $(DEMO)/preds.npz
+	$(FERTOOL) eval $(DEMO)/data.safetensors $(DEMO)/branch1.safetensors --split val -o $(DEMO)/preds-branch1.npz --json > $(DEMO)/eval-branch1.json
 	$(FERTOOL) confusion $(DEMO)/preds.npz -o $(DEMO)/confusion.png --csv $(DEMO)/confusion.csv
+	$(FERTOOL) compare $(DEMO)/preds-branch1.npz $(DEMO)/preds.npz --grid $(DEMO)/disagree.png
+	$(FERTOOL) calibrate $(DEMO)/ensemble.safetensors $(DEMO)/data.safetensors -o $(DEMO)/calibrated.safetensors
+	$(FERTOOL) eval $(DEMO)/data.safetensors $(DEMO)/calibrated.safetensors --split val -o $(DEMO)/preds-calibrated.npz --json > $(DEMO)/eval-calibrated.json
+	$(FERTOOL) reliability $(DEMO)/preds.npz $(DEMO)/preds-calibrated.npz -o $(DEMO)/reliability.png
 	$(FERTOOL) saliency $(DEMO)/branch1.safetensors --data $(DEMO)/data.safetensors --index 0-5 --target true -o $(DEMO)/saliency.png
 	$(FERTOOL) saliency $(DEMO)/ensemble.safetensors --data $(DEMO)/data.safetensors --index 0-5 --method gradcam -o $(DEMO)/gradcam.png
 	$(FERTOOL) filters $(DEMO)/branch1.safetensors --layer featex1 -o $(DEMO)/filters.png
@@ -45,6 +50,13 @@ demo: $(STAMP)
 	$(BIN)/python -c "from skimage import data; from PIL import Image; Image.fromarray(data.astronaut()).save('$(DEMO)/astronaut.png')"
 	$(FERTOOL) predict $(DEMO)/astronaut.png --annotate $(DEMO)/annotated
 	$(FERTOOL) saliency $(DEMO)/astronaut.png --detect -o $(DEMO)/astronaut-saliency.png
+	# A video (made from scikit-image's photos), its rows, their timeline and an annotated copy.
+	$(BIN)/python scripts/demo_video.py $(DEMO)/clip.mp4
+	$(FERTOOL) predict $(DEMO)/clip.mp4 --fps 10 --smooth --csv --annotate $(DEMO)/clip-faces.mp4 > $(DEMO)/clip.csv
+	$(FERTOOL) timeline $(DEMO)/clip.csv -o $(DEMO)/timeline.png
+	# The bundled model as ONNX, run by ONNX Runtime on the same photo.
+	$(FERTOOL) export -o $(DEMO)/default.onnx
+	$(FERTOOL) predict $(DEMO)/default.onnx $(DEMO)/astronaut.png
 	@echo "demo: artifacts and figures in $(DEMO)/"
 
 # Two pytest-xdist workers, one core each, a test file per worker at a time (module fixtures are
