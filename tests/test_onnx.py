@@ -259,6 +259,16 @@ def test_a_broken_or_foreign_onnx_file_is_refused_in_one_line(
         load_face_model(foreign)
     # Commands that need the torch model say so instead of failing to parse the file.
     one_line_error(invoke("saliency", foreign, face, "-o", tmp_path / "s.png"), ".safetensors")
+    one_line_error(invoke("info", foreign), "not one fertool exported", code=4)
+
+
+def test_info_shows_what_an_export_takes_gives_and_came_from(flip_export: Path) -> None:
+    summary = json_of(invoke("info", flip_export, "--json"))
+    assert summary["kind"] == "onnx export" and summary["tta"] == "flip"
+    assert summary["input"] == "faces: tensor(uint8) N x 48 x 48"
+    assert summary["output"] == "probabilities: tensor(float) N x 7"  # the class axis named
+    assert summary["classes"][3] == "happy" and len(summary["source_sha256"]) == 64
+    assert "source_model" in ok(invoke("info", flip_export)).stdout
 
 
 def test_a_missing_onnx_runtime_names_the_extra(

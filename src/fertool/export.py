@@ -164,6 +164,11 @@ def export_onnx(
         proto.doc_string = f"{name}: facial expression probabilities ({', '.join(meta['classes'])})"
         for key, value in properties.items():
             proto.metadata_props.add(key=key, value=value)
+        # The mean over views leaves the class axis unnamed ("ReduceMean..._dim_1"); a reader of
+        # the file should see N x 7.
+        (output_shape,) = (out.type.tensor_type.shape for out in proto.graph.output)
+        output_shape.dim[1].Clear()
+        output_shape.dim[1].dim_value = len(meta["classes"])
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
     return properties

@@ -52,6 +52,25 @@ def open_session(path: Path, threads: int | None = None) -> Any:
         ) from err
 
 
+def export_summary(path: Path) -> dict[str, Any]:
+    """What `fertool info` shows of an export: its input and output, then its metadata
+    properties (JSON values decoded); a file fertool did not export is refused in one line."""
+    session = open_session(path, threads=1)
+    properties = dict(session.get_modelmeta().custom_metadata_map)
+    meta_from_properties(path, properties)  # the check: a fertool export, readable
+    summary: dict[str, Any] = {"kind": "onnx export"}
+    for role, (tensor,) in (("input", session.get_inputs()), ("output", session.get_outputs())):
+        summary[role] = f"{tensor.name}: {tensor.type} {' x '.join(map(str, tensor.shape))}"
+    for key, value in sorted(properties.items()):
+        try:
+            summary[key] = json.loads(value) if value[:1] in "[{" else value
+        except json.JSONDecodeError:
+            summary[key] = value
+    if "temperature" in summary:
+        summary["temperature"] = float(summary["temperature"])
+    return summary
+
+
 def meta_from_properties(path: Path, properties: dict[str, str]) -> dict[str, Any]:
     """The FaceModel metadata of an export, from its ONNX metadata properties."""
     if properties.get("fertool_format") != FORMAT:

@@ -3,6 +3,7 @@
     fertool info                          # the bundled default model
     fertool info branch1.safetensors      # architecture, data, command, epochs, val accuracy
     fertool info fer.safetensors --json   # a data set: source, counts, sha256
+    fertool info default.onnx             # an export: input, output, views, source model
 
 Everything shown is read from the file's own metadata: a model file says how it was made.
 """
@@ -41,7 +42,7 @@ def info(
         Optional[Path],
         typer.Argument(
             metavar="[FILE]",
-            help="Any fertool artifact \\[default: the bundled model].",
+            help="Any fertool artifact or ONNX export \\[default: the bundled model].",
             show_default=False,
         ),
     ] = None,
@@ -53,10 +54,15 @@ def info(
     Example: fertool info branch1.safetensors
     """
     from fertool.artifacts import MODEL_KINDS, load_artifact
-    from fertool.bundled import default_model_path
+    from fertool.bundled import default_model_path, is_onnx
     from fertool.provenance import dataset_summary, model_summary
 
     path = path or default_model_path()
+    if is_onnx(path):
+        from fertool.onnxmodel import export_summary
+
+        show({"file": str(path), "bytes": path.stat().st_size, **export_summary(path)}, as_json)
+        return
     artifact = load_artifact(
         path, as_numpy=True
     )  # metadata and shapes only: no need to import torch
@@ -66,7 +72,11 @@ def info(
         summary = dataset_summary(artifact.meta)
     else:
         summary = {k: v for k, v in artifact.meta.items() if k not in ("history", "param_groups")}
-    summary = {"file": str(path), "bytes": path.stat().st_size, **summary}
+    show({"file": str(path), "bytes": path.stat().st_size, **summary}, as_json)
+
+
+def show(summary: dict[str, Any], as_json: bool) -> None:
+    """The summary as JSON, or a line per field in words."""
     if as_json:
         print_json(summary)
         return
