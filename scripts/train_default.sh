@@ -133,8 +133,4 @@ print(max(scores, key=scores.get))
 PY
 )
 "$python" "$(dirname "$0")/pack_model.py" "$best" "$default_out" --data "$data" --split val
-# Packing writes no temperature: fit it on val, as the shipped file was (MODEL_CARD.md,
-# "Calibration").
-"$fertool" calibrate "$default_out" "$data" -o "$out/calibrated.safetensors" --json > "$out/calibrate.json"
-mv "$out/calibrated.safetensors" "$default_out"
 "$fertool" info "$default_out"

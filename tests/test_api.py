@@ -66,6 +66,32 @@ def test_predict_gives_the_command_lines_faces_for_a_path_an_image_and_pixels(
     assert from_gray.label == "happy"
 
 
+def test_a_pil_image_is_read_as_its_file_is(astronaut: Path, tmp_path: Path) -> None:
+    """Transparency on white and 16-bit scaled, as `fertool predict` reads the file."""
+    photo = np.asarray(Image.open(astronaut).convert("RGB"))
+    alpha = np.full(photo.shape[:2], 255, np.uint8)
+    alpha[:, :100] = 0  # a transparent strip: white when read
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([photo, alpha])).save(rgba)
+    deep = tmp_path / "gray16.png"
+    gray = np.asarray(Image.open(astronaut).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray).save(deep)
+    for path in (rgba, deep):
+        by_path = [f.to_dict() for f in fertool.predict(path)]
+        assert by_path and by_path[0]["label"] == "happy"
+        assert [f.to_dict() for f in fertool.predict(Image.open(path))] == by_path
+
+
+def test_detection_options_reach_the_finder_as_on_the_command_line(astronaut: Path) -> None:
+    from fertool.detect import DetectConfig
+
+    cli = json_of(invoke("predict", astronaut, "--detector", "haar", "--margin", "0.4", "--json"))
+    config = DetectConfig(detector="haar", margin=0.4)
+    faces = [f.to_dict() for f in fertool.predict(astronaut, config=config)]
+    assert faces == cli["results"][0]["faces"] and faces[0]["landmarks"] is None
+    assert fertool.predict(astronaut, config=config, margin=0.2)[0].to_dict() != faces[0]
+
+
 def test_predict_without_detection_and_without_a_face() -> None:
     blank = np.full((120, 160), 90, np.uint8)
     assert fertool.predict(blank) == []

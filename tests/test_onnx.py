@@ -260,6 +260,7 @@ def test_a_broken_or_foreign_onnx_file_is_refused_in_one_line(
     # Commands that need the torch model say so instead of failing to parse the file.
     one_line_error(invoke("saliency", foreign, face, "-o", tmp_path / "s.png"), ".safetensors")
     one_line_error(invoke("info", foreign), "not one fertool exported", code=4)
+    one_line_error(invoke("info", tmp_path / "none.onnx"), "no such file")
 
 
 def test_info_shows_what_an_export_takes_gives_and_came_from(flip_export: Path) -> None:
@@ -293,6 +294,7 @@ def test_export_leaves_nothing_behind_when_it_cannot_write(
             branch_file(tmp_path / "cold.safetensors", "tiny", temperature=-1.0),
             tmp_path / "cold.onnx",
         )
+    one_line_error(invoke("export", models["tiny"], "-o", tmp_path / "t.safetensors"), ".onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cold.safetensors"]
 
 

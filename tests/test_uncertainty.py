@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clitools import assert_real_png, copy_with_meta, invoke, json_of, one_line_error
+from scipy.stats import binomtest  # type: ignore[import-untyped]
 
 from fertool.artifacts import load_artifact, save_npz
-from fertool.stats import expected_calibration_error, probabilities
+from fertool.stats import (
+    accuracy_interval,
+    brier_score,
+    expected_calibration_error,
+    probabilities,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +44,13 @@ def test_eval_reports_intervals_and_calibration(two_evals):
     probs, labels = probabilities(preds.tensors), preds.tensors["labels"]
     assert report["ece"] == pytest.approx(expected_calibration_error(probs, labels))
     assert report["nll"] == pytest.approx(-np.log(probs[np.arange(len(labels)), labels]).mean())
-    assert 0 <= report["brier"] <= 2 and report["ece_bins"] == 15
+    assert report["brier"] == pytest.approx(brier_score(probs, labels))
+    assert report["ece_bins"] == 15
+    # The intervals are the seeded bootstrap of these very faces (eval's default 2,000 resamples).
+    assert report["accuracy_ci95"] == pytest.approx(
+        accuracy_interval(probs.argmax(1) == labels, 2000, 0)
+    )
+    assert report["accuracy_ci95"][0] < report["accuracy_ci95"][1]
     # The file keeps the probabilities, rows summing to 1, and the model's temperature.
     assert np.allclose(preds.tensors["probabilities"].sum(1), 1, atol=1e-5)
     assert preds.meta["temperature"] == 1.0
@@ -62,7 +74,10 @@ def test_compare_two_evals_with_a_grid(two_evals, tmp_path):
     assert result["only_a_right"] == int((right_a & ~right_b).sum())
     low, high = result["difference_ci95"]
     assert low <= result["difference"] <= high
-    assert 0 < result["mcnemar_p"] <= 1
+    only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    assert result["only_b_right"] == only_b
+    assert result["mcnemar_p"] == pytest.approx(binomtest(only_a, only_a + only_b).pvalue)
+    assert result["distinguishable"] == (low > 0 or high < 0)
     assert result["disagree"] > 0, "the mirror should change some predictions"
     assert result["grid_faces"] == min(32, result["disagree"])
     assert_real_png(grid)

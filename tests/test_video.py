@@ -227,6 +227,7 @@ def test_a_folder_mixing_photos_and_videos_gives_rows_for_both(clips, tmp_path):
     records = json_lines(folder)
     photo = [r for r in records if r["video"].endswith("astronaut.png")]
     assert photo[0]["type"] == "face" and photo[0]["frame"] == 0 and photo[0]["label"] == "happy"
+    assert photo[0]["score"] > 0.6 and set(photo[0]["landmarks"]) >= {"right_eye", "left_eye"}
     summaries = [r for r in records if r["type"] == "summary"]
     assert {Path(s["video"]).name for s in summaries} == {"astronaut.png", "coffee.mp4"}
 
@@ -244,6 +245,33 @@ def test_annotate_dir_takes_photos_as_png_and_videos_as_mp4(clips, tmp_path):
         tmp_path / "astronaut.png", clips / "two.mp4", "--annotate", tmp_path / "x.mp4", code=3
     )
     assert "a video path takes one video as input" in one_error(refused)
+    refused = predict(clips / "two.mp4", "--annotate", tmp_path / "x.mkv", code=3)
+    assert "name it x.mp4" in one_error(refused)
+
+
+def test_two_videos_of_one_name_get_two_annotated_copies(clips, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "two.mp4").write_bytes((clips / "two.mp4").read_bytes())
+    out = tmp_path / "annotated"
+    predict(
+        tmp_path / "a" / "two.mp4", tmp_path / "b" / "two.mp4", "--every", "10", "--annotate", out
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["two-2.mp4", "two.mp4"]
+
+
+def test_every_frame_comes_out_in_order_and_bad_sampling_is_refused(clips):
+    from fertool.bundled import load_face_model
+    from fertool.errors import BadInputError
+    from fertool.video import VideoConfig, frame_results
+
+    model = load_face_model(MODEL)
+    results = list(frame_results(clips / "two.mp4", model, model.classes, VideoConfig(every=3)))
+    assert [r.index for r in results] == list(range(FRAMES))
+    assert [r.index for r in results if r.sampled] == list(range(0, FRAMES, 3))
+    for bad in ({"fps": 0}, {"every": 0}, {"every": 2, "fps": 5.0}):
+        with pytest.raises(BadInputError):
+            VideoConfig(**bad)
 
 
 def test_no_detect_classifies_each_whole_frame_as_one_track(clips):

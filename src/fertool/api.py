@@ -85,17 +85,15 @@ def _model(model: FaceModel | str | Path | None) -> FaceModel:
 def _photo(image: ImageLike, max_side: int) -> Any:
     """A detect.Photo from a path, a PIL image or uint8 pixels (H x W gray, H x W x 3 RGB)."""
     import numpy as np
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    from fertool.detect import photo_from_pixels, read_photo
+    from fertool.detect import photo_from_image, photo_from_pixels, read_photo
     from fertool.errors import BadInputError
 
     if isinstance(image, (str, Path)):
         return read_photo(Path(image), max_side)
     if isinstance(image, Image.Image):
-        upright = ImageOps.exif_transpose(image)
-        pixels = np.asarray(upright.convert("L" if upright.mode in ("L", "1") else "RGB"))
-        return photo_from_pixels(pixels, "<PIL image>", max_side)
+        return photo_from_image(image, "<PIL image>", max_side)
     if isinstance(image, np.ndarray):
         return photo_from_pixels(image, "<array>", max_side)
     raise BadInputError(
@@ -108,7 +106,7 @@ def predict(
     model: FaceModel | str | Path | None = None,
     *,
     detect: bool = True,
-    margin: float = 0.2,
+    margin: float | None = None,
     tta: str = "auto",
     config: DetectConfig | None = None,
 ) -> list[FacePrediction]:
@@ -117,7 +115,8 @@ def predict(
     `image`: a file path, a PIL image, or a numpy uint8 array (H x W gray or H x W x 3 RGB).
     `model`: a loaded model, a model path, or None for the bundled model. `detect=False`
     classifies the whole image (its centred square), as `fertool predict --no-detect`; a 48x48
-    image is taken as a face crop. `margin` and `tta` are `fertool predict`'s --margin and --tta;
+    image is taken as a face crop. `margin` (0.2, or `config`'s) and `tta` are `fertool
+    predict`'s --margin and --tta;
     `config` (a detect.DetectConfig) sets the rest of how faces are found: the detector, its
     threshold, the smallest face, alignment. An image without a face gives an empty list.
     """
@@ -127,7 +126,9 @@ def predict(
     from fertool.photos import detector_fields
 
     face_model = _model(model)
-    config = replace(config or DetectConfig(), margin=margin)
+    config = config or DetectConfig()
+    if margin is not None:
+        config = replace(config, margin=margin)
     photo = _photo(image, config.max_side)
     faces, crops = photo_faces(photo, config, detect=detect)
     probabilities = classify_faces(face_model, crops, tta=face_model.resolve_tta(tta))

@@ -126,13 +126,27 @@ def read_photo(path: Path, max_side: int = DetectConfig.max_side) -> Photo:
             image.load()
             decoded = image.size
             upright = ImageOps.exif_transpose(image)
-            gray = single_channel(upright)
-            colour = _colour(upright)
+            turned = upright.size != decoded
+            size = (stored[1], stored[0]) if turned else stored
+            return photo_from_image(upright, path, max_side, size=size, upright=True)
     except DECODE_ERRORS as err:
         raise BadInputError(f"{path}: cannot read image ({failure_reason(path, err)})") from err
-    turned = upright.size != decoded
-    size = (stored[1], stored[0]) if turned else stored
-    return _reduced(path, gray, size, max_side, colour)
+
+
+def photo_from_image(
+    image: Image.Image,
+    path: Path | str = "<PIL image>",
+    max_side: int = DetectConfig.max_side,
+    *,
+    size: tuple[int, int] | None = None,
+    upright: bool = False,
+) -> Photo:
+    """A Photo from an opened PIL image, decoded as `read_photo` decodes a file: EXIF rotation
+    applied (unless `upright`), transparent parts on white, 16-bit and float scaled to 0..255.
+    `size` is the photo's own size where the image was decoded smaller (JPEG draft)."""
+    if not upright:
+        image = ImageOps.exif_transpose(image)
+    return _reduced(Path(path), single_channel(image), size or image.size, max_side, _colour(image))
 
 
 def photo_from_pixels(

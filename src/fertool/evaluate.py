@@ -22,7 +22,10 @@ from fertool.augment import zoom_about_centre
 from fertool.constants import SPLITS
 from fertool.errors import BadInputError
 from fertool.runtime import autocast, eval_mode
-from fertool.schemas import TTA_MODES
+
+# check_tta and model_tta live in schemas.py, torch-free, so an ONNX model resolves its views
+# without torch; imported here too, where the views are made.
+from fertool.schemas import TTA_MODES, check_tta, model_tta  # noqa: F401
 
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
@@ -62,14 +65,6 @@ def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 CROP_ZOOMS = (1.0, 1.08, 1.16)
 
 
-def check_tta(tta: str, flag: str = "--tta", allow_auto: bool = False) -> None:
-    """Refuse a name that is not one of TTA_MODES (or `auto`, where `model_tta` resolves it later),
-    naming the option it came from."""
-    allowed = ("auto", *TTA_MODES) if allow_auto else TTA_MODES
-    if tta not in allowed:
-        raise BadInputError(f"{flag} {tta}: choose one of {', '.join(allowed)}")
-
-
 def tta_views(batch: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """The views of an N x 1 x H x W batch whose softmax `predict_logits` averages."""
     if tta == "none":
@@ -105,13 +100,6 @@ def log_mean_softmax(logits: torch.Tensor) -> torch.Tensor:
     """views x N x classes logits -> N x classes: the log of each image's mean softmax over its
     views."""
     return logits.float().softmax(dim=-1).mean(dim=0).clamp_min(1e-12).log()
-
-
-def model_tta(meta: dict[str, Any], requested: str) -> str:
-    """`auto`, in every command, is the test-time augmentation the model's file asks for (`tta`
-    in its metadata; none where it names none)."""
-    check_tta(requested, allow_auto=True)
-    return str(meta.get("tta", "none")) if requested == "auto" else requested
 
 
 @torch.inference_mode()

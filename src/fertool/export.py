@@ -83,16 +83,6 @@ class ExportGraph(nn.Module):
         return logits.softmax(dim=-1).view(len(views), x.shape[0], -1).mean(dim=0)
 
 
-def temperature_of(meta: dict[str, Any], path: Path | str) -> float:
-    """The model file's `temperature` (1.0 when absent); a positive finite number or an error."""
-    value = meta.get("temperature", 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
-        raise BadInputError(
-            f"{path}: its temperature {value!r} is not a positive number; calibrate the model again"
-        )
-    return float(value)
-
-
 def export_metadata(
     meta: dict[str, Any], source: Path, tta: str, temperature: float, input_type: str
 ) -> dict[str, str]:
@@ -137,10 +127,12 @@ def export_onnx(
         raise FertoolError(ONNX_MISSING) from err
     if input_type not in INPUT_TYPES:
         raise BadInputError(f"--input {input_type}: choose one of {', '.join(INPUT_TYPES)}")
+    if output.suffix.lower() != ".onnx":
+        raise BadInputError(f"-o {output}: an export is an ONNX file; name it FILE.onnx")
     check_output_path(output, inputs=[model_path])
     model, meta, name = resolve_model(model_path)
     views = model_tta(meta, tta)
-    temperature = temperature_of(meta, name)
+    temperature = model.temperature  # models.load_model read it; schemas checked it is > 0
     graph = ExportGraph(model.float().cpu(), views, temperature)
     example = torch.full(
         (2, IMAGE_SIZE, IMAGE_SIZE), 128, dtype=getattr(torch, input_type)

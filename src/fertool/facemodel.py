@@ -40,10 +40,9 @@ class FaceModel:
 
     def resolve_tta(self, requested: str) -> str:
         """`auto` -> the model's own views; another name is checked and returned."""
-        from fertool.evaluate import check_tta
+        from fertool.schemas import model_tta
 
-        check_tta(requested, allow_auto=True)
-        return self.tta if requested == "auto" else requested
+        return model_tta(self.meta, requested)
 
     def video_tta(self, requested: str) -> str:
         """The views for video frames: `auto` is the fewest this model can run (one, for torch;
@@ -83,10 +82,9 @@ class FaceModel:
         faces = check_faces(faces)
         if len(faces) == 0:
             return np.zeros((0, len(self.classes)))
-        scores = self.log_probabilities(faces, tta, batch_size, on_batch).astype(np.float64)
-        scores -= scores.max(axis=1, keepdims=True)
-        probabilities = np.exp(scores)
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
+        from fertool.stats import softmax
+
+        return softmax(self.log_probabilities(faces, tta, batch_size, on_batch).astype(np.float64))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, tta={self.tta!r})"

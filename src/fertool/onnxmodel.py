@@ -114,13 +114,9 @@ class OnnxFaceModel(FaceModel):
         return self.tta  # the graph's own: no other can run
 
     def resolve_tta(self, requested: str) -> str:
-        # Checked here, not through evaluate.check_tta: running an export needs no torch.
-        from fertool.options import Tta
-
-        if requested in ("auto", self.tta):
-            return self.tta
-        if requested not in Tta.values():
-            raise BadInputError(f"--tta {requested}: choose one of {', '.join(Tta.values())}")
+        resolved = super().resolve_tta(requested)
+        if resolved == self.tta:
+            return resolved
         raise BadInputError(
             f"{self.name}: its views ({self.tta}) are built into the ONNX graph, so --tta "
             f"{requested} cannot apply; use --tta auto, or export the model again with "
@@ -152,14 +148,34 @@ class OnnxFaceModel(FaceModel):
         batch_size: int = 100,
         on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
+        probabilities = self._run_batches(faces, tta, batch_size, on_batch)
+        return np.log(np.maximum(probabilities, 1e-12)).astype(np.float32)
+
+    def probabilities(
+        self,
+        faces: np.ndarray,
+        tta: str = "auto",
+        batch_size: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        # The graph gives probabilities already: renormalised in float64, not logged and back.
+        probabilities = self._run_batches(faces, tta, batch_size, on_batch).astype(np.float64)
+        return probabilities / probabilities.sum(axis=1, keepdims=True).clip(min=1e-300)
+
+    def _run_batches(
+        self,
+        faces: np.ndarray,
+        tta: str,
+        batch_size: int,
+        on_batch: Callable[[int], None] | None,
+    ) -> np.ndarray:
+        """float32 N x K probabilities of uint8 faces, `batch_size` at a time."""
         faces = check_faces(faces)
         self.resolve_tta(tta)
-        outputs = []
+        outputs = [np.zeros((0, len(self.classes)), np.float32)]
         for start in range(0, len(faces), batch_size):
             batch = faces[start : start + batch_size]
-            outputs.append(np.log(np.maximum(self.run(batch), 1e-12)))
+            outputs.append(self.run(batch))
             if on_batch is not None:
                 on_batch(len(batch))
-        if not outputs:
-            return np.zeros((0, len(self.classes)), np.float32)
-        return np.concatenate(outputs).astype(np.float32)
+        return np.concatenate(outputs)

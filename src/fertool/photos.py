@@ -224,8 +224,9 @@ def predict_photos(
     return face_rows(results, probs, classes)
 
 
-def annotation_names(paths: list[Path], inputs: list[Path]) -> list[str]:
-    """A distinct PNG name per photo, from its own name (a.jpg -> a.png, then a-2.png, ...).
+def annotation_names(paths: list[Path], inputs: list[Path], suffix: str = ".png") -> list[str]:
+    """A distinct name per photo (or video, `suffix` ".mp4"), from its own name (a.jpg -> a.png,
+    then a-2.png, ...).
 
     Names already used by an input in the folder are avoided too, so an input is never overwritten.
     """
@@ -233,10 +234,10 @@ def annotation_names(paths: list[Path], inputs: list[Path]) -> list[str]:
     names = []
     for path in paths:
         stem, n = path.stem or "image", 1
-        name = f"{stem}.png"
+        name = f"{stem}{suffix}"
         while name.lower() in taken:
             n += 1
-            name = f"{stem}-{n}.png"
+            name = f"{stem}-{n}{suffix}"
         taken.add(name.lower())
         names.append(name)
     return names

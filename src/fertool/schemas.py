@@ -276,3 +276,18 @@ def check_contents(artifact: Any) -> None:
     check = _CHECKS.get(artifact.kind)
     if check is not None:
         check(artifact)
+
+
+def check_tta(tta: str, flag: str = "--tta", allow_auto: bool = False) -> None:
+    """Refuse a name that is not one of TTA_MODES (or `auto`, where `model_tta` resolves it later),
+    naming the option it came from."""
+    allowed = ("auto", *TTA_MODES) if allow_auto else TTA_MODES
+    if tta not in allowed:
+        raise BadInputError(f"{flag} {tta}: choose one of {', '.join(allowed)}")
+
+
+def model_tta(meta: dict[str, Any], requested: str) -> str:
+    """`auto`, in every command, is the test-time augmentation the model's file asks for (`tta`
+    in its metadata; none where it names none)."""
+    check_tta(requested, allow_auto=True)
+    return str(meta.get("tta", "none")) if requested == "auto" else requested

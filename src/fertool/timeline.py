@@ -37,6 +37,11 @@ def read_tracks(path: Path, raw: bool = False) -> tuple[Panels, list[str], bool]
     series: dict[tuple[str, int], list[tuple[float, list[float]]]] = {}
     for record in records:
         probs = record["smoothed" if smoothed else "probabilities"]
+        if not isinstance(probs, dict) or set(probs) != set(classes):
+            raise BadInputError(
+                f"{path}: rows of other classes than the first row's ({', '.join(classes)}), "
+                "or without probabilities; draw one model's rows per file"
+            )
         key = (str(record["video"]), int(record["track"]))
         series.setdefault(key, []).append((float(record["time"]), [probs[c] for c in classes]))
     panels = {}
@@ -74,9 +79,11 @@ def _json_lines(path: Path, file: Any) -> Iterator[dict[str, Any]]:
 
 
 def _csv_rows(path: Path, file: Any) -> Iterator[dict[str, Any]]:
+    from fertool.video import csv_header
+
     reader = csv.reader(file)
     header = next(reader, [])
-    fixed = ["path", "frame", "time", "track", "x", "y", "w", "h", "score", "label"]
+    fixed = csv_header([], smooth=False)
     if header[: len(fixed)] != fixed:
         raise BadInputError(
             f"{path}: not rows of `fertool predict VIDEO --csv` (its header starts "

@@ -32,6 +32,7 @@ from fertool.video_decode import (  # noqa: F401  (re-exported: the video API in
     decoded_frames,
     is_video,
     open_container,
+    source_name,
 )
 
 
@@ -60,6 +61,17 @@ class VideoConfig:
     # One view, not the bundled model's six: a video already shows the model the same face many
     # times, and the smoothing averages them; each view costs a forward pass.
     tta: str = "none"
+
+    def __post_init__(self) -> None:
+        """Python callers pass plain values: refuse the ones the command line would refuse."""
+        if self.every < 1:
+            raise BadInputError(f"every {self.every}: give 1 or more (every Nth frame)")
+        if self.fps is not None and self.fps <= 0:
+            raise BadInputError(f"fps {self.fps}: give a positive number of frames a second")
+        if self.fps is not None and self.every > 1:
+            raise BadInputError("every and fps: give one of them")
+        if self.start < 0 or self.end is not None and self.end < 0:
+            raise BadInputError("start and end: give seconds, 0 or more")
 
 
 @dataclass
@@ -121,7 +133,7 @@ def frame_results(
     from fertool.tracks import ExpressionSmoother, IouTracker
 
     stats = VideoStats() if stats is None else stats
-    name = f"camera {source}" if isinstance(source, int) else str(source)
+    name = source_name(source)
     container = open_container(source)
     tracker = IouTracker(config.max_missed, config.min_iou)
     smoother = ExpressionSmoother(config.smooth_seconds) if config.smooth else None
@@ -144,7 +156,11 @@ def frame_results(
                     sampled = in_range % config.every == 0
                 in_range += 1
                 if not (sampled or keep_pixels):
-                    yield FrameResult(index, seconds, False)
+                    skipped = FrameResult(index, seconds, False)
+                    if pending:  # behind sampled frames still waiting for the model: in order
+                        pending.append((skipped, [], None))
+                    else:
+                        yield skipped
                     continue
                 started = clock.perf_counter()
                 pixels = frame.to_ndarray(format="rgb24")

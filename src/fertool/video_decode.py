@@ -59,7 +59,7 @@ def open_container(source: str | Path | int) -> Any:
     """A PyAV container with a video stream, or BadInputError saying why not."""
     import av
 
-    name = _name(source)
+    name = source_name(source)
     try:
         if isinstance(source, int):
             container = _open_camera(source)
@@ -109,7 +109,8 @@ def _open_camera(index: int) -> Any:
         raise BadInputError(f"camera {index}: cannot open {device} ({error})") from error
 
 
-def _name(source: str | Path | int) -> str:
+def source_name(source: str | Path | int) -> str:
+    """How a video or camera is named in rows and messages."""
     return f"camera {source}" if isinstance(source, int) else str(source)
 
 

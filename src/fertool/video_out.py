@@ -82,6 +82,13 @@ class AnnotatedVideo:
                 break
             except (av.FFmpegError, ValueError):
                 continue
+        else:
+            from fertool.errors import FertoolError
+
+            raise FertoolError(
+                f"{self.path}: this FFmpeg (PyAV {av.__version__}) has none of the encoders "
+                f"{', '.join(ENCODERS)}; reinstall PyAV from its wheel: pip install av"
+            )
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = _MILLISECOND

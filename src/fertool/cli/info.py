@@ -61,7 +61,8 @@ def info(
     if is_onnx(path):
         from fertool.onnxmodel import export_summary
 
-        show({"file": str(path), "bytes": path.stat().st_size, **export_summary(path)}, as_json)
+        summary = export_summary(path)  # first: it names a missing or foreign file in one line
+        show({"file": str(path), "bytes": path.stat().st_size, **summary}, as_json)
         return
     artifact = load_artifact(
         path, as_numpy=True

@@ -146,7 +146,7 @@ def predict(
             "--detect-side",
             min=64,
             help="Video: find faces on frames reduced to this longer side, in pixels (faster; "
-            "faces under 24 px there are missed: raise it for small faces).",
+            "YuNet finds faces from about 10 px there: raise it for small faces).",
         ),
     ] = 400,
     smooth: Annotated[
@@ -206,6 +206,11 @@ def predict(
         raise BadInputError("--every and --fps: give one of them")
     if annotate_dir is not None:
         if video_mode and annotate_dir.suffix.lower() in VIDEO_EXTENSIONS:
+            if annotate_dir.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+                raise BadInputError(
+                    f"--annotate {annotate_dir}: the annotated copy is H.264 in MP4; name it "
+                    f"{annotate_dir.stem}.mp4"
+                )
             if len(videos) + len(cameras) != 1 or len(files) != len(videos):
                 raise BadInputError(
                     f"--annotate {annotate_dir}: a video path takes one video as input; "
@@ -408,10 +413,11 @@ class RowWriter:
                     0.0,
                     i + 1,
                     face["box"],
-                    None,
+                    face.get("score"),
                     face["label"],
                     face["probabilities"],
                     dict(face["probabilities"]) if self.smooth else None,
+                    face.get("landmarks"),
                 )
                 for i, face in enumerate(row["faces"])
             ]
@@ -473,23 +479,22 @@ def track_table(record: dict[str, Any], classes: list[str]) -> Table:
     return table
 
 
-def video_target(annotate: Path | None, source: Path | int, inputs: list[Path]) -> Path | None:
-    """Where the annotated copy of `source` goes: --annotate itself when it names a video file,
-    else DIR/<name>.mp4 (camera-N.mp4), never over an input."""
+def video_targets(
+    annotate: Path | None, sources: list[Path | int], inputs: list[Path]
+) -> list[Path | None]:
+    """Where each video's annotated copy goes: --annotate itself when it names a video file (one
+    video), else DIR/<name>.mp4 (camera-N.mp4), distinct, never over an input."""
+    from fertool.photos import annotation_names
     from fertool.video import VIDEO_EXTENSIONS
 
     if annotate is None:
-        return None
+        return [None] * len(sources)
     if annotate.suffix.lower() in VIDEO_EXTENSIONS:
-        return annotate
+        return [annotate]
     annotate.mkdir(exist_ok=True)
-    stem = f"camera-{source}" if isinstance(source, int) else source.stem or "video"
-    taken = {path.resolve() for path in inputs}
-    target, n = annotate / f"{stem}.mp4", 1
-    while target.resolve() in taken:
-        n += 1
-        target = annotate / f"{stem}-{n}.mp4"
-    return target
+    named = [Path(f"camera-{s}") if isinstance(s, int) else s for s in sources]
+    inside = [p for p in inputs if p.parent.resolve() == annotate.resolve()]  # as for photos
+    return [annotate / name for name in annotation_names(named, inside, suffix=".mp4")]
 
 
 def run_videos(
@@ -514,10 +519,8 @@ def run_videos(
         output.photos(rows)
         if annotate is not None:
             write_annotations(annotate, rows, photos)
-    for source in sources:
-        target = video_target(
-            annotate, source, [*photos, *(s for s in sources if isinstance(s, Path))]
-        )
+    inputs = [*photos, *(s for s in sources if isinstance(s, Path))]
+    for source, target in zip(sources, video_targets(annotate, sources, inputs)):
         stopped = predict_one_video(source, model, classes, video_config, output, target)
         if stopped:
             problems.append(stopped)
@@ -533,11 +536,11 @@ def predict_one_video(
 ) -> str | None:
     """Stream one video's rows to `output`, then its summary; the problem that stopped it, if
     any (the rows before are already out)."""
-    from fertool.video import VideoStats, VideoSummary, frame_results
+    from fertool.video import VideoStats, VideoSummary, frame_results, source_name
     from fertool.video_out import AnnotatedVideo
 
     stats = VideoStats()
-    name = f"camera {source}" if isinstance(source, int) else str(source)
+    name = source_name(source)
     summary = VideoSummary(name, classes)
     problem = None
     writer = AnnotatedVideo(annotate, stats) if annotate is not None else None
